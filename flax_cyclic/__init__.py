@@ -1,0 +1,13 @@
+"""flax_cyclic: cyclical learning rates for Flax NNX and optax.
+
+Pure, jit-safe schedules (``cyclic_schedule``) and stateful schedulers with the braintools /
+PyTorch interface (``CyclicLR``), computing PyTorch's numbers with exact integer phase arithmetic.
+"""
+
+from flax_cyclic.schedulers import CyclicLR as CyclicLR
+from flax_cyclic.schedulers import LRScheduler as LRScheduler
+from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
+
+__version__ = "0.1.0"
+
+__all__ = ["CyclicLR", "LRScheduler", "__version__", "cyclic_schedule"]
