@@ -21,8 +21,10 @@ def _got(name: str, value: Any) -> str:
     return f"got {name}={value!r} ({type(value).__name__})"
 
 
-def integer(owner: str, name: str, value: Any, *, minimum: int, hint: str) -> int:
-    """Returns ``value`` as an int in ``[minimum, MAX_STEP]``; bools and floats are rejected."""
+def integer(
+    owner: str, name: str, value: Any, *, minimum: int, maximum: int | None = MAX_STEP, hint: str
+) -> int:
+    """Returns ``value`` as an int in ``[minimum, maximum]``; bools and floats are rejected."""
     if isinstance(value, bool):
         raise TypeError(f"{owner}: `{name}` must be an integer, {_got(name, value)}. {hint}")
     try:
@@ -31,12 +33,11 @@ def integer(owner: str, name: str, value: Any, *, minimum: int, hint: str) -> in
         raise TypeError(
             f"{owner}: `{name}` must be an integer, {_got(name, value)}. {hint}"
         ) from None
-    if not minimum <= result <= MAX_STEP:
-        bound = "a positive" if minimum == 1 else "a non-negative"
-        raise ValueError(
-            f"{owner}: `{name}` must be {bound} integer no larger than 2**31 - 1, "
-            f"{_got(name, value)}. {hint}"
-        )
+    if result < minimum or (maximum is not None and result > maximum):
+        requirement = "a positive integer" if minimum == 1 else "a non-negative integer"
+        if maximum is not None:
+            requirement += " no larger than 2**31 - 1"
+        raise ValueError(f"{owner}: `{name}` must be {requirement}, {_got(name, value)}. {hint}")
     return result
 
 

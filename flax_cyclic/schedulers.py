@@ -102,6 +102,7 @@ class LRScheduler(abc.ABC):
             name,
             value,
             minimum=0,
+            maximum=None,  # the host path is exact for any Python int
             hint="Steps count from 0; a scheduler built with last_epoch=N stands at step N.",
         )
 
@@ -345,6 +346,13 @@ class CyclicLR(LRScheduler):
         self._base_momentums = groups["base_momentum"]
         self._max_momentums = groups["max_momentum"]
         self._cycle_momentum = cycle_momentum
+        self._lr_bounds = tuple(zip(self._base_lrs, self._max_lrs, strict=True))
+        # Momentum runs the other way: max_momentum at the troughs, base_momentum at the peaks.
+        self._momentum_bounds = (
+            tuple(zip(self._max_momentums, self._base_momentums, strict=True))
+            if cycle_momentum
+            else None
+        )
         super().__init__(last_epoch)
 
     # -- configuration (read-only) ----------------------------------------------------------------
@@ -424,19 +432,13 @@ class CyclicLR(LRScheduler):
     # -- evaluation ------------------------------------------------------------------------------
 
     def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
-        scale_factor, scale = self._policy.factors(step, HOST)
-        lrs = [
-            interpolate(low, high, scale_factor, scale, HOST)
-            for low, high in zip(self._base_lrs, self._max_lrs, strict=True)
-        ]
-        if not self._cycle_momentum:
+        factor, scale = self._policy.factors(step, HOST)
+        lrs = [interpolate(low, high, factor, scale, HOST) for low, high in self._lr_bounds]
+        if self._momentum_bounds is None:
             return lrs, None
-        # Momentum runs the other way: max_momentum at the troughs, base_momentum at the peaks.
-        momentums = [
-            interpolate(high, low, scale_factor, scale, HOST)
-            for low, high in zip(self._base_momentums, self._max_momentums, strict=True)
+        return lrs, [
+            interpolate(low, high, factor, scale, HOST) for low, high in self._momentum_bounds
         ]
-        return lrs, momentums
 
     def as_schedule(self, group: int = 0) -> optax.Schedule:
         """The jit-safe ``optax.Schedule`` of one group's learning rate (same formula).

@@ -168,10 +168,11 @@ class CyclePolicy:
     def factors(self, step: Any, xp: _HostMath | _JaxMath) -> tuple[Any, Any]:
         """Returns ``(scale_factor, scale)`` at ``step``.
 
-        ``scale_factor`` is the triangle wave in [0, 1]: PyTorch's ``x / ratio`` on the way up
-        and ``(x - 1) / (ratio - 1)`` on the way down, which with ``x = position / total`` and
-        ``ratio = up / total`` are ``position / up`` and ``(total - position) / down``. Taking
-        ``position`` from integer ``divmod`` keeps the phase exact at any step.
+        ``scale_factor`` is the triangle wave in [0, 1]: PyTorch's ``x / ratio`` while rising and
+        ``(x - 1) / (ratio - 1)`` while falling, which with ``x = position / total`` and
+        ``ratio = up / total`` are ``position / up`` and ``(total - position) / down``. The
+        integer ``position`` comes from ``divmod``, so the phase is exact at any step, and a
+        single correctly rounded division gives exactly 0 at troughs and 1 at peaks.
         """
         cycle_index, position = self.phase(step)
         up, down = self.step_size_up, self.step_size_down
@@ -202,12 +203,12 @@ class CyclePolicy:
 
 
 def interpolate(
-    low: Any, high: Any, scale_factor: Any, scale: Any, xp: _HostMath | _JaxMath
+    low: float, high: float, scale_factor: Any, scale: Any, xp: _HostMath | _JaxMath
 ) -> Any:
-    """``low + (high - low) * scale_factor * scale``, PyTorch's order of operations.
+    """``low + (high - low) * scale_factor * scale``, in PyTorch's order of operations.
 
     At a trough (``scale_factor == 0``) the value is ``low`` exactly, even where ``scale``
-    overflowed to ``inf`` (exp_range with ``gamma > 1``), so the result is never ``nan``.
+    overflowed to ``inf`` (exp_range with ``gamma > 1``): never ``nan``.
     """
     return xp.where(scale_factor == 0, low, low + (high - low) * scale_factor * scale)
 
@@ -234,9 +235,15 @@ def step_array(owner: str, count: Any) -> jax.Array:
 def make_schedule(policy: CyclePolicy, low: float, high: float, owner: str) -> optax.Schedule:
     """The jit-safe schedule going from ``low`` (troughs) to ``high`` (peaks) under ``policy``."""
 
+    # Compiled even when called eagerly: XLA rewrites float arithmetic (it folds constants into
+    # ``position * ((high - low) / up)`` and fuses multiply-adds), so op-by-op evaluation would
+    # round differently from the same schedule inside a jitted training step.
+    @jax.jit
+    def compiled(step: jax.Array) -> jax.Array:
+        return interpolate(low, high, *policy.factors(step, JAX), JAX)
+
     def schedule(count: Any) -> jax.Array:
-        scale_factor, scale = policy.factors(step_array(owner, count), JAX)
-        return interpolate(low, high, scale_factor, scale, JAX)
+        return compiled(step_array(owner, count))
 
     return schedule
 

@@ -1,0 +1,79 @@
+"""Shared helpers: trajectories on both paths and an exact rational reference of the formula."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def host_lrs(scheduler, steps: int) -> list[list[float]]:
+    """The per-group learning rates a training loop sees for `steps` updates."""
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.get_last_lr())
+        scheduler.step()
+    return out
+
+
+def host_momentums(scheduler, steps: int) -> list[list[float]]:
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.get_last_momentum())
+        scheduler.step()
+    return out
+
+
+def jit_values(schedule, steps) -> np.ndarray:
+    """Evaluates a pure schedule under jit + vmap with a traced integer step."""
+    return np.asarray(jax.jit(jax.vmap(schedule))(jnp.asarray(steps, dtype=jnp.int32)))
+
+
+def exact_lr(
+    step: int,
+    base: float,
+    high: float,
+    up: int,
+    down: int,
+    mode: str = "triangular",
+) -> Fraction:
+    """The formula in exact rational arithmetic (triangular and triangular2 only).
+
+    Written the way the seed docs state it (x in [0, 1) of the cycle, rising for x <= ratio),
+    not the way the library computes it, so the two are independent.
+    """
+    total = up + down
+    cycle = 1 + Fraction(step, total).__floor__()
+    x = 1 + Fraction(step, total) - cycle
+    ratio = Fraction(up, total)
+    factor = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+    if mode == "triangular":
+        scale = Fraction(1)
+    else:
+        # Past 1100 halvings the amplitude is below 2**-1100 of itself: under any float's
+        # resolution next to base_lr, and 2**(cycle - 1) itself would be a huge integer.
+        scale = Fraction(1, 2 ** (cycle - 1)) if cycle <= 1100 else Fraction(0)
+    return Fraction(base) + (Fraction(high) - Fraction(base)) * factor * scale
+
+
+def float32_ulp(value: float) -> float:
+    return float(np.spacing(np.float32(abs(value))))
+
+
+def assert_close_to_exact(got: np.ndarray, exact: list[Fraction], bound: float, ulps: float):
+    """Asserts |got - exact| <= ulps * ulp_float32(bound) elementwise, reporting the worst."""
+    errors = [abs(Fraction(float(g)) - e) for g, e in zip(got, exact, strict=True)]
+    worst = max(errors)
+    limit = Fraction(ulps * float32_ulp(bound))
+    assert worst <= limit, f"worst error {float(worst):.3e} exceeds {float(limit):.3e}"
+
+
+def isclose_lists(a, b, rel=4 * 2.0**-52) -> bool:
+    return all(
+        math.isclose(x, y, rel_tol=rel, abs_tol=1e-300)
+        for row_a, row_b in zip(a, b, strict=True)
+        for x, y in zip(row_a, row_b, strict=True)
+    )
