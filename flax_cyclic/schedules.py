@@ -205,12 +205,23 @@ class CyclePolicy:
 def interpolate(
     low: float, high: float, scale_factor: Any, scale: Any, xp: _HostMath | _JaxMath
 ) -> Any:
-    """``low + (high - low) * scale_factor * scale``, in PyTorch's order of operations.
+    """PyTorch's ``low + (high - low) * scale_factor * scale``, rounded so it stays in bounds.
 
-    At a trough (``scale_factor == 0``) the value is ``low`` exactly, even where ``scale``
+    With ``w = scale_factor * scale``, the value is computed from the nearer end: as
+    ``low + (high - low) * w`` for ``w <= 1/2`` and as ``high - (high - low) * (1 - w)`` above
+    (``1 - w`` is exact there). The two agree mathematically; this form returns ``high``
+    exactly at a full peak, ``low`` exactly at a trough, and never leaves ``[low, high]`` for
+    ``0 <= w <= 1`` through rounding (the one-sided form can overshoot ``high`` by an ulp, or
+    return 0 for ``low=1, high=1e-300``). At a trough the value is ``low`` even where ``scale``
     overflowed to ``inf`` (exp_range with ``gamma > 1``): never ``nan``.
     """
-    return xp.where(scale_factor == 0, low, low + (high - low) * scale_factor * scale)
+    amplitude = high - low
+    if amplitude == 0:  # A constant schedule, whatever the scale (even an overflowed one).
+        return low + 0 * scale_factor
+    weight = scale_factor * scale
+    near_low = low + amplitude * weight
+    near_high = high - amplitude * (1 - weight)
+    return xp.where(scale_factor == 0, low, xp.where(weight <= 0.5, near_low, near_high))
 
 
 def step_array(owner: str, count: Any) -> jax.Array:

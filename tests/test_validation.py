@@ -1,0 +1,126 @@
+"""Bad input: a clear TypeError / ValueError at construction naming the argument and the value."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flax_cyclic import CyclicLR, cyclic_schedule
+
+# (keyword arguments, exception, fragments the message must contain)
+SHARED_BAD_INPUT = [
+    ({"step_size_up": 0}, ValueError, ["step_size_up", "step_size_up=0", "positive integer"]),
+    ({"step_size_up": -5}, ValueError, ["step_size_up=-5"]),
+    ({"step_size_up": 2.5}, TypeError, ["step_size_up=2.5", "float", "integer"]),
+    ({"step_size_up": 2000.0}, TypeError, ["step_size_up=2000.0"]),
+    ({"step_size_up": "10"}, TypeError, ["step_size_up='10'"]),
+    ({"step_size_up": True}, TypeError, ["step_size_up=True"]),
+    ({"step_size_up": None}, TypeError, ["step_size_up=None"]),
+    ({"step_size_down": 0}, ValueError, ["step_size_down=0", "None to use step_size_up"]),
+    ({"step_size_down": 1.5}, TypeError, ["step_size_down=1.5"]),
+    ({"step_size_up": 2**31}, ValueError, ["step_size_up=2147483648", "2**31 - 1"]),
+    ({"step_size_up": 2**30, "step_size_down": 2**30}, ValueError, ["2147483648 steps"]),
+    ({"mode": "cosine"}, ValueError, ["mode='cosine'", "'triangular', 'triangular2', 'exp_range'"]),
+    ({"mode": "Triangular"}, ValueError, ["mode='Triangular'"]),
+    ({"mode": None}, ValueError, ["mode=None"]),
+    ({"scale_mode": "epoch"}, ValueError, ["scale_mode='epoch'", "'cycle', 'iterations'"]),
+    ({"gamma": 0}, ValueError, ["gamma=0", "positive"]),
+    ({"gamma": -0.5}, ValueError, ["gamma=-0.5"]),
+    ({"gamma": math.nan}, ValueError, ["gamma=nan", "finite"]),
+    ({"gamma": math.inf}, ValueError, ["gamma=inf"]),
+    ({"gamma": "0.9"}, TypeError, ["gamma='0.9'", "real number"]),
+    ({"scale_fn": 3}, TypeError, ["scale_fn=3", "callable"]),
+    ({"scale_fn": "linear"}, TypeError, ["scale_fn='linear'"]),
+    ({"base_lr": -1e-3}, ValueError, ["base_lr=-0.001", "non-negative finite"]),
+    ({"base_lr": math.nan}, ValueError, ["base_lr=nan"]),
+    ({"max_lr": math.inf}, ValueError, ["max_lr=inf"]),
+    ({"max_lr": -math.inf}, ValueError, ["max_lr=-inf"]),
+    ({"base_lr": "1e-3"}, TypeError, ["base_lr='1e-3'", "real number"]),
+    ({"base_lr": None}, TypeError, ["base_lr=None"]),
+    ({"base_lr": True}, TypeError, ["base_lr=True"]),
+    ({"max_lr": np.array([0.1, 0.2])}, TypeError, ["max_lr=array([0.1, 0.2])"]),
+]
+
+SCHEDULER_BAD_INPUT = [
+    ({"base_lr": [0.1, -0.1]}, ValueError, ["base_lr[1]=-0.1"]),
+    ({"max_lr": [0.1, math.nan]}, ValueError, ["max_lr[1]=nan"]),
+    ({"base_lr": []}, ValueError, ["`base_lr` must not be an empty list"]),
+    (
+        {"base_lr": [0.1, 0.2], "max_lr": [1, 2, 3]},
+        ValueError,
+        ["same length", "base_lr has 2", "max_lr has 3"],
+    ),
+    (
+        {"base_lr": [0.1, 0.2], "base_momentum": [0.8, 0.8, 0.8]},
+        ValueError,
+        ["base_lr has 2", "base_momentum has 3"],
+    ),
+    ({"last_epoch": -1}, ValueError, ["last_epoch=-1", "non-negative integer"]),
+    ({"last_epoch": 3.0}, TypeError, ["last_epoch=3.0"]),
+    ({"last_epoch": "3"}, TypeError, ["last_epoch='3'"]),
+    ({"base_momentum": -0.1}, ValueError, ["base_momentum=-0.1"]),
+    ({"base_momentum": math.nan}, ValueError, ["base_momentum=nan"]),
+    ({"max_momentum": math.inf}, ValueError, ["max_momentum=inf"]),
+    ({"max_momentum": [0.9, -1.0]}, ValueError, ["max_momentum[1]=-1.0"]),
+    (
+        {"base_momentum": 0.95, "max_momentum": 0.9},
+        ValueError,
+        ["base_momentum=0.95 > max_momentum=0.9", "group 0"],
+    ),
+    ({"cycle_momentum": "yes"}, TypeError, ["cycle_momentum='yes'"]),
+    ({"cycle_momentum": 1}, TypeError, ["cycle_momentum=1"]),
+]
+
+
+def _message_has(error: pytest.ExceptionInfo, owner: str, fragments: list[str]) -> None:
+    message = str(error.value)
+    assert message.startswith(owner + ":"), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize(("kwargs", "error", "fragments"), SHARED_BAD_INPUT + SCHEDULER_BAD_INPUT)
+def test_cyclic_lr_rejects(kwargs, error, fragments):
+    with pytest.raises(error) as info:
+        CyclicLR(**kwargs)
+    _message_has(info, "CyclicLR", fragments)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "fragments"), SHARED_BAD_INPUT)
+def test_cyclic_schedule_rejects(kwargs, error, fragments):
+    arguments = {"base_lr": 1e-3, "max_lr": 1e-2, **kwargs}
+    with pytest.raises(error) as info:
+        cyclic_schedule(**arguments)
+    _message_has(info, "cyclic_schedule", fragments)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "error"), [(-1, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError)]
+)
+def test_step_to_a_bad_epoch_is_rejected_and_changes_nothing(epoch, error):
+    scheduler = CyclicLR(0.1, 0.5, step_size_up=3, last_epoch=2)
+    with pytest.raises(error, match=f"epoch={epoch!r}"):
+        scheduler.step(epoch=epoch)
+    assert scheduler.last_epoch == 2
+    assert scheduler.get_last_lr() == CyclicLR(0.1, 0.5, step_size_up=3, last_epoch=2).get_lr()
+
+
+@pytest.mark.parametrize(
+    "value", [np.float32(0.1), np.float64(0.1), np.int64(1), jnp.float32(0.1), np.array(0.1)]
+)
+def test_numpy_and_jax_scalars_are_accepted_as_numbers(value):
+    scheduler = CyclicLR(base_lr=value, max_lr=2.0, step_size_up=np.int64(4))
+    assert scheduler.base_lrs == (float(value),)
+    assert type(scheduler.base_lrs[0]) is float
+    assert scheduler.step_size_up == 4
+
+
+def test_inverted_bounds_are_allowed_and_cycle_downwards():
+    # Not an error: base_lr > max_lr is how momentum cycles, and PyTorch allows it.
+    scheduler = CyclicLR(base_lr=0.9, max_lr=0.8, step_size_up=2)
+    assert scheduler.get_lr() == [0.9]
+    scheduler.step(epoch=2)
+    assert scheduler.get_last_lr() == [0.8]
