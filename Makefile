@@ -27,7 +27,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(DEV_STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --output docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -91,7 +91,7 @@ class LRScheduler(abc.ABC):
             self._last_epoch += 1
         else:
             self._last_epoch = self._check_epoch("epoch", epoch)
-        self._refresh()
+        self._last_lr, self._last_momentum = self._values_at(self._last_epoch)
 
     def _refresh(self) -> None:
         self._last_lr, self._last_momentum = self._values_at(self._last_epoch)
@@ -432,13 +432,11 @@ class CyclicLR(LRScheduler):
     # -- evaluation ------------------------------------------------------------------------------
 
     def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
-        factor, scale = self._policy.factors(step, HOST)
-        lrs = [interpolate(low, high, factor, scale, HOST) for low, high in self._lr_bounds]
+        weight = self._policy.weight(step, HOST)
+        lrs = [interpolate(low, high, weight, HOST) for low, high in self._lr_bounds]
         if self._momentum_bounds is None:
             return lrs, None
-        return lrs, [
-            interpolate(low, high, factor, scale, HOST) for low, high in self._momentum_bounds
-        ]
+        return lrs, [interpolate(low, high, weight, HOST) for low, high in self._momentum_bounds]
 
     def as_schedule(self, group: int = 0) -> optax.Schedule:
         """The jit-safe ``optax.Schedule`` of one group's learning rate (same formula).

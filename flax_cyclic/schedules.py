@@ -35,6 +35,10 @@ class _HostMath:
         return if_true if condition else if_false
 
     @staticmethod
+    def full_like(like: Any, value: float) -> float:
+        return value
+
+    @staticmethod
     def half_power(k: int) -> float:
         """``2 ** -k``, exact; underflows to 0.0 for large ``k`` instead of raising."""
         return math.ldexp(1.0, -k)
@@ -68,6 +72,7 @@ class _JaxMath:
     """``jax.numpy`` arithmetic, traceable under ``jax.jit`` and ``jax.vmap``."""
 
     where = staticmethod(jnp.where)
+    full_like = staticmethod(jnp.full_like)
 
     @staticmethod
     def half_power(k: jax.Array) -> jax.Array:
@@ -101,6 +106,11 @@ class CyclePolicy:
     gamma: float
     scale_fn: Callable[[Any], Any] | None
     scale_mode: str
+    total_size: int = dataclasses.field(init=False)
+    """The number of steps in one cycle."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_size", self.step_size_up + self.step_size_down)
 
     @classmethod
     def create(
@@ -156,38 +166,34 @@ class CyclePolicy:
             scale_mode=_checks.choice(owner, "scale_mode", scale_mode, SCALE_MODES),
         )
 
-    @property
-    def total_size(self) -> int:
-        """The number of steps in one cycle."""
-        return self.step_size_up + self.step_size_down
-
     def phase(self, step: Any) -> tuple[Any, Any]:
         """Returns ``(cycle_index, position)``: ``divmod(step, total_size)``, in exact integers."""
         return divmod(step, self.total_size)
 
-    def factors(self, step: Any, xp: _HostMath | _JaxMath) -> tuple[Any, Any]:
-        """Returns ``(scale_factor, scale)`` at ``step``.
+    def weight(self, step: Any, xp: _HostMath | _JaxMath) -> Any:
+        """Returns ``scale_factor * scale`` at ``step``: how far from ``low`` towards ``high``.
 
         ``scale_factor`` is the triangle wave in [0, 1]: PyTorch's ``x / ratio`` while rising and
         ``(x - 1) / (ratio - 1)`` while falling, which with ``x = position / total`` and
         ``ratio = up / total`` are ``position / up`` and ``(total - position) / down``. The
-        integer ``position`` comes from ``divmod``, so the phase is exact at any step, and a
-        single correctly rounded division gives exactly 0 at troughs and 1 at peaks.
+        integer ``position`` comes from ``divmod``, so the phase is exact at any step, and one
+        correctly rounded division gives exactly 1 at peaks. At a trough the weight is exactly
+        0, even where ``scale`` overflowed to ``inf`` (exp_range with ``gamma > 1``).
         """
-        cycle_index, position = self.phase(step)
-        up, down = self.step_size_up, self.step_size_down
-        scale_factor = xp.where(position <= up, position / up, (self.total_size - position) / down)
-        return scale_factor, self._scale(step, cycle_index, xp)
-
-    def _scale(self, step: Any, cycle_index: Any, xp: _HostMath | _JaxMath) -> Any:
+        total = self.total_size
+        cycle_index, position = divmod(step, total)
+        up = self.step_size_up
+        scale_factor = xp.where(position <= up, position / up, (total - position) / (total - up))
         if self.scale_fn is not None:
             argument = cycle_index + 1 if self.scale_mode == "cycle" else step
-            return xp.scale_fn_value(self.scale_fn(argument), self.scale_fn, argument)
-        if self.mode == "triangular":
-            return 1.0
-        if self.mode == "triangular2":
-            return xp.half_power(cycle_index)
-        return xp.power(self.gamma, step)
+            scale = xp.scale_fn_value(self.scale_fn(argument), self.scale_fn, argument)
+        elif self.mode == "triangular":
+            return scale_factor
+        elif self.mode == "triangular2":
+            scale = xp.half_power(cycle_index)
+        else:
+            scale = xp.power(self.gamma, step)
+        return xp.where(position == 0, 0.0, scale_factor * scale)
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description, used to check a restored scheduler state."""
@@ -202,26 +208,19 @@ class CyclePolicy:
         }
 
 
-def interpolate(
-    low: float, high: float, scale_factor: Any, scale: Any, xp: _HostMath | _JaxMath
-) -> Any:
-    """PyTorch's ``low + (high - low) * scale_factor * scale``, rounded so it stays in bounds.
+def interpolate(low: float, high: float, weight: Any, xp: _HostMath | _JaxMath) -> Any:
+    """PyTorch's ``low + (high - low) * weight``, rounded so that it stays in bounds.
 
-    With ``w = scale_factor * scale``, the value is computed from the nearer end: as
-    ``low + (high - low) * w`` for ``w <= 1/2`` and as ``high - (high - low) * (1 - w)`` above
-    (``1 - w`` is exact there). The two agree mathematically; this form returns ``high``
-    exactly at a full peak, ``low`` exactly at a trough, and never leaves ``[low, high]`` for
-    ``0 <= w <= 1`` through rounding (the one-sided form can overshoot ``high`` by an ulp, or
-    return 0 for ``low=1, high=1e-300``). At a trough the value is ``low`` even where ``scale``
-    overflowed to ``inf`` (exp_range with ``gamma > 1``): never ``nan``.
+    The value is computed from the nearer end: as ``low + (high - low) * w`` for ``w <= 1/2``
+    and as ``high - (high - low) * (1 - w)`` above (``1 - w`` is exact there). The two agree
+    mathematically; this form is ``high`` exactly at a full peak, ``low`` exactly at a trough,
+    and never leaves ``[low, high]`` for ``0 <= w <= 1`` through rounding (the one-sided form
+    can overshoot ``high`` by an ulp, or give 0 for ``low=1, high=1e-300``).
     """
     amplitude = high - low
-    if amplitude == 0:  # A constant schedule, whatever the scale (even an overflowed one).
-        return low + 0 * scale_factor
-    weight = scale_factor * scale
-    near_low = low + amplitude * weight
-    near_high = high - amplitude * (1 - weight)
-    return xp.where(scale_factor == 0, low, xp.where(weight <= 0.5, near_low, near_high))
+    if amplitude == 0:  # A constant schedule, whatever the weight (even an overflowed one).
+        return xp.full_like(weight, low)
+    return xp.where(weight <= 0.5, low + amplitude * weight, high - amplitude * (1 - weight))
 
 
 def step_array(owner: str, count: Any) -> jax.Array:
@@ -251,7 +250,7 @@ def make_schedule(policy: CyclePolicy, low: float, high: float, owner: str) -> o
     # round differently from the same schedule inside a jitted training step.
     @jax.jit
     def compiled(step: jax.Array) -> jax.Array:
-        return interpolate(low, high, *policy.factors(step, JAX), JAX)
+        return interpolate(low, high, policy.weight(step, JAX), JAX)
 
     def schedule(count: Any) -> jax.Array:
         return compiled(step_array(owner, count))

@@ -1,0 +1,160 @@
+"""Benchmarks: host cost of a scheduler step, side by side with PyTorch, printed as ratios.
+
+Run with `make bench` (or `python benchmarks/run.py [--output docs/benchmarks.md]`). Every
+candidate is timed in the same process, interleaved over several rounds, and the best round is
+kept (noise on a shared machine only ever adds time). Ratios, not absolute times, are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import timeit
+import warnings
+from collections.abc import Callable
+
+import jax
+
+import flax_cyclic
+
+CASES = {
+    "triangular, 1 group": dict(base_lr=1e-3, max_lr=6e-3, step_size_up=2000),
+    "triangular2, 1 group": dict(base_lr=1e-3, max_lr=6e-3, step_size_up=2000, mode="triangular2"),
+    "exp_range, 1 group": dict(
+        base_lr=1e-3, max_lr=6e-3, step_size_up=2000, mode="exp_range", gamma=0.99994
+    ),
+    "triangular, 4 groups + momentum": dict(
+        base_lr=[1e-4, 1e-3, 1e-3, 1e-2],
+        max_lr=[1e-3, 1e-2, 1e-2, 1e-1],
+        step_size_up=2000,
+        cycle_momentum=True,
+    ),
+}
+
+
+def ours(config: dict) -> Callable[[], object]:
+    scheduler = flax_cyclic.CyclicLR(**config)
+
+    def call():
+        scheduler.step()
+        return scheduler.get_last_lr()
+
+    return call
+
+
+def pytorch(config: dict) -> Callable[[], object] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    config = dict(config)
+    cycle_momentum = config.pop("cycle_momentum", False)
+    groups = len(config["base_lr"]) if isinstance(config["base_lr"], list) else 1
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
+    optimizer = torch.optim.SGD([{"params": [p]} for p in params], lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CyclicLR(
+        optimizer, **config, cycle_momentum=cycle_momentum
+    )
+
+    def call():
+        scheduler.step()
+        return scheduler.get_last_lr()
+
+    return call
+
+
+def jnp_on_host(config: dict) -> Callable[[], object]:
+    # What evaluating the formula with jax.numpy on every host step costs (braintools does
+    # this): a device dispatch per step, even for a compiled schedule.
+    scheduler = flax_cyclic.CyclicLR(**config)
+    schedules = [scheduler.as_schedule(group) for group in range(scheduler.num_groups)]
+    step = 0
+
+    def call():
+        nonlocal step
+        step += 1
+        return [float(schedule(step)) for schedule in schedules]
+
+    return call
+
+
+def best_microseconds(candidates: dict[str, Callable], number: int, rounds: int) -> dict:
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for fn in candidates.values():
+        fn()  # warm up (compilation, caches)
+    for _ in range(rounds):
+        for name, fn in candidates.items():  # interleaved: drift hits every candidate alike
+            times[name].append(timeit.timeit(fn, number=number) / number * 1e6)
+    return {name: (min(ts), statistics.median(ts)) for name, ts in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=20_000, help="calls per timing round")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    parser.add_argument("--output", help="also write the table as Markdown to this file")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")  # PyTorch warns about step() before optimizer.step()
+
+    rows = []
+    for case, config in CASES.items():
+        candidates = {"flax_cyclic": ours(config), "jnp on host": jnp_on_host(config)}
+        torch_fn = pytorch(config)
+        if torch_fn is not None:
+            candidates["PyTorch"] = torch_fn
+        jnp_number = max(1, args.number // 50)
+        result = best_microseconds(
+            {k: v for k, v in candidates.items() if k != "jnp on host"}, args.number, args.rounds
+        )
+        result.update(best_microseconds({"jnp on host": candidates["jnp on host"]}, jnp_number, 3))
+        rows.append((case, result))
+
+    header = (
+        "| case | flax_cyclic µs/step | PyTorch µs/step | PyTorch / flax_cyclic "
+        "| jnp on host µs/step |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|"]
+    for case, result in rows:
+        mine = result["flax_cyclic"][0]
+        theirs = result.get("PyTorch", (float("nan"),))[0]
+        lines.append(
+            f"| {case} | {mine:.2f} | {theirs:.2f} | {theirs / mine:.1f}x "
+            f"| {result['jnp on host'][0]:.1f} |"
+        )
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, jax {jax.__version__}"
+    )
+    try:
+        import torch
+
+        machine += f", torch {torch.__version__}"
+    except ImportError:
+        machine += ", torch not installed (no PyTorch column)"
+    table = "\n".join(lines)
+    print(table)
+    print(f"\nmachine: {machine}")
+    print("cost = CyclicLR.step() + get_last_lr(); best of the interleaved rounds")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(
+                "# Benchmarks\n\n"
+                "Host cost of one scheduler step: `CyclicLR.step()` followed by `get_last_lr()`, "
+                "timed side by side in one process with `torch.optim.lr_scheduler.CyclicLR` "
+                "(whose `step()` also writes the learning rate into its optimizer), and with "
+                "evaluating the same formula through `jax.numpy` on every step, as braintools "
+                "does. Best of interleaved rounds; the ratio is the result, the absolute times "
+                "depend on the machine.\n\n"
+                f"{table}\n\n"
+                f"Machine: {machine}.\n\n"
+                "Reproduce with `make bench` (`python benchmarks/run.py --output "
+                "docs/benchmarks.md`).\n"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
