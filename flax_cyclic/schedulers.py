@@ -130,7 +130,7 @@ class LRScheduler(abc.ABC):
         This makes the scheduler a valid ``optax.Schedule``: ``optax.sgd(scheduler)`` works.
         The optimizer's own update count drives it then; ``last_epoch`` is not consulted.
         """
-        return self.as_schedule(0)(count)
+        return self._lr_schedules[0](count)
 
     def _check_group(self, group: Any) -> int:
         if isinstance(group, bool) or not isinstance(group, int):
@@ -353,6 +353,14 @@ class CyclicLR(LRScheduler):
             if cycle_momentum
             else None
         )
+        # Built once: each is compiled on first use, and reused by every later call.
+        self._lr_schedules = tuple(
+            make_schedule(self._policy, low, high, owner) for low, high in self._lr_bounds
+        )
+        self._momentum_schedules = tuple(
+            make_schedule(self._policy, low, high, owner)
+            for low, high in self._momentum_bounds or ()
+        )
         super().__init__(last_epoch)
 
     # -- configuration (read-only) ----------------------------------------------------------------
@@ -447,10 +455,7 @@ class CyclicLR(LRScheduler):
         Returns:
             A function of the integer step, e.g. for ``optax.multi_transform`` per group.
         """
-        group = self._check_group(group)
-        return make_schedule(
-            self._policy, self._base_lrs[group], self._max_lrs[group], type(self).__name__
-        )
+        return self._lr_schedules[self._check_group(group)]
 
     def as_momentum_schedule(self, group: int = 0) -> optax.Schedule:
         """The jit-safe ``optax.Schedule`` of one group's cycled momentum.
@@ -470,12 +475,7 @@ class CyclicLR(LRScheduler):
                 f"{type(self).__name__}: the momentum is not cycled; build the scheduler with "
                 "cycle_momentum=True to get a momentum schedule."
             )
-        return make_schedule(
-            self._policy,
-            self._max_momentums[group],
-            self._base_momentums[group],
-            type(self).__name__,
-        )
+        return self._momentum_schedules[group]
 
     def _config(self) -> dict[str, Any]:
         return {

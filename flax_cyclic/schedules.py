@@ -239,6 +239,9 @@ def step_array(owner: str, count: Any) -> jax.Array:
             f"{owner}: the step must be an integer, got an array of dtype {step.dtype}. "
             "Pass the optimizer's update count (optax passes an int32 count)."
         )
+    if jnp.issubdtype(step.dtype, jnp.unsignedinteger):
+        # e.g. nnx.Optimizer.step (uint32): negating an unsigned cycle index would wrap around.
+        step = step.astype(jax.dtypes.canonicalize_dtype(jnp.int64))
     return step
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 
 import jax
@@ -77,3 +79,19 @@ def isclose_lists(a, b, rel=4 * 2.0**-52) -> bool:
         for row_a, row_b in zip(a, b, strict=True)
         for x, y in zip(row_a, row_b, strict=True)
     )
+
+
+@contextlib.contextmanager
+def count_compilations() -> Iterator[list[str]]:
+    """Collects one entry per XLA backend compilation inside the block."""
+    compiled: list[str] = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

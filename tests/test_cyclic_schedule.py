@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_close_to_exact, exact_lr, jit_values
+from helpers import assert_close_to_exact, count_compilations, exact_lr, jit_values
 
 from flax_cyclic import CyclicLR, cyclic_schedule
 
@@ -148,10 +148,39 @@ def test_vmap_over_steps_matches_per_step_calls():
 
 
 def test_one_compilation_serves_every_step():
-    schedule = jax.jit(cyclic_schedule(0.1, 0.5, step_size_up=3, mode="exp_range", gamma=0.9))
-    for step in range(50):
-        schedule(jnp.int32(step))
-    assert schedule._cache_size() == 1
+    schedule = cyclic_schedule(0.1, 0.5, step_size_up=3, mode="exp_range", gamma=0.9)
+    jitted = jax.jit(schedule)
+    with count_compilations() as first:
+        schedule(0)
+        jitted(jnp.int32(0))
+    with count_compilations() as later:
+        for step in range(1, 50):
+            schedule(step)
+            jitted(jnp.int32(step))
+    assert first
+    assert not later
+
+
+def test_scheduler_calls_compile_once():
+    scheduler = CyclicLR([0.1, 0.2], 0.5, step_size_up=3, cycle_momentum=True)
+    assert scheduler.as_schedule(1) is scheduler.as_schedule(1)
+    assert scheduler.as_momentum_schedule(0) is scheduler.as_momentum_schedule(0)
+    with count_compilations() as first:
+        scheduler(0)
+    with count_compilations() as later:
+        for step in range(1, 30):
+            scheduler(step)
+    assert first
+    assert not later
+
+
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.uint32, jnp.int16, jnp.int32])
+def test_any_integer_dtype_is_a_step(dtype):
+    # nnx.Optimizer counts updates in uint32; an unsigned cycle index must not wrap around.
+    schedule = cyclic_schedule(1.0, 5.0, step_size_up=4, mode="triangular2")
+    steps = jnp.arange(22, dtype=dtype)
+    expected = [1, 2, 3, 4, 5, 4, 3, 2, 1, 1.5, 2, 2.5, 3, 2.5, 2, 1.5, 1, 1.25, 1.5, 1.75, 2, 1.75]
+    np.testing.assert_array_max_ulp(np.asarray(jax.vmap(schedule)(steps)), np.float32(expected))
 
 
 def test_drives_optax_sgd_with_the_exact_learning_rate_each_update():
