@@ -14,17 +14,18 @@ import numpy as np
 
 def host_lrs(scheduler, steps: int) -> list[list[float]]:
     """The per-group learning rates a training loop sees for `steps` updates."""
-    out = []
-    for _ in range(steps):
-        out.append(scheduler.get_last_lr())
-        scheduler.step()
-    return out
+    return _before_each_step(scheduler, steps, scheduler.get_last_lr)
 
 
 def host_momentums(scheduler, steps: int) -> list[list[float]]:
+    """The per-group momentums a training loop sees for `steps` updates."""
+    return _before_each_step(scheduler, steps, scheduler.get_last_momentum)
+
+
+def _before_each_step(scheduler, steps: int, read) -> list:
     out = []
     for _ in range(steps):
-        out.append(scheduler.get_last_momentum())
+        out.append(read())
         scheduler.step()
     return out
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_close_to_exact, count_compilations, exact_lr, jit_values
+from helpers import assert_close_to_exact, count_compilations, exact_lr, host_lrs, jit_values
 
 from flax_cyclic import CyclicLR, cyclic_schedule
 
@@ -126,17 +126,9 @@ def test_custom_scale_fn_under_jit_matches_host():
 
     for scale_mode in ("cycle", "iterations"):
         kwargs = dict(step_size_up=7, step_size_down=3, scale_fn=scale_fn, scale_mode=scale_mode)
-        host = [lr[0] for lr in _trajectory(CyclicLR(0.01, 0.1, **kwargs), 60)]
+        host = [lr[0] for lr in host_lrs(CyclicLR(0.01, 0.1, **kwargs), 60)]
         jitted = jit_values(cyclic_schedule(0.01, 0.1, **kwargs), np.arange(60))
         np.testing.assert_allclose(jitted, host, rtol=2e-7)
-
-
-def _trajectory(scheduler, steps):
-    out = []
-    for _ in range(steps):
-        out.append(scheduler.get_last_lr())
-        scheduler.step()
-    return out
 
 
 def test_vmap_over_steps_matches_per_step_calls():
