@@ -60,7 +60,10 @@ class LRScheduler(abc.ABC):
 
     @abc.abstractmethod
     def as_schedule(self, group: int = 0) -> optax.Schedule:
-        """The jit-safe ``optax.Schedule`` of one parameter group's learning rate."""
+        """The jit-safe ``optax.Schedule`` of one parameter group's learning rate.
+
+        Implementations return the same object on every call, so it compiles once.
+        """
 
     # -- position -----------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class LRScheduler(abc.ABC):
         This makes the scheduler a valid ``optax.Schedule``: ``optax.sgd(scheduler)`` works.
         The optimizer's own update count drives it then; ``last_epoch`` is not consulted.
         """
-        return self._lr_schedules[0](count)
+        return self.as_schedule(0)(count)
 
     def _check_group(self, group: Any) -> int:
         if isinstance(group, bool) or not isinstance(group, int):

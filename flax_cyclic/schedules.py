@@ -180,10 +180,9 @@ class CyclePolicy:
         correctly rounded division gives exactly 1 at peaks. At a trough the weight is exactly
         0, even where ``scale`` overflowed to ``inf`` (exp_range with ``gamma > 1``).
         """
-        total = self.total_size
-        cycle_index, position = divmod(step, total)
-        up = self.step_size_up
-        scale_factor = xp.where(position <= up, position / up, (total - position) / (total - up))
+        cycle_index, position = self.phase(step)
+        up, down = self.step_size_up, self.step_size_down
+        scale_factor = xp.where(position <= up, position / up, (self.total_size - position) / down)
         if self.scale_fn is not None:
             argument = cycle_index + 1 if self.scale_mode == "cycle" else step
             scale = xp.scale_fn_value(self.scale_fn(argument), self.scale_fn, argument)
@@ -290,9 +289,11 @@ def cyclic_schedule(
     ``'cycle'`` / ``'iterations'``. ``scale_mode`` applies to a custom ``scale_fn`` only.
 
     Because the phase comes from integer arithmetic, the float32 value is exact to float32
-    rounding at every step up to ``2**31 - 1`` for any cycle shorter than ``2**24`` steps (a
-    float32 ``t / T`` is off by ~1e-3 near ``2**24``); triangular2 stays finite after any
-    number of cycles and exp_range decays to ``base_lr``, never ``nan``.
+    rounding (within two ulps of the larger bound) at every step up to ``2**31 - 1`` for any
+    cycle shorter than ``2**24`` steps, where a float32 ``t / T`` is thousands of ulps off;
+    triangular2 stays finite after any number of cycles and exp_range decays to ``base_lr``,
+    never ``nan``. The value is computed from the nearer bound, so it is ``max_lr`` exactly at
+    a full peak and never leaves the bounds through rounding.
 
     Args:
         base_lr: Lower bound of the cycle (the value at step 0 and at every trough); >= 0.
