@@ -4,10 +4,21 @@ Pure, jit-safe schedules (``cyclic_schedule``) and stateful schedulers with the 
 PyTorch interface (``CyclicLR``), computing PyTorch's numbers with exact integer phase arithmetic.
 """
 
+from flax_cyclic.callbacks import Callback as Callback
+from flax_cyclic.callbacks import CallbackList as CallbackList
+from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
 from flax_cyclic.schedulers import LRScheduler as LRScheduler
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
 
 __version__ = "0.1.0"
 
-__all__ = ["CyclicLR", "LRScheduler", "__version__", "cyclic_schedule"]
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "CyclicLR",
+    "LRScheduler",
+    "LRSchedulerCallback",
+    "__version__",
+    "cyclic_schedule",
+]

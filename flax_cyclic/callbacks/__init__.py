@@ -1,0 +1,7 @@
+"""Training-loop callbacks."""
+
+from flax_cyclic.callbacks.base import Callback as Callback
+from flax_cyclic.callbacks.base import CallbackList as CallbackList
+from flax_cyclic.callbacks.lr import LRSchedulerCallback as LRSchedulerCallback
+
+__all__ = ["Callback", "CallbackList", "LRSchedulerCallback"]

@@ -1,0 +1,183 @@
+"""Callbacks: small objects with no-op hooks that a training loop calls at fixed points."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["Callback", "CallbackList"]
+
+
+class Callback:
+    """Base class of training-loop callbacks: every hook is a no-op until overridden.
+
+    Hooks receive the ``loop``: a :class:`CallbackList` (or the ``Trainer`` driving one), with
+    ``model``, ``optimizer``, ``step`` (train steps completed) and ``epoch``. The order of
+    hooks is::
+
+        on_train_begin
+          on_epoch_begin(epoch)
+            on_step_begin(step) -> the train step -> on_step_end(step, metrics)   (repeated)
+            on_eval_begin -> evaluation -> on_eval_end(metrics)                  (optional)
+          on_epoch_end(epoch, metrics)
+        on_train_end                          (on_exception(error) instead, if the loop fails)
+
+    A callback that keeps state for checkpoints overrides :meth:`state_dict` and
+    :meth:`load_state_dict` (JSON-serialisable data) and may override :attr:`state_key`.
+    """
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint; unique within a loop."""
+        return type(self).__name__
+
+    def on_train_begin(self, loop: Any) -> None:
+        """Called once before the first step."""
+
+    def on_train_end(self, loop: Any) -> None:
+        """Called once after the last step."""
+
+    def on_epoch_begin(self, loop: Any, epoch: int) -> None:
+        """Called before the first step of each epoch."""
+
+    def on_epoch_end(self, loop: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Called after the last step (and evaluation) of each epoch."""
+
+    def on_step_begin(self, loop: Any, step: int) -> None:
+        """Called before train step ``step`` (counted from 0 over the whole run)."""
+
+    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+        """Called after train step ``step`` with the metrics it returned (device arrays)."""
+
+    def on_eval_begin(self, loop: Any) -> None:
+        """Called before an evaluation."""
+
+    def on_eval_end(self, loop: Any, metrics: Mapping[str, Any]) -> None:
+        """Called after an evaluation with its metrics."""
+
+    def on_exception(self, loop: Any, exception: BaseException) -> None:
+        """Called when the loop raises; the exception propagates afterwards."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state to checkpoint; empty for stateless callbacks."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores the state made by :meth:`state_dict`."""
+
+
+class CallbackList:
+    """Drives a list of callbacks with one call per hook; the ``loop`` the callbacks see.
+
+    A hand-written loop creates one with its model and optimizer and calls its hooks::
+
+        callbacks = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
+        callbacks.on_train_begin()
+        for epoch in range(num_epochs):
+            callbacks.on_epoch_begin(epoch)
+            for batch in data:
+                callbacks.on_step_begin()
+                metrics = train_step(model, optimizer, batch)
+                callbacks.on_step_end(metrics)
+            callbacks.on_epoch_end()
+        callbacks.on_train_end()
+
+    Args:
+        callbacks: The callbacks, called in this order.
+        model: The ``nnx.Module`` being trained.
+        optimizer: Its ``nnx.Optimizer``.
+
+    Raises:
+        TypeError: If an element is not a :class:`Callback`.
+        ValueError: If two callbacks share a ``state_key``.
+    """
+
+    def __init__(
+        self, callbacks: Iterable[Callback] = (), *, model: Any = None, optimizer: Any = None
+    ) -> None:
+        self.callbacks = list(callbacks)
+        for i, callback in enumerate(self.callbacks):
+            if not isinstance(callback, Callback):
+                raise TypeError(
+                    f"CallbackList: callbacks[{i}] is a {type(callback).__name__}, not a "
+                    "flax_cyclic.Callback; subclass Callback to make one."
+                )
+        keys = [callback.state_key for callback in self.callbacks]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise ValueError(
+                f"CallbackList: callbacks share the state_key {duplicates}; give each a "
+                "distinct state_key so their checkpointed states do not collide."
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.step = 0
+        self.epoch = 0
+
+    def on_train_begin(self) -> None:
+        """Calls ``on_train_begin`` on every callback."""
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+
+    def on_train_end(self) -> None:
+        """Calls ``on_train_end`` on every callback."""
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+
+    def on_epoch_begin(self, epoch: int | None = None) -> None:
+        """Calls ``on_epoch_begin``; ``epoch`` defaults to the loop's epoch counter."""
+        if epoch is not None:
+            self.epoch = epoch
+        for callback in self.callbacks:
+            callback.on_epoch_begin(self, self.epoch)
+
+    def on_epoch_end(self, metrics: Mapping[str, Any] | None = None) -> None:
+        """Calls ``on_epoch_end``, then advances the epoch counter."""
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, self.epoch, metrics or {})
+        self.epoch += 1
+
+    def on_step_begin(self) -> None:
+        """Calls ``on_step_begin`` with the index of the step about to run."""
+        for callback in self.callbacks:
+            callback.on_step_begin(self, self.step)
+
+    def on_step_end(self, metrics: Mapping[str, Any] | None = None) -> None:
+        """Calls ``on_step_end`` for the step that just ran, then counts it."""
+        for callback in self.callbacks:
+            callback.on_step_end(self, self.step, metrics or {})
+        self.step += 1
+
+    def on_eval_begin(self) -> None:
+        """Calls ``on_eval_begin`` on every callback."""
+        for callback in self.callbacks:
+            callback.on_eval_begin(self)
+
+    def on_eval_end(self, metrics: Mapping[str, Any]) -> None:
+        """Calls ``on_eval_end`` on every callback."""
+        for callback in self.callbacks:
+            callback.on_eval_end(self, metrics)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Calls ``on_exception`` on every callback."""
+        for callback in self.callbacks:
+            callback.on_exception(self, exception)
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """Every callback's state, keyed by its ``state_key``."""
+        return {callback.state_key: callback.state_dict() for callback in self.callbacks}
+
+    def load_state_dict(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Restores every callback's state from :meth:`state_dict`'s output.
+
+        Raises:
+            ValueError: If a callback's state is missing.
+        """
+        missing = [c.state_key for c in self.callbacks if c.state_key not in states]
+        if missing:
+            raise ValueError(
+                f"CallbackList.load_state_dict: no saved state for the callbacks {missing}; "
+                f"the saved states are for {sorted(states)}."
+            )
+        for callback in self.callbacks:
+            callback.load_state_dict(states[callback.state_key])

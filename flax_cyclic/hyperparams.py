@@ -1,0 +1,83 @@
+"""Find, read and write the hyperparameters that ``optax.inject_hyperparams`` keeps in a state.
+
+Inside an ``nnx.Optimizer`` the optax state is a tree of ``nnx.Variable`` leaves, so a
+hyperparameter can be replaced in place between updates, without retracing the train step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import optax
+from flax import nnx
+
+__all__ = ["InjectedHyperparams", "find_injected_hyperparams"]
+
+_INJECTED_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectedHyperparams:
+    """One ``inject_hyperparams`` state found inside an optimizer state.
+
+    Attributes:
+        label: The ``optax.multi_transform`` / ``optax.partition`` label of the parameter group
+            this state belongs to, or ``None`` outside a multi-transform.
+        path: Where the state sits in the optimizer state, for messages.
+        variables: Hyperparameter name -> the ``nnx.Variable`` holding its value.
+    """
+
+    label: str | None
+    path: str
+    variables: Mapping[str, nnx.Variable]
+
+    def write(self, name: str, value: float) -> None:
+        """Replaces the value of hyperparameter ``name`` (a Python float: ~µs, no recompile)."""
+        self.variables[name].set_value(value)
+
+
+def find_injected_hyperparams(opt_state: Any) -> list[InjectedHyperparams]:
+    """Returns every ``inject_hyperparams`` state in ``opt_state``, in a fixed order.
+
+    The order is the order of the optimizer state's leaves: the order of a ``chain``, and
+    within ``multi_transform`` the sorted group labels (JAX flattens dicts by sorted key).
+
+    Args:
+        opt_state: An optimizer state, e.g. ``nnx.Optimizer(...).opt_state``.
+
+    Returns:
+        One entry per injected state; empty if the optimizer has none.
+    """
+    found = []
+    leaves, _ = jax.tree_util.tree_flatten_with_path(
+        opt_state, is_leaf=lambda node: isinstance(node, _INJECTED_STATES)
+    )
+    for path, node in leaves:
+        if not isinstance(node, _INJECTED_STATES):
+            continue
+        found.append(
+            InjectedHyperparams(
+                label=_group_label(path),
+                path=jax.tree_util.keystr(path),
+                variables=dict(node.hyperparams),
+            )
+        )
+    return found
+
+
+def _group_label(path: tuple) -> str | None:
+    # multi_transform keeps its groups in MultiTransformState.inner_states[label].
+    label = None
+    for key, following in itertools.pairwise(path):
+        if getattr(key, "name", None) == "inner_states" and hasattr(following, "key"):
+            label = str(following.key)
+    return label
+
+
+def accumulation_state(opt_state: Any) -> optax.MultiStepsState | None:
+    """The ``optax.MultiSteps`` state wrapping the optimizer, if it accumulates gradients."""
+    return opt_state if isinstance(opt_state, optax.MultiStepsState) else None

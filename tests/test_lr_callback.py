@@ -1,0 +1,344 @@
+"""LRSchedulerCallback driving optax.inject_hyperparams inside an nnx.Optimizer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from helpers import count_compilations, host_lrs, host_momentums
+
+from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback
+
+
+class Revealer(nnx.Module):
+    """loss = sum(w) with w = ones(n): every gradient is 1, so SGD moves w by exactly -lr."""
+
+    def __init__(self, n: int = 1):
+        self.w = nnx.Param(jnp.zeros(n))
+
+    def __call__(self):
+        return jnp.sum(self.w[...])
+
+
+@nnx.jit
+def reveal_step(model, optimizer):
+    grads = nnx.grad(lambda m: m())(model)
+    optimizer.update(model, grads)
+    return {}
+
+
+class Recorder:
+    """In-memory writer with CLU's MetricWriter interface (the real CLU writer has its tests)."""
+
+    def __init__(self):
+        self.scalars = []
+
+    def write_scalars(self, step, scalars):
+        self.scalars.append((step, dict(scalars)))
+
+
+def _run(model, optimizer, callbacks, steps, step_fn=reveal_step):
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    applied = []
+    for _ in range(steps):
+        model.w.set_value(jnp.zeros_like(model.w[...]))  # so that -w is this update exactly
+        loop.on_step_begin()
+        metrics = step_fn(model, optimizer)
+        loop.on_step_end(metrics)
+        applied.append(-np.asarray(model.w[...]))
+    loop.on_train_end()
+    return np.array(applied)
+
+
+CONFIG = dict(base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=5, mode="triangular2")
+
+
+def test_update_k_uses_the_scheduler_value_at_k():
+    model = Revealer()
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    applied = _run(model, optimizer, [LRSchedulerCallback(CyclicLR(**CONFIG))], 30)
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 30)]
+    np.testing.assert_allclose(applied[:, 0], expected, rtol=1e-6)
+
+
+def test_optimizer_state_holds_the_scheduler_value():
+    model = Revealer()
+    scheduler = CyclicLR(**CONFIG)
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    loop = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    for _ in range(12):
+        injected = float(optimizer.opt_state.hyperparams["learning_rate"].get_value())
+        assert injected == np.float32(scheduler.get_last_lr()[0])
+        loop.on_step_begin()
+        reveal_step(model, optimizer)
+        loop.on_step_end()
+
+
+def test_exactly_one_compilation_over_a_thousand_changing_steps():
+    model = Revealer()
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer):
+        optimizer.update(model, nnx.grad(lambda m: m())(model))
+
+    scheduler = CyclicLR(0.01, 0.1, step_size_up=7, cycle_momentum=True)
+    loop = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
+    with count_compilations() as compiled:
+        loop.on_train_begin()
+        for _ in range(1000):
+            loop.on_step_begin()
+            train_step(model, optimizer)
+            loop.on_step_end()
+    assert len(compiled) == 1
+    assert scheduler.last_epoch == 1000
+
+
+def test_parameter_groups_through_multi_transform():
+    model = Revealer(2)
+    inject = optax.inject_hyperparams(optax.sgd)
+    tx = optax.multi_transform(
+        {"b": inject(learning_rate=0.0), "a": inject(learning_rate=0.0)},
+        lambda params: jax.tree.map(lambda _: "a", params),
+    )
+    # One injected state per label; the "b" group is present but receives no parameters.
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4)
+    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler, groups=["b", "a"])], 10)
+    # Parameters are labelled "a", which the scheduler's group 1 drives.
+    expected = [lr[1] for lr in host_lrs(CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4), 10)]
+    np.testing.assert_allclose(applied[:, 0], expected, rtol=1e-6)
+
+
+def test_groups_default_to_sorted_labels():
+    model = Revealer(2)
+    inject = optax.inject_hyperparams(optax.sgd)
+    tx = optax.multi_transform(
+        {"z": inject(learning_rate=0.0), "a": inject(learning_rate=0.0)},
+        lambda params: jax.tree.map(lambda _: "z", params),
+    )
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4)
+    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler)], 6)
+    # Sorted labels: "a" is group 0, "z" is group 1, which holds the parameters.
+    expected = [lr[1] for lr in host_lrs(CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4), 6)]
+    np.testing.assert_allclose(applied[:, 0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("transform", "name"), [(optax.sgd, "momentum"), (optax.adam, "b1")])
+def test_momentum_cycling_drives_sgd_momentum_or_adam_b1(transform, name):
+    model = Revealer()
+    kwargs = {"momentum": 0.0} if name == "momentum" else {}
+    tx = optax.inject_hyperparams(transform)(learning_rate=0.0, **kwargs)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    config = dict(base_lr=0.01, max_lr=0.1, step_size_up=3, cycle_momentum=True)
+    scheduler = CyclicLR(**config, base_momentum=0.85, max_momentum=0.95)
+    loop = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    seen = []
+    for _ in range(8):
+        seen.append(float(optimizer.opt_state.hyperparams[name].get_value()))
+        loop.on_step_begin()
+        reveal_step(model, optimizer)
+        loop.on_step_end()
+    expected = host_momentums(CyclicLR(**config, base_momentum=0.85, max_momentum=0.95), 8)
+    np.testing.assert_allclose(seen, [m[0] for m in expected], rtol=1e-6)
+
+
+def test_gradient_accumulation_advances_once_per_update():
+    model = Revealer()
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    tx = optax.MultiSteps(inner, every_k_schedule=3).gradient_transformation()
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR(**CONFIG)
+    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler, accumulation_steps=3)], 24)
+    assert scheduler.last_epoch == 8
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 8)]
+    # Parameters move on every third train step only, by the LR of that update.
+    np.testing.assert_allclose(applied[2::3, 0], expected, rtol=1e-6)
+    assert not applied[0::3].any()
+    assert not applied[1::3].any()
+
+
+def test_per_epoch_interval():
+    model = Revealer()
+    optimizer = nnx.Optimizer(
+        model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
+    )
+    scheduler = CyclicLR(0.01, 0.1, step_size_up=2)
+    loop = CallbackList(
+        [LRSchedulerCallback(scheduler, interval="epoch")], model=model, optimizer=optimizer
+    )
+    loop.on_train_begin()
+    per_epoch = []
+    for epoch in range(4):
+        loop.on_epoch_begin(epoch)
+        for _ in range(3):
+            before = float(model.w[...][0])
+            loop.on_step_begin()
+            reveal_step(model, optimizer)
+            loop.on_step_end()
+            per_epoch.append((epoch, round(before - float(model.w[...][0]), 6)))
+        loop.on_epoch_end()
+    lrs = [0.01, 0.055, 0.1, 0.055]
+    assert per_epoch == [(e, lrs[e]) for e in range(4) for _ in range(3)]
+
+
+def test_logs_the_value_each_update_used_without_off_by_one():
+    model = Revealer()
+    optimizer = nnx.Optimizer(
+        model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
+    )
+    writer = Recorder()
+    callback = LRSchedulerCallback(CyclicLR(**CONFIG), writer=writer, log_every_steps=2)
+    applied = _run(model, optimizer, [callback], 10)
+    assert [step for step, _ in writer.scalars] == [0, 2, 4, 6, 8]
+    for step, scalars in writer.scalars:
+        assert scalars["learning_rate"] == pytest.approx(applied[step, 0], rel=1e-6)
+        assert set(scalars) == {"learning_rate", "lr_cycle", "lr_cycle_position"}
+    assert writer.scalars[1][1]["lr_cycle_position"] == 2 / 8
+
+
+def test_state_round_trip_restores_the_scheduler():
+    callback = LRSchedulerCallback(CyclicLR(**CONFIG))
+    callback.scheduler.step(epoch=5)
+    restored = LRSchedulerCallback(CyclicLR(**CONFIG))
+    restored.load_state_dict(callback.state_dict())
+    assert restored.scheduler.last_epoch == 5
+
+
+def test_callback_list_calls_hooks_in_order():
+    calls = []
+
+    class Spy(Callback):
+        def __getattribute__(self, name):
+            if name.startswith("on_"):
+                return lambda loop, *args: calls.append((name, *args))
+            return super().__getattribute__(name)
+
+    loop = CallbackList([Spy()])
+    loop.on_train_begin()
+    loop.on_epoch_begin(0)
+    loop.on_step_begin()
+    loop.on_step_end({"loss": 1.0})
+    loop.on_eval_begin()
+    loop.on_eval_end({"accuracy": 0.5})
+    loop.on_epoch_end({"loss": 1.0})
+    loop.on_exception(RuntimeError("x"))
+    loop.on_train_end()
+    assert [call[0] for call in calls] == [
+        "on_train_begin",
+        "on_epoch_begin",
+        "on_step_begin",
+        "on_step_end",
+        "on_eval_begin",
+        "on_eval_end",
+        "on_epoch_end",
+        "on_exception",
+        "on_train_end",
+    ]
+    assert calls[2] == ("on_step_begin", 0)
+    assert calls[3] == ("on_step_end", 0, {"loss": 1.0})
+    assert (loop.step, loop.epoch) == (1, 1)
+
+
+# -- bad input --
+
+
+def _loop(tx, callback, model=None):
+    model = model or Revealer()
+    return CallbackList([callback], model=model, optimizer=nnx.Optimizer(model, tx, wrt=nnx.Param))
+
+
+def test_optimizer_without_inject_hyperparams():
+    loop = _loop(optax.sgd(0.1), LRSchedulerCallback(CyclicLR()))
+    with pytest.raises(ValueError, match=r"no injected hyperparameters.*inject_hyperparams"):
+        loop.on_train_begin()
+
+
+def test_absent_hyperparameter_lists_the_present_ones():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    loop = _loop(tx, LRSchedulerCallback(CyclicLR(), learning_rate="lr"))
+    with pytest.raises(ValueError, match=r"no 'lr'; they are \['learning_rate'\]"):
+        loop.on_train_begin()
+
+
+def test_momentum_cycling_without_an_injected_momentum():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    loop = _loop(tx, LRSchedulerCallback(CyclicLR(cycle_momentum=True)))
+    with pytest.raises(ValueError, match=r"neither 'momentum' nor 'b1'.*momentum=None"):
+        loop.on_train_begin()
+
+
+def test_learning_rate_injected_as_a_schedule_is_refused():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.constant_schedule(0.5))
+    model = Revealer()
+    loop = _loop(tx, LRSchedulerCallback(CyclicLR(**CONFIG)), model)
+    loop.on_train_begin()
+    loop.on_step_begin()
+    reveal_step(model, loop.optimizer)
+    with pytest.raises(ValueError, match="injected as a schedule"):
+        loop.on_step_end()
+
+
+def test_group_count_mismatch():
+    inject = optax.inject_hyperparams(optax.sgd)
+    tx = optax.multi_transform(
+        {"a": inject(learning_rate=0.0), "b": inject(learning_rate=0.0), "c": inject(0.0)},
+        lambda params: jax.tree.map(lambda _: "a", params),
+    )
+    loop = _loop(tx, LRSchedulerCallback(CyclicLR([0.1, 0.2], 0.5)))
+    with pytest.raises(ValueError, match=r"2 parameter groups but the optimizer has 3.*a, b, c"):
+        loop.on_train_begin()
+    loop = _loop(tx, LRSchedulerCallback(CyclicLR([0.1, 0.2], 0.5), groups=["a", "x"]))
+    with pytest.raises(ValueError, match=r"labelled \['x'\].*\['a', 'b', 'c'\]"):
+        loop.on_train_begin()
+
+
+def test_used_before_an_optimizer_exists():
+    with pytest.raises(ValueError, match="no optimizer yet"):
+        CallbackList([LRSchedulerCallback(CyclicLR())]).on_train_begin()
+
+
+def test_multisteps_without_accumulation_steps_and_the_reverse():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    tx = optax.MultiSteps(inner, every_k_schedule=2).gradient_transformation()
+    with pytest.raises(ValueError, match="accumulation_steps=k"):
+        _loop(tx, LRSchedulerCallback(CyclicLR())).on_train_begin()
+    with pytest.raises(ValueError, match=r"not an optax\.MultiSteps"):
+        _loop(inner, LRSchedulerCallback(CyclicLR(), accumulation_steps=2)).on_train_begin()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"interval": "batch"}, ValueError, "interval='batch'"),
+        ({"accumulation_steps": 0}, ValueError, "accumulation_steps=0"),
+        ({"log_every_steps": 1.5}, TypeError, "log_every_steps=1.5"),
+        ({"writer": object()}, TypeError, "MetricWriter interface"),
+        ({"groups": ["a", "b"]}, ValueError, "2 labels but the scheduler has 1"),
+    ],
+)
+def test_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LRSchedulerCallback(CyclicLR(), **kwargs)
+
+
+def test_a_pure_schedule_is_not_a_scheduler():
+    with pytest.raises(TypeError, match="Pure schedules go straight into optax"):
+        LRSchedulerCallback(optax.constant_schedule(0.1))
+
+
+def test_callback_list_rejects_non_callbacks_and_duplicate_keys():
+    with pytest.raises(TypeError, match=r"callbacks\[0\] is a str"):
+        CallbackList(["lr"])
+    with pytest.raises(ValueError, match=r"share the state_key \['LRSchedulerCallback'\]"):
+        CallbackList([LRSchedulerCallback(CyclicLR()), LRSchedulerCallback(CyclicLR())])
