@@ -1,8 +1,11 @@
-"""Benchmarks: host cost of a scheduler step, side by side with PyTorch, printed as ratios.
+"""Benchmarks, printed as ratios of candidates timed side by side in one process.
 
-Run with `make bench` (or `python benchmarks/run.py [--output docs/benchmarks.md]`). Every
-candidate is timed in the same process, interleaved over several rounds, and the best round is
-kept (noise on a shared machine only ever adds time). Ratios, not absolute times, are the result.
+1. Host cost of a scheduler step: ``CyclicLR.step()`` + ``get_last_lr()`` vs PyTorch's.
+2. Train-step throughput with the LR callback vs the in-graph optax schedule and a constant LR.
+
+Run with `make bench` (or `python benchmarks/run.py [--output docs/benchmarks.md]`). Candidates
+are interleaved over several rounds and the best round is kept (noise on a shared machine only
+ever adds time). Ratios, not absolute times, are the result.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from collections.abc import Callable
 import jax
 
 import flax_cyclic
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import callback_overhead
 
 CASES = {
     "triangular, 1 group": dict(base_lr=1e-3, max_lr=6e-3, step_size_up=2000),
@@ -137,21 +143,30 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     print(f"\nmachine: {machine}")
-    print("cost = CyclicLR.step() + get_last_lr(); best of the interleaved rounds")
+    print("cost = CyclicLR.step() + get_last_lr(); best of the interleaved rounds\n")
+    callback_lines, compilations = callback_overhead.measure()
+    callback_table = "\n".join(callback_lines)
+    print(callback_table)
+    print(f"\ncompilations during the timed rounds: {compilations}")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(
                 "# Benchmarks\n\n"
-                "Host cost of one scheduler step: `CyclicLR.step()` followed by `get_last_lr()`, "
-                "timed side by side in one process with `torch.optim.lr_scheduler.CyclicLR` "
-                "(whose `step()` also writes the learning rate into its optimizer), and with "
-                "evaluating the same formula through `jax.numpy` on every step, as braintools "
-                "does. Best of interleaved rounds; the ratio is the result, the absolute times "
-                "depend on the machine.\n\n"
-                f"{table}\n\n"
-                f"Machine: {machine}.\n\n"
                 "Reproduce with `make bench` (`python benchmarks/run.py --output "
-                "docs/benchmarks.md`).\n"
+                "docs/benchmarks.md`). Every figure is a ratio of candidates timed side by side "
+                "in one process, interleaved over several rounds, best round kept; absolute "
+                f"times depend on the machine.\n\nMachine: {machine}.\n\n"
+                "## Host cost of a scheduler step\n\n"
+                "`CyclicLR.step()` followed by `get_last_lr()`, next to "
+                "`torch.optim.lr_scheduler.CyclicLR` (whose `step()` also writes the learning "
+                "rate into its optimizer) and to evaluating the same formula through `jax.numpy` "
+                "on every step, as braintools does.\n\n"
+                f"{table}\n\n"
+                "## Train-step throughput with the LR callback\n\n"
+                + callback_overhead.__doc__.split("\n", 2)[2].replace("\n", " ").strip()
+                + "\n\n"
+                f"{callback_table}\n\n"
+                f"XLA compilations during the timed rounds (all variants): {compilations}.\n"
             )
     return 0
 

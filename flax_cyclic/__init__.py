@@ -10,6 +10,8 @@ from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
 from flax_cyclic.schedulers import LRScheduler as LRScheduler
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
+from flax_cyclic.trainer import History as History
+from flax_cyclic.trainer import Trainer as Trainer
 
 __version__ = "0.1.0"
 
@@ -17,8 +19,10 @@ __all__ = [
     "Callback",
     "CallbackList",
     "CyclicLR",
+    "History",
     "LRScheduler",
     "LRSchedulerCallback",
+    "Trainer",
     "__version__",
     "cyclic_schedule",
 ]

@@ -1,0 +1,124 @@
+"""Throughput of a train step whose learning rate comes from the LR callback.
+
+Three variants of the same SGD-with-momentum step, timed side by side in one process:
+(a) a constant learning rate (``optax.sgd``), (b) the in-graph schedule
+``inject_hyperparams(sgd)(learning_rate=cyclic_schedule(...))``, the physical limit for a
+scheduled learning rate, and (c) ``LRSchedulerCallback`` writing the stateful ``CyclicLR`` value
+into ``inject_hyperparams(sgd)(learning_rate=0.0)`` before every update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from flax_cyclic import CallbackList, CyclicLR, LRSchedulerCallback, cyclic_schedule
+
+VARIANTS = ("constant", "in-graph schedule", "callback")
+SCHEDULE = dict(base_lr=0.001, max_lr=0.01, step_size_up=50)
+
+
+class MLP(nnx.Module):
+    """A tiny MLP: 32 -> 64 -> 10."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(32, 64, rngs=rngs)
+        self.out = nnx.Linear(64, 10, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+class CNN(nnx.Module):
+    """The CNN of Flax's MNIST example: two 3x3 convolutions, two dense layers."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(1, 32, (3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
+        self.dense1 = nnx.Linear(7 * 7 * 64, 256, rngs=rngs)
+        self.dense2 = nnx.Linear(256, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.avg_pool(jax.nn.relu(self.conv1(x)), (2, 2), (2, 2))
+        x = nnx.avg_pool(jax.nn.relu(self.conv2(x)), (2, 2), (2, 2))
+        return self.dense2(jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1))))
+
+
+MODELS = {
+    # name: (model class, input shape, steps per timing round, rounds). Many short rounds for
+    # the CNN: its ~60 ms steps make a long round likely to catch other load on the machine.
+    "tiny MLP, batch 64": (MLP, (64, 32), 2000, 7),
+    "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 8, 25),
+}
+
+
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    def loss_fn(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+def _runner(variant: str, model_cls: type, x: jax.Array, y: jax.Array) -> Callable[[int], float]:
+    model = model_cls(nnx.Rngs(0))
+    callbacks = []
+    if variant == "constant":
+        tx = optax.sgd(0.01, momentum=0.9)
+    elif variant == "in-graph schedule":
+        tx = optax.inject_hyperparams(optax.sgd)(
+            learning_rate=cyclic_schedule(**SCHEDULE), momentum=0.9
+        )
+    else:
+        tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+        callbacks = [LRSchedulerCallback(CyclicLR(**SCHEDULE))]
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    loop.on_train_begin()
+
+    def run(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            loop.on_step_begin()
+            loss = train_step(model, optimizer, x, y)
+            loop.on_step_end()
+        jax.block_until_ready(loss)
+        return steps / (time.perf_counter() - start)
+
+    return run
+
+
+def measure() -> tuple[list[str], int]:
+    """Returns Markdown table lines and the number of compilations during the timed rounds."""
+    compilations = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compilations.append(event)
+
+    lines = [
+        "| model | constant steps/s | in-graph schedule steps/s | callback steps/s "
+        "| callback / in-graph | callback / constant |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, (model_cls, shape, steps, rounds) in MODELS.items():
+        x, y = jnp.ones(shape), jnp.zeros((shape[0],), jnp.int32)
+        runners = {variant: _runner(variant, model_cls, x, y) for variant in VARIANTS}
+        for run in runners.values():
+            run(3)  # compile and warm up
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        best = dict.fromkeys(VARIANTS, 0.0)
+        for _ in range(rounds):
+            for variant, run in runners.items():  # interleaved, best round kept
+                best[variant] = max(best[variant], run(steps))
+        jax.monitoring.unregister_event_duration_listener(listener)
+        a, b, c = (best[variant] for variant in VARIANTS)
+        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {c / b:.3f} | {c / a:.3f} |")
+    return lines, len(compilations)

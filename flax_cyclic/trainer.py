@@ -1,0 +1,242 @@
+"""A compact fit loop for Flax NNX that runs callbacks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from flax_cyclic import _checks
+from flax_cyclic.callbacks.base import Callback, CallbackList
+
+__all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
+
+Metrics = Mapping[str, jax.Array]
+
+
+def _inputs_and_labels(batch: Any) -> tuple[jax.Array, jax.Array]:
+    if isinstance(batch, Mapping):
+        return batch["image"], batch["label"]
+    inputs, labels = batch
+    return inputs, labels
+
+
+def _classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    return {"loss": loss, "accuracy": accuracy}
+
+
+def classification_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: Any) -> Metrics:
+    """The default train step: softmax cross-entropy on integer labels.
+
+    ``batch`` is ``(inputs, labels)`` or a mapping with ``'image'`` and ``'label'``; the model
+    maps inputs to logits. Returns the batch's ``loss`` and ``accuracy``.
+    """
+    inputs, labels = _inputs_and_labels(batch)
+
+    def loss_fn(model: nnx.Module) -> tuple[jax.Array, dict[str, jax.Array]]:
+        metrics = _classification_metrics(model(inputs), labels)
+        return metrics["loss"], metrics
+
+    (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return metrics
+
+
+def classification_eval_step(model: nnx.Module, batch: Any) -> Metrics:
+    """The default eval step: ``loss`` and ``accuracy`` of one batch."""
+    inputs, labels = _inputs_and_labels(batch)
+    return _classification_metrics(model(inputs), labels)
+
+
+@dataclasses.dataclass
+class History:
+    """Metrics of a :meth:`Trainer.fit` run, as Python floats.
+
+    Attributes:
+        train: One entry per epoch (or partial last epoch): ``step`` (train steps completed),
+            ``epoch``, and the mean of each train metric over the epoch's steps.
+        eval: One entry per evaluation: ``step``, ``epoch``, and the mean of each eval metric.
+    """
+
+    train: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    eval: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+class Trainer:
+    """Trains an NNX model with an ``nnx.Optimizer``, running callbacks at every hook.
+
+    Example::
+
+        trainer = Trainer(model, optimizer, callbacks=[LRSchedulerCallback(scheduler)])
+        history = trainer.fit(train_batches, num_epochs=3, eval_data=test_batches)
+
+    Args:
+        model: The ``nnx.Module`` to train.
+        optimizer: Its ``nnx.Optimizer``.
+        train_step: ``train_step(model, optimizer, batch) -> metrics``; compiled with
+            ``nnx.jit``. Defaults to :func:`classification_train_step`.
+        eval_step: ``eval_step(model, batch) -> metrics``; compiled with ``nnx.jit``. Defaults
+            to :func:`classification_eval_step`.
+        callbacks: :class:`flax_cyclic.Callback` objects, called in order.
+
+    Raises:
+        TypeError: If a step is not callable or a callback is not a ``Callback``.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        optimizer: nnx.Optimizer,
+        *,
+        train_step: Callable[..., Metrics] = classification_train_step,
+        eval_step: Callable[..., Metrics] = classification_eval_step,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        for name, step in (("train_step", train_step), ("eval_step", eval_step)):
+            if not callable(step):
+                raise TypeError(f"Trainer: `{name}` must be callable, got {step!r}.")
+        self.model = model
+        self.optimizer = optimizer
+        self.callbacks = CallbackList(callbacks, model=model, optimizer=optimizer)
+        self._train_step = nnx.jit(train_step)
+        self._eval_step = nnx.jit(eval_step)
+
+    @property
+    def step(self) -> int:
+        """Train steps completed."""
+        return self.callbacks.step
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, from 0."""
+        return self.callbacks.epoch
+
+    def fit(
+        self,
+        train_data: Iterable[Any] | Callable[[int], Iterable[Any]],
+        *,
+        num_epochs: int | None = None,
+        num_steps: int | None = None,
+        eval_data: Iterable[Any] | None = None,
+        eval_every_steps: int | None = None,
+    ) -> History:
+        """Runs the training loop.
+
+        Args:
+            train_data: The batches of one epoch: a re-iterable (a list, a grain dataset, a
+                data loader) iterated once per epoch, or a function ``epoch -> iterable``.
+            num_epochs: Epochs to run; give this or ``num_steps``.
+            num_steps: Train steps to run in all (the last epoch may stop part-way).
+            eval_data: Batches to evaluate on (re-iterable), at each epoch end and every
+                ``eval_every_steps`` steps if given.
+            eval_every_steps: Evaluate every this many train steps as well.
+
+        Returns:
+            The :class:`History` of train and eval metrics.
+
+        Raises:
+            ValueError: For missing or conflicting lengths, or one-shot iterators.
+        """
+        num_epochs, num_steps = self._check_lengths(num_epochs, num_steps)
+        if eval_every_steps is not None:
+            eval_every_steps = _checks.integer(
+                "Trainer.fit", "eval_every_steps", eval_every_steps, minimum=1, hint="e.g. 500."
+            )
+        epochs_for = _epoch_source(train_data)
+        history = History()
+        callbacks = self.callbacks
+        try:
+            callbacks.on_train_begin()
+            while self._more(num_epochs, num_steps):
+                callbacks.on_epoch_begin()
+                epoch_metrics: list[Metrics] = []
+                for batch in epochs_for(callbacks.epoch):
+                    callbacks.on_step_begin()
+                    metrics = self._train_step(self.model, self.optimizer, batch)
+                    if not isinstance(metrics, Mapping):
+                        raise TypeError(
+                            "Trainer.fit: train_step must return a mapping of metric names to "
+                            f"scalars, e.g. {{'loss': loss}}; it returned {type(metrics).__name__}."
+                        )
+                    callbacks.on_step_end(metrics)
+                    epoch_metrics.append(metrics)
+                    if (
+                        eval_data is not None
+                        and eval_every_steps
+                        and (callbacks.step % eval_every_steps == 0)
+                    ):
+                        history.eval.append(self._evaluate(eval_data))
+                    if num_steps is not None and callbacks.step >= num_steps:
+                        break
+                if not epoch_metrics:
+                    raise ValueError(
+                        f"Trainer.fit: epoch {callbacks.epoch} has no batches. If train_data is "
+                        "an iterator, pass a re-iterable (a list, a grain dataset) or a function "
+                        "epoch -> iterable instead: an iterator is exhausted after one epoch."
+                    )
+                summary = {"step": callbacks.step, "epoch": callbacks.epoch, **_mean(epoch_metrics)}
+                history.train.append(summary)
+                epoch_end_eval = eval_data is not None and not (
+                    eval_every_steps and callbacks.step % eval_every_steps == 0
+                )
+                if epoch_end_eval:
+                    history.eval.append(self._evaluate(eval_data))
+                callbacks.on_epoch_end(summary)
+            callbacks.on_train_end()
+        except BaseException as error:
+            callbacks.on_exception(error)
+            raise
+        return history
+
+    def _more(self, num_epochs: int | None, num_steps: int | None) -> bool:
+        if num_steps is not None:
+            return self.callbacks.step < num_steps
+        return self.callbacks.epoch < num_epochs
+
+    def _evaluate(self, eval_data: Iterable[Any]) -> dict[str, float]:
+        self.callbacks.on_eval_begin()
+        metrics = [self._eval_step(self.model, batch) for batch in eval_data]
+        if not metrics:
+            raise ValueError("Trainer.fit: eval_data has no batches.")
+        summary = {"step": self.callbacks.step, "epoch": self.callbacks.epoch, **_mean(metrics)}
+        self.callbacks.on_eval_end(summary)
+        return summary
+
+    @staticmethod
+    def _check_lengths(num_epochs: Any, num_steps: Any) -> tuple[int | None, int | None]:
+        if (num_epochs is None) == (num_steps is None):
+            raise ValueError(
+                "Trainer.fit: give exactly one of num_epochs and num_steps, got "
+                f"num_epochs={num_epochs!r}, num_steps={num_steps!r}."
+            )
+        hint = "The length of the run, e.g. 3."
+        if num_epochs is not None:
+            return _checks.integer(
+                "Trainer.fit", "num_epochs", num_epochs, minimum=1, hint=hint
+            ), None
+        return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
+
+
+def _epoch_source(train_data: Any) -> Callable[[int], Iterator[Any]]:
+    if callable(train_data) and not hasattr(train_data, "__iter__"):
+        return lambda epoch: iter(train_data(epoch))
+    if not hasattr(train_data, "__iter__"):
+        raise TypeError(
+            f"Trainer.fit: `train_data` must be an iterable of batches or a function "
+            f"epoch -> iterable, got {type(train_data).__name__}."
+        )
+    return lambda epoch: iter(train_data)
+
+
+def _mean(metrics: list[Metrics]) -> dict[str, float]:
+    # One device-to-host transfer per epoch, not per step, and nothing to compile.
+    host = jax.device_get(metrics)
+    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}

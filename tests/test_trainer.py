@@ -1,0 +1,217 @@
+"""The Trainer: fit loop, hooks, evaluation, history, and the LR callback inside it."""
+
+from __future__ import annotations
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from helpers import count_compilations, host_lrs
+
+from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback, Trainer
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(8, 32, rngs=rngs)
+        self.out = nnx.Linear(32, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def _data(num_batches: int, batch_size: int = 16, seed: int = 0):
+    """Three separable classes: the label is which third of the sum of inputs it falls in."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(num_batches):
+        x = rng.normal(size=(batch_size, 8)).astype(np.float32)
+        y = np.digitize(x.sum(axis=1), [-1.5, 1.5]).astype(np.int32)
+        batches.append((x, y))
+    return batches
+
+
+def _setup(callbacks=(), lr=0.0):
+    model = MLP(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    return model, optimizer
+
+
+def test_trains_a_classifier_in_a_few_lines():
+    model, optimizer = _setup()
+    scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=10)
+    trainer = Trainer(model, optimizer, callbacks=[LRSchedulerCallback(scheduler)])
+    history = trainer.fit(_data(20), num_epochs=3, eval_data=_data(5, seed=1))
+    assert [entry["epoch"] for entry in history.train] == [0, 1, 2]
+    assert [entry["step"] for entry in history.train] == [20, 40, 60]
+    assert history.train[-1]["loss"] < history.train[0]["loss"]
+    assert history.eval[-1]["accuracy"] > 0.7
+    assert scheduler.last_epoch == 60
+    assert (trainer.step, trainer.epoch) == (60, 3)
+
+
+def test_trainer_and_hand_written_loop_apply_identical_updates():
+    config = dict(base_lr=0.01, max_lr=0.1, step_size_up=7, cycle_momentum=True)
+    data = _data(12)
+
+    model_a, optimizer_a = _setup()
+    Trainer(model_a, optimizer_a, callbacks=[LRSchedulerCallback(CyclicLR(**config))]).fit(
+        data, num_epochs=2
+    )
+
+    from flax_cyclic.trainer import classification_train_step
+
+    model_b, optimizer_b = _setup()
+    step = nnx.jit(classification_train_step)
+    loop = CallbackList(
+        [LRSchedulerCallback(CyclicLR(**config))], model=model_b, optimizer=optimizer_b
+    )
+    loop.on_train_begin()
+    for epoch in range(2):
+        loop.on_epoch_begin(epoch)
+        for batch in data:
+            loop.on_step_begin()
+            loop.on_step_end(step(model_b, optimizer_b, batch))
+        loop.on_epoch_end()
+    loop.on_train_end()
+
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model_a)), jax.tree.leaves(nnx.state(model_b)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_update_k_uses_the_scheduler_value_at_k_under_the_trainer():
+    class Reveal(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.zeros(()))
+
+    def train_step(model, optimizer, batch):
+        optimizer.update(model, nnx.grad(lambda m: m.w[...])(model))  # gradient 1
+        return {"w": model.w[...]}
+
+    model = Reveal()
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    seen = []
+
+    class Watch(Callback):
+        def on_step_end(self, loop, step, metrics):
+            seen.append(-float(metrics["w"]))
+
+    scheduler = CyclicLR(0.01, 0.1, step_size_up=3, step_size_down=5, mode="triangular2")
+    trainer = Trainer(
+        model, optimizer, train_step=train_step, callbacks=[Watch(), LRSchedulerCallback(scheduler)]
+    )
+    trainer.fit([None] * 10, num_epochs=3)
+    expected = np.cumsum(
+        [lr[0] for lr in host_lrs(CyclicLR(0.01, 0.1, 3, 5, mode="triangular2"), 30)]
+    )
+    np.testing.assert_allclose(seen, expected, rtol=1e-5)
+
+
+def test_hook_order_with_evaluation():
+    calls = []
+
+    class Spy(Callback):
+        def __getattribute__(self, name):
+            if name.startswith("on_"):
+                return lambda loop, *args: calls.append(name)
+            return super().__getattribute__(name)
+
+    model, optimizer = _setup(lr=0.01)
+    Trainer(model, optimizer, callbacks=[Spy()]).fit(
+        _data(2), num_epochs=2, eval_data=_data(1), eval_every_steps=3
+    )
+    step = ["on_step_begin", "on_step_end"]
+    evaluation = ["on_eval_begin", "on_eval_end"]
+    assert calls == [
+        "on_train_begin",
+        "on_epoch_begin",
+        *step,
+        *step,
+        *evaluation,  # epoch end (step 2 is not a multiple of 3)
+        "on_epoch_end",
+        "on_epoch_begin",
+        *step,
+        *evaluation,  # step 3
+        *step,
+        *evaluation,  # epoch end
+        "on_epoch_end",
+        "on_train_end",
+    ]
+
+
+def test_num_steps_stops_part_way_through_an_epoch():
+    model, optimizer = _setup(lr=0.01)
+    history = Trainer(model, optimizer).fit(_data(4), num_steps=6)
+    assert [(entry["epoch"], entry["step"]) for entry in history.train] == [(0, 4), (1, 6)]
+    assert int(optimizer.step[...]) == 6
+
+
+def test_grain_datasets_and_epoch_functions_work():
+    source = _data(6)
+    dataset = grain.MapDataset.source(source).shuffle(seed=0)
+    model, optimizer = _setup(lr=0.01)
+    history = Trainer(model, optimizer).fit(dataset, num_epochs=2)
+    assert [entry["step"] for entry in history.train] == [6, 12]
+
+    epochs_seen = []
+
+    def batches_for(epoch):
+        epochs_seen.append(epoch)
+        return grain.MapDataset.source(source).shuffle(seed=epoch)
+
+    model, optimizer = _setup(lr=0.01)
+    Trainer(model, optimizer).fit(batches_for, num_epochs=3)
+    assert epochs_seen == [0, 1, 2]
+
+
+def test_one_compilation_of_the_train_step_over_the_run():
+    model, optimizer = _setup()
+    trainer = Trainer(model, optimizer, callbacks=[LRSchedulerCallback(CyclicLR(0.01, 0.1, 5))])
+    data = _data(25)
+    trainer.fit(data, num_steps=1)  # compiles the step
+    with count_compilations() as compiled:
+        trainer.fit(data, num_steps=200)
+    assert compiled == []
+
+
+def test_exception_hook_runs_and_the_error_propagates():
+    seen = []
+
+    class Catch(Callback):
+        def on_exception(self, loop, exception):
+            seen.append(type(exception).__name__)
+
+    def failing_step(model, optimizer, batch):
+        raise RuntimeError("boom")
+
+    model, optimizer = _setup()
+    trainer = Trainer(model, optimizer, train_step=failing_step, callbacks=[Catch()])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(_data(2), num_epochs=1)
+    assert seen == ["RuntimeError"]
+
+
+def test_bad_input():
+    model, optimizer = _setup()
+    trainer = Trainer(model, optimizer)
+    with pytest.raises(ValueError, match="exactly one of num_epochs and num_steps"):
+        trainer.fit(_data(2))
+    with pytest.raises(ValueError, match="exactly one of num_epochs and num_steps"):
+        trainer.fit(_data(2), num_epochs=1, num_steps=3)
+    with pytest.raises(ValueError, match="num_epochs=0"):
+        trainer.fit(_data(2), num_epochs=0)
+    with pytest.raises(ValueError, match="an iterator is exhausted after one epoch"):
+        trainer.fit(iter(_data(2)), num_epochs=2)
+    with pytest.raises(TypeError, match="must be an iterable of batches"):
+        trainer.fit(42, num_epochs=1)
+    with pytest.raises(TypeError, match="`train_step` must be callable"):
+        Trainer(model, optimizer, train_step="sgd")
+    with pytest.raises(TypeError, match="must return a mapping"):
+        Trainer(model, optimizer, train_step=lambda m, o, b: 1.0).fit(_data(1), num_epochs=1)
