@@ -9,6 +9,7 @@ into ``inject_hyperparams(sgd)(learning_rate=0.0)`` before every update.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -52,8 +53,8 @@ class CNN(nnx.Module):
 MODELS = {
     # name: (model class, input shape, steps per timing round, rounds). Many short rounds for
     # the CNN: its ~60 ms steps make a long round likely to catch other load on the machine.
-    "tiny MLP, batch 64": (MLP, (64, 32), 2000, 7),
-    "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 8, 25),
+    "tiny MLP, batch 64": (MLP, (64, 32), 300, 30),
+    "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 2, 60),
 }
 
 
@@ -96,7 +97,11 @@ def _runner(variant: str, model_cls: type, x: jax.Array, y: jax.Array) -> Callab
 
 
 def measure() -> tuple[list[str], int]:
-    """Returns Markdown table lines and the number of compilations during the timed rounds."""
+    """Returns Markdown table lines and the number of compilations during the timed rounds.
+
+    Steps/s are medians over the rounds; each ratio is the median of per-round ratios, since
+    the variants of one round run back to back under the same load.
+    """
     compilations = []
 
     def listener(event: str, duration: float, **kwargs) -> None:
@@ -114,11 +119,16 @@ def measure() -> tuple[list[str], int]:
         for run in runners.values():
             run(3)  # compile and warm up
         jax.monitoring.register_event_duration_secs_listener(listener)
-        best = dict.fromkeys(VARIANTS, 0.0)
+        rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
         for _ in range(rounds):
-            for variant, run in runners.items():  # interleaved, best round kept
-                best[variant] = max(best[variant], run(steps))
+            for variant, run in runners.items():  # interleaved: neighbours share the noise
+                rates[variant].append(run(steps))
         jax.monitoring.unregister_event_duration_listener(listener)
-        a, b, c = (best[variant] for variant in VARIANTS)
-        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {c / b:.3f} | {c / a:.3f} |")
+        a, b, c = (statistics.median(rates[variant]) for variant in VARIANTS)
+        # Paired ratios: each round's callback rate over the same round's other rates.
+        c_b, c_a = (
+            statistics.median(x / y for x, y in zip(rates["callback"], rates[other], strict=True))
+            for other in ("in-graph schedule", "constant")
+        )
+        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {c_b:.3f} | {c_a:.3f} |")
     return lines, len(compilations)

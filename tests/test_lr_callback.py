@@ -74,7 +74,8 @@ def test_optimizer_state_holds_the_scheduler_value():
     loop = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
     loop.on_train_begin()
     for _ in range(12):
-        injected = float(optimizer.opt_state.hyperparams["learning_rate"].get_value())
+        injected = optimizer.opt_state.hyperparams["learning_rate"][...]
+        assert injected.dtype == np.float32  # the dtype optax chose is kept
         assert injected == np.float32(scheduler.get_last_lr()[0])
         loop.on_step_begin()
         reveal_step(model, optimizer)
