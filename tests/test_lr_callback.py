@@ -343,3 +343,30 @@ def test_callback_list_rejects_non_callbacks_and_duplicate_keys():
         CallbackList(["lr"])
     with pytest.raises(ValueError, match=r"share the state_key \['LRSchedulerCallback'\]"):
         CallbackList([LRSchedulerCallback(CyclicLR()), LRSchedulerCallback(CyclicLR())])
+
+
+def test_logs_every_group_and_the_momentum():
+    model = Revealer(2)
+    inject = optax.inject_hyperparams(optax.sgd)
+    tx = optax.multi_transform(
+        {"head": inject(learning_rate=0.0, momentum=0.0), "body": inject(0.0, momentum=0.0)},
+        lambda params: jax.tree.map(lambda _: "head", params),
+    )
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=2, cycle_momentum=True)
+    writer = Recorder()
+    callback = LRSchedulerCallback(scheduler, groups=["body", "head"], writer=writer)
+    _run(model, optimizer, [callback], 3)
+    step, scalars = writer.scalars[1]
+    assert step == 1
+    assert scalars == pytest.approx(
+        {
+            "learning_rate/body": 0.055,
+            "learning_rate/head": 0.11,
+            "momentum/body": 0.85,
+            "momentum/head": 0.85,
+            "lr_cycle": 1,
+            "lr_cycle_position": 0.25,
+        },
+        rel=1e-12,
+    )
