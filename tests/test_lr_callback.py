@@ -103,34 +103,30 @@ def test_exactly_one_compilation_over_a_thousand_changing_steps():
     assert scheduler.last_epoch == 1000
 
 
-def test_parameter_groups_through_multi_transform():
+@pytest.mark.parametrize(
+    ("labels", "groups", "driving_group"),
+    [
+        # Explicit labels: scheduler group 1 drives "a", which holds the parameters.
+        (("b", "a"), ["b", "a"], 1),
+        # Without labels, sorted order: "a" is group 0 and holds the parameters...
+        (("z", "a"), None, 0),
+        # ... or "z" is group 1 and does.
+        (("a", "z"), None, 1),
+    ],
+)
+def test_parameter_groups_through_multi_transform(labels, groups, driving_group):
     model = Revealer(2)
     inject = optax.inject_hyperparams(optax.sgd)
+    holder = labels[1]  # the label whose transformation receives every parameter
     tx = optax.multi_transform(
-        {"b": inject(learning_rate=0.0), "a": inject(learning_rate=0.0)},
-        lambda params: jax.tree.map(lambda _: "a", params),
-    )
-    # One injected state per label; the "b" group is present but receives no parameters.
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4)
-    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler, groups=["b", "a"])], 10)
-    # Parameters are labelled "a", which the scheduler's group 1 drives.
-    expected = [lr[1] for lr in host_lrs(CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4), 10)]
-    np.testing.assert_allclose(applied[:, 0], expected, rtol=1e-6)
-
-
-def test_groups_default_to_sorted_labels():
-    model = Revealer(2)
-    inject = optax.inject_hyperparams(optax.sgd)
-    tx = optax.multi_transform(
-        {"z": inject(learning_rate=0.0), "a": inject(learning_rate=0.0)},
-        lambda params: jax.tree.map(lambda _: "z", params),
+        {label: inject(learning_rate=0.0) for label in labels},
+        lambda params: jax.tree.map(lambda _: holder, params),
     )
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4)
-    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler)], 6)
-    # Sorted labels: "a" is group 0, "z" is group 1, which holds the parameters.
-    expected = [lr[1] for lr in host_lrs(CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=4), 6)]
+    config = dict(base_lr=[0.01, 0.02], max_lr=[0.1, 0.2], step_size_up=4)
+    callback = LRSchedulerCallback(CyclicLR(**config), groups=groups)
+    applied = _run(model, optimizer, [callback], 10)
+    expected = [lr[driving_group] for lr in host_lrs(CyclicLR(**config), 10)]
     np.testing.assert_allclose(applied[:, 0], expected, rtol=1e-6)
 
 
