@@ -7,6 +7,8 @@ PyTorch interface (``CyclicLR``), computing PyTorch's numbers with exact integer
 from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
+from flax_cyclic.checkpoint import Checkpointer as Checkpointer
+from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
 from flax_cyclic.schedulers import LRScheduler as LRScheduler
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
@@ -18,6 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Callback",
     "CallbackList",
+    "CheckpointError",
+    "Checkpointer",
     "CyclicLR",
     "History",
     "LRScheduler",

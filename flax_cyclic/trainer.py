@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -14,10 +18,13 @@ from flax import nnx
 
 from flax_cyclic import _checks
 from flax_cyclic.callbacks.base import Callback, CallbackList
+from flax_cyclic.checkpoint import Checkpointer, CheckpointError
 
 __all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
 
 Metrics = Mapping[str, jax.Array]
+
+logger = logging.getLogger("flax_cyclic")
 
 
 def _inputs_and_labels(batch: Any) -> tuple[jax.Array, jax.Array]:
@@ -64,10 +71,15 @@ class History:
         train: One entry per epoch (or partial last epoch): ``step`` (train steps completed),
             ``epoch``, and the mean of each train metric over the epoch's steps.
         eval: One entry per evaluation: ``step``, ``epoch``, and the mean of each eval metric.
+        resumed_from: The checkpoint step this run resumed from, or ``None`` if it started
+            fresh.
+        preempted: Whether a SIGTERM stopped the run (after saving a checkpoint).
     """
 
     train: list[dict[str, float]] = dataclasses.field(default_factory=list)
     eval: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    resumed_from: int | None = None
+    preempted: bool = False
 
 
 class Trainer:
@@ -86,6 +98,8 @@ class Trainer:
         eval_step: ``eval_step(model, batch) -> metrics``; compiled with ``nnx.jit``. Defaults
             to :func:`classification_eval_step`.
         callbacks: :class:`flax_cyclic.Callback` objects, called in order.
+        checkpointer: A :class:`flax_cyclic.Checkpointer`: save the run as it goes and resume
+            from its newest checkpoint.
 
     Raises:
         TypeError: If a step is not callable or a callback is not a ``Callback``.
@@ -99,12 +113,19 @@ class Trainer:
         train_step: Callable[..., Metrics] = classification_train_step,
         eval_step: Callable[..., Metrics] = classification_eval_step,
         callbacks: Sequence[Callback] = (),
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
                 raise TypeError(f"Trainer: `{name}` must be callable, got {step!r}.")
         self.model = model
         self.optimizer = optimizer
+        if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
+            raise TypeError(
+                f"Trainer: `checkpointer` must be a flax_cyclic.Checkpointer, got "
+                f"{type(checkpointer).__name__}."
+            )
+        self.checkpointer = checkpointer
         self.callbacks = CallbackList(callbacks, model=model, optimizer=optimizer)
         self._train_step = nnx.jit(train_step)
         self._eval_step = nnx.jit(eval_step)
@@ -128,11 +149,19 @@ class Trainer:
         eval_data: Iterable[Any] | None = None,
         eval_every_steps: int | None = None,
     ) -> History:
-        """Runs the training loop.
+        """Runs the training loop, resuming from the newest checkpoint if there is one.
+
+        With a ``checkpointer``, the model, the optimizer, every callback's state and the
+        position in the data are restored before any hook runs, and the run continues where
+        the checkpoint left it; ``num_epochs`` / ``num_steps`` count from the start of the
+        whole run. A SIGTERM makes the loop finish its step, save, wait for the save and
+        return (``history.preempted``).
 
         Args:
             train_data: The batches of one epoch: a re-iterable (a list, a grain dataset, a
-                data loader) iterated once per epoch, or a function ``epoch -> iterable``.
+                data loader) iterated once per epoch, or a function ``epoch -> iterable``. To
+                resume part-way through an epoch the order must be the same on every pass
+                (deterministic from seed and epoch); a grain iterator's own state is restored.
             num_epochs: Epochs to run; give this or ``num_steps``.
             num_steps: Train steps to run in all (the last epoch may stop part-way).
             eval_data: Batches to evaluate on (re-iterable), at each epoch end and every
@@ -140,10 +169,11 @@ class Trainer:
             eval_every_steps: Evaluate every this many train steps as well.
 
         Returns:
-            The :class:`History` of train and eval metrics.
+            The :class:`History` of this run's train and eval metrics.
 
         Raises:
             ValueError: For missing or conflicting lengths, or one-shot iterators.
+            CheckpointError: If checkpoints exist but none can be restored into this run.
         """
         num_epochs, num_steps = self._check_lengths(num_epochs, num_steps)
         if eval_every_steps is not None:
@@ -153,48 +183,123 @@ class Trainer:
         epochs_for = _epoch_source(train_data)
         history = History()
         callbacks = self.callbacks
-        try:
-            callbacks.on_train_begin()
-            while self._more(num_epochs, num_steps):
-                callbacks.on_epoch_begin()
-                epoch_metrics: list[Metrics] = []
-                for batch in epochs_for(callbacks.epoch):
-                    callbacks.on_step_begin()
-                    metrics = self._train_step(self.model, self.optimizer, batch)
-                    if not isinstance(metrics, Mapping):
-                        raise TypeError(
-                            "Trainer.fit: train_step must return a mapping of metric names to "
-                            f"scalars, e.g. {{'loss': loss}}; it returned {type(metrics).__name__}."
+        checkpointer = self.checkpointer
+        position, data_state = self._resume(history)
+        batches: Iterator[Any] | None = None
+        with _sigterm_requests(enabled=checkpointer is not None) as stop_requested:
+            try:
+                callbacks.on_train_begin()
+                while self._more(num_epochs, num_steps):
+                    callbacks.on_epoch_begin()
+                    batches = _seek(iter(epochs_for(callbacks.epoch)), position, data_state)
+                    epoch_metrics: list[Metrics] = []
+                    stopped = False
+                    for batch in batches:
+                        callbacks.on_step_begin()
+                        metrics = self._train_step(self.model, self.optimizer, batch)
+                        if not isinstance(metrics, Mapping):
+                            raise TypeError(
+                                "Trainer.fit: train_step must return a mapping of metric names "
+                                f"to scalars, e.g. {{'loss': loss}}; it returned "
+                                f"{type(metrics).__name__}."
+                            )
+                        callbacks.on_step_end(metrics)
+                        epoch_metrics.append(metrics)
+                        position += 1
+                        step = callbacks.step
+                        if (
+                            eval_data is not None
+                            and eval_every_steps
+                            and step % eval_every_steps == 0
+                        ):
+                            history.eval.append(self._evaluate(eval_data))
+                        if (
+                            checkpointer
+                            and checkpointer.every_steps
+                            and (step % checkpointer.every_steps == 0)
+                        ):
+                            self._save(position, batches)
+                        if stop_requested():
+                            self._save(position, batches)
+                            checkpointer.wait()
+                            logger.warning("SIGTERM: saved step %d and stopped.", step)
+                            history.preempted = True
+                            return history
+                        if num_steps is not None and step >= num_steps:
+                            stopped = True
+                            break
+                    if not epoch_metrics and position == 0:
+                        raise ValueError(
+                            f"Trainer.fit: epoch {callbacks.epoch} has no batches. If "
+                            "train_data is an iterator, pass a re-iterable (a list, a grain "
+                            "dataset) or a function epoch -> iterable instead: an iterator is "
+                            "exhausted after one epoch."
                         )
-                    callbacks.on_step_end(metrics)
-                    epoch_metrics.append(metrics)
-                    if (
-                        eval_data is not None
-                        and eval_every_steps
-                        and (callbacks.step % eval_every_steps == 0)
+                    if epoch_metrics:
+                        history.train.append(
+                            {"step": callbacks.step, "epoch": callbacks.epoch}
+                            | _mean(epoch_metrics)
+                        )
+                    if eval_data is not None and not (
+                        eval_every_steps and callbacks.step % eval_every_steps == 0
                     ):
                         history.eval.append(self._evaluate(eval_data))
-                    if num_steps is not None and callbacks.step >= num_steps:
-                        break
-                if not epoch_metrics:
-                    raise ValueError(
-                        f"Trainer.fit: epoch {callbacks.epoch} has no batches. If train_data is "
-                        "an iterator, pass a re-iterable (a list, a grain dataset) or a function "
-                        "epoch -> iterable instead: an iterator is exhausted after one epoch."
-                    )
-                summary = {"step": callbacks.step, "epoch": callbacks.epoch, **_mean(epoch_metrics)}
-                history.train.append(summary)
-                epoch_end_eval = eval_data is not None and not (
-                    eval_every_steps and callbacks.step % eval_every_steps == 0
-                )
-                if epoch_end_eval:
-                    history.eval.append(self._evaluate(eval_data))
-                callbacks.on_epoch_end(summary)
-            callbacks.on_train_end()
-        except BaseException as error:
-            callbacks.on_exception(error)
-            raise
+                    if stopped:
+                        break  # num_steps reached: the epoch is not over
+                    callbacks.on_epoch_end(history.train[-1] if epoch_metrics else {})
+                    position, data_state = 0, None
+                    if checkpointer and checkpointer.every_epoch:
+                        self._save(position, None)
+                if checkpointer:
+                    self._save(position, batches)
+                    checkpointer.wait()
+                callbacks.on_train_end()
+            except BaseException as error:
+                callbacks.on_exception(error)
+                raise
         return history
+
+    def _resume(self, history: History) -> tuple[int, Any]:
+        """Restores the newest checkpoint into the run; returns the data position."""
+        if self.checkpointer is None:
+            return 0, None
+        restored = self.checkpointer.restore(model=self.model, optimizer=self.optimizer)
+        if restored is None:
+            logger.info("No checkpoint in %s: starting fresh.", self.checkpointer.directory)
+            return 0, None
+        try:
+            self.callbacks.load_state_dict(restored.callbacks)
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(
+                f"The checkpoint at step {restored.step} in {self.checkpointer.directory} does "
+                f"not fit this run's callbacks: {error}"
+            ) from error
+        trainer = restored.trainer
+        self.callbacks.step, self.callbacks.epoch = trainer["step"], trainer["epoch"]
+        history.resumed_from = restored.step
+        logger.info(
+            "Resumed from the checkpoint at step %d in %s (epoch %d, %d batches into it).",
+            restored.step,
+            self.checkpointer.directory,
+            trainer["epoch"],
+            trainer["position"],
+        )
+        return trainer["position"], trainer["data_state"]
+
+    def _save(self, position: int, batches: Any) -> None:
+        get_state = getattr(batches, "get_state", None)
+        self.checkpointer.save(
+            self.callbacks.step,
+            model=self.model,
+            optimizer=self.optimizer,
+            callbacks=self.callbacks.state_dict(),
+            trainer={
+                "step": self.callbacks.step,
+                "epoch": self.callbacks.epoch,
+                "position": position,
+                "data_state": get_state() if position and callable(get_state) else None,
+            },
+        )
 
     def _more(self, num_epochs: int | None, num_steps: int | None) -> bool:
         if num_steps is not None:
@@ -223,6 +328,39 @@ class Trainer:
                 "Trainer.fit", "num_epochs", num_epochs, minimum=1, hint=hint
             ), None
         return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
+
+
+def _seek(batches: Iterator[Any], position: int, data_state: Any) -> Iterator[Any]:
+    """Moves a fresh epoch iterator to ``position`` batches in."""
+    if position == 0:
+        return batches
+    if data_state is not None and callable(getattr(batches, "set_state", None)):
+        batches.set_state(data_state)  # e.g. a grain DatasetIterator
+        return batches
+    for consumed in range(position):  # replay: the order is the same on every pass
+        if next(batches, _END) is _END:
+            raise ValueError(
+                f"Trainer.fit: resuming {position} batches into the epoch, but this epoch has "
+                f"only {consumed}: the training data changed since the checkpoint."
+            )
+    return batches
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def _sigterm_requests(*, enabled: bool) -> Iterator[Callable[[], bool]]:
+    """Turns SIGTERM into a request the loop polls after each step (main thread only)."""
+    requested = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _epoch_source(train_data: Any) -> Callable[[int], Iterator[Any]]:

@@ -48,6 +48,8 @@ class LRSchedulerCallback(Callback):
             (its ``every_k_schedule``); 1 otherwise.
         writer: Optional CLU ``MetricWriter`` (anything with ``write_scalars(step, scalars)``).
         log_every_steps: Log every this many updates.
+        strict: On restore, refuse a saved scheduler state made with another configuration;
+            ``False`` takes the saved position and keeps this scheduler's configuration.
 
     Raises:
         TypeError: For a scheduler that is not an :class:`flax_cyclic.LRScheduler`, or bad
@@ -66,6 +68,7 @@ class LRSchedulerCallback(Callback):
         accumulation_steps: int = 1,
         writer: Any = None,
         log_every_steps: int = 1,
+        strict: bool = True,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(scheduler, LRScheduler):
@@ -99,6 +102,7 @@ class LRSchedulerCallback(Callback):
                 f"(write_scalars(step, scalars)), got {type(writer).__name__}."
             )
         self.writer = writer
+        self.strict = bool(strict)
         self._targets: list[tuple[str, list[InjectedHyperparams]]] = []
         self._train_steps = 0
         self._checked_first_update = False
@@ -157,7 +161,7 @@ class LRSchedulerCallback(Callback):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`'s output (the scheduler checks its configuration)."""
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
         self._train_steps = _checks.integer(
             type(self).__name__,
             "train_steps",

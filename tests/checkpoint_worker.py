@@ -1,0 +1,117 @@
+"""A training run in its own process, for the kill / preemption / resume tests.
+
+    python tests/checkpoint_worker.py WORKDIR NUM_STEPS EVERY_STEPS [--ballast MB] [--sleep S]
+
+Trains a small classifier with the Trainer, an LRSchedulerCallback and a Checkpointer in
+WORKDIR/checkpoints, prints one line per step ("step N") and the library's log lines, and at
+the end writes WORKDIR/final.npz (parameters, optimizer state, the learning-rate log).
+`--ballast` adds a large non-trainable variable so that saves take long enough to be killed
+mid-way; `--sleep` slows each step so that a signal can land during training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from flax_cyclic import Callback, Checkpointer, CyclicLR, LRSchedulerCallback, Trainer
+
+
+class Model(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs, ballast_mb: int):
+        self.hidden = nnx.Linear(8, 16, rngs=rngs)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+        self.ballast = nnx.Variable(jnp.zeros((max(ballast_mb, 0) * 2**18,)))
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+class LRLog:
+    """A MetricWriter that keeps the logged learning rates."""
+
+    def __init__(self):
+        self.lrs: dict[int, float] = {}
+
+    def write_scalars(self, step, scalars):
+        self.lrs[int(step)] = scalars["learning_rate"]
+
+
+class Progress(Callback):
+    def __init__(self, sleep: float):
+        self.sleep = sleep
+
+    def on_step_end(self, loop, step, metrics):
+        print(f"step {step}", flush=True)
+        time.sleep(self.sleep)
+
+
+def data(epoch: int) -> list:
+    rng = np.random.default_rng(epoch)  # deterministic per epoch, different across epochs
+    x = rng.normal(size=(5, 16, 8)).astype(np.float32)
+    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
+
+
+def build(workdir: str, every_steps: int, ballast_mb: int, sleep: float):
+    model = Model(nnx.Rngs(0), ballast_mb)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR(0.01, 0.1, step_size_up=3, step_size_down=4, mode="triangular2")
+    writer = LRLog()
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), every_steps=every_steps, max_to_keep=3
+    )
+    callbacks = [LRSchedulerCallback(scheduler, writer=writer), Progress(sleep)]
+    trainer = Trainer(model, optimizer, callbacks=callbacks, checkpointer=checkpointer)
+    return trainer, writer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("num_steps", type=int)
+    parser.add_argument("every_steps", type=int)
+    parser.add_argument("--ballast", type=int, default=0, help="MB of extra state to save")
+    parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait per step")
+    args = parser.parse_args()
+    log = logging.getLogger("flax_cyclic")  # the library says what it saves and resumes
+    log.setLevel(logging.INFO)
+    log.addHandler(logging.StreamHandler(sys.stdout))
+    trainer, writer = build(args.workdir, args.every_steps, args.ballast, args.sleep)
+    history = trainer.fit(data, num_steps=args.num_steps)
+    if history.preempted:
+        print("preempted", flush=True)
+        return 0
+    trainer.checkpointer.close()
+    leaves = {
+        f"model{i}": np.asarray(leaf)
+        for i, leaf in enumerate(jax.tree.leaves(nnx.state(trainer.model)))
+    }
+    leaves.update(
+        {
+            f"opt{i}": np.asarray(leaf)
+            for i, leaf in enumerate(jax.tree.leaves(nnx.state(trainer.optimizer)))
+        }
+    )
+    steps = sorted(writer.lrs)
+    np.savez(
+        os.path.join(args.workdir, "final.npz"),
+        lr_steps=np.array(steps),
+        lrs=np.array([writer.lrs[s] for s in steps]),
+        **leaves,
+    )
+    print("finished", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

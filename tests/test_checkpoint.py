@@ -1,0 +1,326 @@
+"""Checkpoint and resume through Orbax: real checkpoints on disk, real processes and signals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import grain
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from flax_cyclic import (
+    Callback,
+    Checkpointer,
+    CheckpointError,
+    CyclicLR,
+    LRSchedulerCallback,
+    Trainer,
+)
+
+WORKER = pathlib.Path(__file__).with_name("checkpoint_worker.py")
+SCHEDULE = dict(base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=4, mode="triangular2")
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs, hidden: int = 16):
+        self.hidden = nnx.Linear(8, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+class LRLog:
+    def __init__(self):
+        self.lrs: dict[int, float] = {}
+
+    def write_scalars(self, step, scalars):
+        self.lrs[int(step)] = scalars["learning_rate"]
+
+
+class CrashAt(Callback):
+    """Stops the run like Ctrl-C after `step` steps (and the saves those steps made)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, loop, step):
+        if step == self.step:
+            raise KeyboardInterrupt(f"simulated crash after {self.step} steps")
+
+
+def _batches(seed: int, count: int = 6) -> list:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(count, 16, 8)).astype(np.float32)
+    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
+
+
+DATA = {
+    "list": _batches(0),
+    # A grain iterator is resumed from its own saved state, with a different shuffle each epoch.
+    "grain": lambda epoch: grain.MapDataset.source(_batches(0)).shuffle(seed=epoch),
+}
+
+
+def _trainer(directory, *, every_steps=4, extra=(), hidden=16, schedule=SCHEDULE, strict=True):
+    model = MLP(nnx.Rngs(0), hidden)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    log = LRLog()
+    callback = LRSchedulerCallback(CyclicLR(**schedule), writer=log, strict=strict)
+    checkpointer = Checkpointer(directory, every_steps=every_steps, max_to_keep=10)
+    trainer = Trainer(model, optimizer, callbacks=[callback, *extra], checkpointer=checkpointer)
+    return trainer, log
+
+
+def _leaves(trainer):
+    return [
+        np.asarray(leaf)
+        for leaf in jax.tree.leaves((nnx.state(trainer.model), nnx.state(trainer.optimizer)))
+    ]
+
+
+def _assert_bitwise_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+        assert x.dtype == y.dtype
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of 22 steps, per kind of data."""
+    runs = {}
+    for kind, data in DATA.items():
+        trainer, log = _trainer(tmp_path_factory.mktemp(f"reference-{kind}"))
+        trainer.fit(data, num_steps=22)
+        runs[kind] = (_leaves(trainer), log.lrs)
+    return runs
+
+
+@pytest.mark.parametrize("kind", sorted(DATA))
+@pytest.mark.parametrize(
+    ("crash_at", "last_checkpoint"),
+    [(10, 8), (8, 8), (6, 6), (15, 12)],  # between saves, at a step save, at an epoch-end save
+)
+def test_resume_after_a_crash_is_bitwise_identical(
+    tmp_path, reference, kind, crash_at, last_checkpoint, caplog
+):
+    # Saves every 4 steps and at the end of every 6-batch epoch.
+    trainer, first_log = _trainer(tmp_path, extra=[CrashAt(crash_at)])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(DATA[kind], num_steps=22)
+    trainer.checkpointer.wait()
+
+    resumed, log = _trainer(tmp_path)
+    with caplog.at_level(logging.INFO, logger="flax_cyclic"):
+        history = resumed.fit(DATA[kind], num_steps=22)
+    assert history.resumed_from == last_checkpoint
+    assert f"Resumed from the checkpoint at step {last_checkpoint}" in caplog.text
+
+    leaves, reference_lrs = reference[kind]
+    _assert_bitwise_equal(_leaves(resumed), leaves)
+    # The learning-rate log: the first run up to the crash, then the resumed run, agree
+    # bitwise with the uninterrupted run at every step each of them logged.
+    assert sorted(first_log.lrs) == list(range(crash_at))
+    assert sorted(log.lrs) == list(range(last_checkpoint, 22))
+    for lrs in (first_log.lrs, log.lrs):
+        assert all(lrs[step] == reference_lrs[step] for step in lrs)
+
+
+def test_stop_and_continue_with_a_longer_run(tmp_path, reference):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=9)  # ends part-way through an epoch, saves step 9
+    assert trainer.checkpointer.latest_step() == 9
+    resumed, _ = _trainer(tmp_path)
+    assert resumed.fit(DATA["list"], num_steps=22).resumed_from == 9
+    _assert_bitwise_equal(_leaves(resumed), reference["list"][0])
+
+
+def test_a_fresh_start_says_so(tmp_path, caplog):
+    trainer, _ = _trainer(tmp_path)
+    with caplog.at_level(logging.INFO, logger="flax_cyclic"):
+        history = trainer.fit(DATA["list"], num_steps=2)
+    assert history.resumed_from is None
+    assert "No checkpoint in" in caplog.text
+    assert "starting fresh" in caplog.text
+
+
+def test_a_finished_run_resumes_to_nothing(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=6)
+    again, log = _trainer(tmp_path)
+    history = again.fit(DATA["list"], num_steps=6)
+    assert history.resumed_from == 6
+    assert history.train == []
+    assert log.lrs == {}
+    _assert_bitwise_equal(_leaves(again), _leaves(trainer))
+
+
+def test_checkpoint_holds_json_states_and_no_pickle(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=4)
+    step_dir = tmp_path / "4"
+    callbacks = json.loads((step_dir / "callbacks" / "metadata").read_text())
+    trainer_state = json.loads((step_dir / "trainer" / "metadata").read_text())
+    assert callbacks["LRSchedulerCallback"]["scheduler"]["last_epoch"] == 4
+    assert callbacks["LRSchedulerCallback"]["scheduler"]["config"]["mode"] == "triangular2"
+    assert trainer_state == {"step": 4, "epoch": 0, "position": 4, "data_state": None}
+    for path in step_dir.rglob("*"):
+        if path.is_file():
+            head = path.read_bytes()[:2]
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def test_a_different_scheduler_config_is_refused_unless_allowed(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=4)
+    changed = {**SCHEDULE, "max_lr": 0.2}
+    resumed, _ = _trainer(tmp_path, schedule=changed)
+    with pytest.raises(CheckpointError, match=r"max_lrs: saved \[0.1\], now \[0.2\].*strict=False"):
+        resumed.fit(DATA["list"], num_steps=8)
+    allowed, _ = _trainer(tmp_path, schedule=changed, strict=False)
+    assert allowed.fit(DATA["list"], num_steps=8).resumed_from == 4
+    assert allowed.callbacks.callbacks[0].scheduler.max_lrs == (0.2,)
+
+
+def test_a_different_model_is_refused(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=4)
+    resumed, _ = _trainer(tmp_path, hidden=32)
+    with pytest.raises(
+        CheckpointError, match=r"different model or optimizer.*\(8, 16\) -> \(8, 32\)"
+    ):
+        resumed.fit(DATA["list"], num_steps=8)
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=8)
+    assert trainer.checkpointer.manager.all_steps() == [4, 6, 8]
+    _damage(tmp_path / "8")
+    resumed, _ = _trainer(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="flax_cyclic"):
+        assert resumed.fit(DATA["list"], num_steps=8).resumed_from == 6
+    assert "Checkpoint 8 is damaged" in caplog.text
+
+
+def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=8)
+    for step in (4, 6, 8):
+        _damage(tmp_path / str(step))
+    resumed, _ = _trainer(tmp_path)
+    with pytest.raises(
+        CheckpointError, match=r"None of the checkpoints.*steps \[8, 6, 4\].*Nothing was"
+    ):
+        resumed.fit(DATA["list"], num_steps=8)
+
+
+def _damage(step_dir: pathlib.Path) -> None:
+    """Truncates every file of the checkpoint's model item to a third."""
+    for path in (step_dir / "model").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 3])
+
+
+# -- real processes --
+
+
+def _worker(workdir, num_steps, every_steps, *extra):
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(workdir), str(num_steps), str(every_steps), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _read_until(process, marker: str) -> list[str]:
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip())
+        if marker in line:
+            return lines
+    raise AssertionError(f"{marker!r} never printed; output:\n" + "\n".join(lines[-30:]))
+
+
+def _kill(process) -> None:
+    process.kill()
+    process.wait()
+    process.stdout.close()
+
+
+def _finish(process) -> str:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def process_reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("process-reference")
+    _finish(_worker(workdir, 20, 5, "--ballast", "48"))
+    return np.load(workdir / "final.npz")
+
+
+def _assert_same_final(workdir, reference):
+    final = np.load(workdir / "final.npz")
+    assert sorted(final.files) == sorted(reference.files)
+    for name in reference.files:
+        if name not in ("lr_steps", "lrs"):
+            np.testing.assert_array_equal(final[name], reference[name], err_msg=name)
+    # The resumed process logged the tail of the run, bitwise as the uninterrupted one did.
+    tail = {int(s): lr for s, lr in zip(final["lr_steps"], final["lrs"], strict=True)}
+    full = {int(s): lr for s, lr in zip(reference["lr_steps"], reference["lrs"], strict=True)}
+    assert tail
+    assert all(full[s] == lr for s, lr in tail.items())
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume(tmp_path, process_reference):
+    process = _worker(tmp_path, 20, 5, "--ballast", "48", "--sleep", "0.05")
+    _read_until(process, "step 7")  # after the checkpoint at step 5, before the one at 10
+    _kill(process)
+    output = _finish(_worker(tmp_path, 20, 5, "--ballast", "48"))
+    assert "Resumed from the checkpoint at step 5" in output
+    _assert_same_final(tmp_path, process_reference)
+
+
+@pytest.mark.slow
+def test_sigkill_during_an_async_save_then_resume(tmp_path, process_reference):
+    process = _worker(tmp_path, 20, 5, "--ballast", "48")
+    _read_until(process, "Saving the checkpoint at step 10")  # the write runs in the background
+    _kill(process)
+    checkpoints = tmp_path / "checkpoints"
+    leftovers = [p.name for p in checkpoints.iterdir() if "tmp" in p.name]
+    assert leftovers, f"the kill missed the save: {sorted(os.listdir(checkpoints))}"
+    output = _finish(_worker(tmp_path, 20, 5, "--ballast", "48"))
+    assert "Resumed from the checkpoint at step 5" in output
+    assert not [p.name for p in checkpoints.iterdir() if "tmp" in p.name]
+    _assert_same_final(tmp_path, process_reference)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, process_reference):
+    process = _worker(tmp_path, 20, 5, "--ballast", "48", "--sleep", "0.05")
+    _read_until(process, "step 6")
+    process.send_signal(signal.SIGTERM)
+    output = _finish(process)
+    assert "preempted" in output
+    saved = int(output.split("SIGTERM: saved step ")[1].split()[0])
+    assert 7 <= saved < 20  # the step in flight finished, then the loop saved and stopped
+    output = _finish(_worker(tmp_path, 20, 5, "--ballast", "48"))
+    assert f"Resumed from the checkpoint at step {saved}" in output
+    _assert_same_final(tmp_path, process_reference)
