@@ -2,6 +2,7 @@
 
 1. Host cost of a scheduler step: ``CyclicLR.step()`` + ``get_last_lr()`` vs PyTorch's.
 2. Train-step throughput with the LR callback vs the in-graph optax schedule and a constant LR.
+3. How long the loop blocks per checkpoint save, async vs sync.
 
 Run with `make bench` (or `python benchmarks/run.py [--output docs/benchmarks.md]`). Candidates
 are interleaved over several rounds and the best round is kept (noise on a shared machine only
@@ -25,6 +26,7 @@ import flax_cyclic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import callback_overhead
+import checkpoint_blocking
 
 CASES = {
     "triangular, 1 group": dict(base_lr=1e-3, max_lr=6e-3, step_size_up=2000),
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     callback_lines, compilations = callback_overhead.measure()
     callback_table = "\n".join(callback_lines)
     print(callback_table)
-    print(f"\ncompilations during the timed rounds: {compilations}")
+    print(f"\ncompilations during the timed rounds: {compilations}\n")
+    checkpoint_table = "\n".join(checkpoint_blocking.measure())
+    print(checkpoint_table)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(
@@ -171,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{callback_table}\n\n"
                 "On the tiny MLP, the gap to a constant learning rate is the cost of "
                 "`optax.inject_hyperparams` itself: the in-graph schedule pays it too.\n\n"
-                f"XLA compilations during the timed rounds (all variants): {compilations}.\n"
+                f"XLA compilations during the timed rounds (all variants): {compilations}.\n\n"
+                "## Checkpoint saves: async vs sync\n\n"
+                + checkpoint_blocking.__doc__.split("\n", 2)[2].replace("\n", " ").strip()
+                + " Medians over alternating saves.\n\n"
+                f"{checkpoint_table}\n"
             )
     return 0
 
