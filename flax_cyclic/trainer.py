@@ -256,6 +256,8 @@ class Trainer:
                 callbacks.on_train_end()
             except BaseException as error:
                 callbacks.on_exception(error)
+                if checkpointer is not None:
+                    checkpointer.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
 
