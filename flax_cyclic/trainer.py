@@ -153,9 +153,9 @@ class Trainer:
 
         With a ``checkpointer``, the model, the optimizer, every callback's state and the
         position in the data are restored before any hook runs, and the run continues where
-        the checkpoint left it; ``num_epochs`` / ``num_steps`` count from the start of the
-        whole run. A SIGTERM makes the loop finish its step, save, wait for the save and
-        return (``history.preempted``).
+        the checkpoint left it (``on_epoch_begin`` runs again for a resumed epoch);
+        ``num_epochs`` / ``num_steps`` count from the start of the whole run. A SIGTERM makes
+        the loop finish its step, save, wait for the save and return (``history.preempted``).
 
         Args:
             train_data: The batches of one epoch: a re-iterable (a list, a grain dataset, a
