@@ -7,8 +7,10 @@ PyTorch interface (``CyclicLR``), computing PyTorch's numbers with exact integer
 from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
+from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
+from flax_cyclic.metrics import create_writer as create_writer
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
 from flax_cyclic.schedulers import LRScheduler as LRScheduler
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
@@ -26,7 +28,9 @@ __all__ = [
     "History",
     "LRScheduler",
     "LRSchedulerCallback",
+    "MetricsLogger",
     "Trainer",
     "__version__",
+    "create_writer",
     "cyclic_schedule",
 ]

@@ -18,6 +18,7 @@ from flax import nnx
 
 from flax_cyclic import _checks
 from flax_cyclic.callbacks.base import Callback, CallbackList
+from flax_cyclic.callbacks.logging import MetricsLogger
 from flax_cyclic.checkpoint import Checkpointer, CheckpointError
 
 __all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
@@ -100,6 +101,10 @@ class Trainer:
         callbacks: :class:`flax_cyclic.Callback` objects, called in order.
         checkpointer: A :class:`flax_cyclic.Checkpointer`: save the run as it goes and resume
             from its newest checkpoint.
+        writer: A CLU ``MetricWriter`` (e.g. :func:`flax_cyclic.create_writer`): train metrics
+            every ``log_every_steps`` steps, steps/s and eval metrics go to it, through a
+            :class:`flax_cyclic.MetricsLogger` added after ``callbacks``.
+        log_every_steps: How often the train metrics are written.
 
     Raises:
         TypeError: If a step is not callable or a callback is not a ``Callback``.
@@ -114,6 +119,8 @@ class Trainer:
         eval_step: Callable[..., Metrics] = classification_eval_step,
         callbacks: Sequence[Callback] = (),
         checkpointer: Checkpointer | None = None,
+        writer: Any = None,
+        log_every_steps: int = 50,
     ) -> None:
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
@@ -126,6 +133,9 @@ class Trainer:
                 f"{type(checkpointer).__name__}."
             )
         self.checkpointer = checkpointer
+        callbacks = list(callbacks)
+        if writer is not None:
+            callbacks.append(MetricsLogger(writer, every_steps=log_every_steps))
         self.callbacks = CallbackList(callbacks, model=model, optimizer=optimizer)
         self._train_step = nnx.jit(train_step)
         self._eval_step = nnx.jit(eval_step)

@@ -31,13 +31,25 @@ def reveal_step(model, optimizer):
 
 
 class Recorder:
-    """In-memory writer with CLU's MetricWriter interface (the real CLU writer has its tests)."""
+    """In-memory writer with the part of CLU's MetricWriter interface the callback uses.
+
+    The real CLU writer, event files and a TensorBoard server are tested in test_tensorboard.py.
+    """
 
     def __init__(self):
-        self.scalars = []
+        self.scalars, self.hparams, self.images, self.flushes = [], [], [], 0
 
     def write_scalars(self, step, scalars):
         self.scalars.append((step, dict(scalars)))
+
+    def write_hparams(self, hparams):
+        self.hparams.append(dict(hparams))
+
+    def write_images(self, step, images):
+        self.images.append((step, {tag: image.shape for tag, image in images.items()}))
+
+    def flush(self):
+        self.flushes += 1
 
 
 def _run(model, optimizer, callbacks, steps, step_fn=reveal_step):
@@ -202,6 +214,28 @@ def test_logs_the_value_each_update_used_without_off_by_one():
         assert scalars["learning_rate"] == pytest.approx(applied[step, 0], rel=1e-6)
         assert set(scalars) == {"learning_rate", "lr_cycle", "lr_cycle_position"}
     assert writer.scalars[1][1]["lr_cycle_position"] == 2 / 8
+    # Written once on a fresh start: the configuration and a plot of three cycles.
+    assert len(writer.hparams) == 1
+    assert writer.hparams[0]["scheduler/mode"] == "triangular2"
+    assert writer.hparams[0]["scheduler/base_lrs"] == "[0.01]"
+    assert writer.images == [(0, {"lr_schedule": (1, 320, 800, 3)})]
+    assert writer.flushes == 1  # at the end of training
+
+
+def test_a_restored_callback_writes_no_second_plan():
+    model = Revealer()
+    optimizer = nnx.Optimizer(
+        model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
+    )
+    saved = LRSchedulerCallback(CyclicLR(**CONFIG))
+    saved.scheduler.step(epoch=5)
+    writer = Recorder()
+    callback = LRSchedulerCallback(CyclicLR(**CONFIG), writer=writer)
+    callback.load_state_dict(saved.state_dict())
+    _run(model, optimizer, [callback], 2)
+    assert writer.hparams == []
+    assert writer.images == []
+    assert [step for step, _ in writer.scalars] == [0, 1]
 
 
 def test_state_round_trip_restores_the_scheduler():

@@ -2,6 +2,7 @@
 
 from flax_cyclic.callbacks.base import Callback as Callback
 from flax_cyclic.callbacks.base import CallbackList as CallbackList
+from flax_cyclic.callbacks.logging import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks.lr import LRSchedulerCallback as LRSchedulerCallback
 
-__all__ = ["Callback", "CallbackList", "LRSchedulerCallback"]
+__all__ = ["Callback", "CallbackList", "LRSchedulerCallback", "MetricsLogger"]

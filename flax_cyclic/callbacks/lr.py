@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +19,8 @@ from flax_cyclic.hyperparams import (
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]
+
+logger = logging.getLogger("flax_cyclic")
 
 _INTERVALS = ("step", "epoch")
 
@@ -50,6 +54,11 @@ class LRSchedulerCallback(Callback):
         log_every_steps: Log every this many updates.
         strict: On restore, refuse a saved scheduler state made with another configuration;
             ``False`` takes the saved position and keeps this scheduler's configuration.
+        plot_steps: On a fresh start with a ``writer``, the scheduler's configuration is
+            written once as hparams and a plot of the planned learning rate over this many
+            steps as the image ``lr_schedule`` (also saved as ``lr_schedule.png`` in the
+            writer's ``logdir``, if it has one). ``None``: three cycles (or 1000 steps); 0: no
+            plot.
 
     Raises:
         TypeError: For a scheduler that is not an :class:`flax_cyclic.LRScheduler`, or bad
@@ -69,6 +78,7 @@ class LRSchedulerCallback(Callback):
         writer: Any = None,
         log_every_steps: int = 1,
         strict: bool = True,
+        plot_steps: int | None = None,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(scheduler, LRScheduler):
@@ -103,6 +113,13 @@ class LRSchedulerCallback(Callback):
             )
         self.writer = writer
         self.strict = bool(strict)
+        if plot_steps is None:
+            total = getattr(scheduler, "total_size", None)
+            plot_steps = 3 * total if total else 1000
+        self.plot_steps = _checks.integer(
+            owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
+        )
+        self._restored = False
         self._targets: list[tuple[str, list[InjectedHyperparams]]] = []
         self._train_steps = 0
         self._checked_first_update = False
@@ -132,6 +149,8 @@ class LRSchedulerCallback(Callback):
             self._targets.append(("momentum", per_group))
         self._resolve_names(per_group)
         self._write()
+        if self.writer is not None and not self._restored and jax.process_index() == 0:
+            self._write_plan()
 
     def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
@@ -146,6 +165,16 @@ class LRSchedulerCallback(Callback):
         if self.interval == "step":
             self.scheduler.step()
             self._write()
+
+    def on_train_end(self, loop: Any) -> None:
+        """Flushes the writer."""
+        if self.writer is not None:
+            self.writer.flush()
+
+    def on_exception(self, loop: Any, exception: BaseException) -> None:
+        """Flushes the writer, so that nothing logged before the error is lost."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Advances a per-epoch scheduler."""
@@ -162,6 +191,7 @@ class LRSchedulerCallback(Callback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`'s output (the scheduler checks its configuration)."""
         self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
+        self._restored = True
         self._train_steps = _checks.integer(
             type(self).__name__,
             "train_steps",
@@ -273,6 +303,30 @@ class LRSchedulerCallback(Callback):
                         f"{held}): it was injected as a schedule. Inject a number instead, e.g. "
                         "inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets it."
                     )
+
+    def _write_plan(self) -> None:
+        """Writes the configuration as hparams and a picture of the planned schedule, once."""
+        config = self.scheduler.state_dict()["config"]
+        self.writer.write_hparams(
+            {
+                f"scheduler/{key}": value
+                if isinstance(value, (bool, int, float, str))
+                else str(value)
+                for key, value in config.items()
+            }
+        )
+        if not self.plot_steps:
+            return
+        from flax_cyclic.plotting import plot_schedule
+
+        logdir = getattr(self.writer, "logdir", None)
+        path = os.path.join(logdir, "lr_schedule.png") if logdir else None
+        try:
+            image = plot_schedule(self.scheduler, self.plot_steps, path=path)
+        except ImportError as error:
+            logger.warning("No picture of the planned schedule: %s", error)
+            return
+        self.writer.write_images(0, {"lr_schedule": image[None]})
 
     def _log(self, update: int) -> None:
         if jax.process_index() != 0:
