@@ -168,13 +168,17 @@ class LRSchedulerCallback(Callback):
 
     def on_train_end(self, loop: Any) -> None:
         """Flushes the writer."""
-        if self.writer is not None:
-            self.writer.flush()
+        self._flush()
 
     def on_exception(self, loop: Any, exception: BaseException) -> None:
         """Flushes the writer, so that nothing logged before the error is lost."""
-        if self.writer is not None:
-            self.writer.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        # write_scalars is all a writer must have; the rest of CLU's interface is optional.
+        flush = getattr(self.writer, "flush", None)
+        if callable(flush):
+            flush()
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Advances a per-epoch scheduler."""
@@ -306,16 +310,17 @@ class LRSchedulerCallback(Callback):
 
     def _write_plan(self) -> None:
         """Writes the configuration as hparams and a picture of the planned schedule, once."""
-        config = self.scheduler.state_dict()["config"]
-        self.writer.write_hparams(
-            {
-                f"scheduler/{key}": value
-                if isinstance(value, (bool, int, float, str))
-                else str(value)
-                for key, value in config.items()
-            }
-        )
-        if not self.plot_steps:
+        write_hparams = getattr(self.writer, "write_hparams", None)
+        if callable(write_hparams):
+            config = self.scheduler.state_dict()["config"]
+            plain = (bool, int, float, str)
+            write_hparams(
+                {
+                    f"scheduler/{key}": value if isinstance(value, plain) else str(value)
+                    for key, value in config.items()
+                }
+            )
+        if not self.plot_steps or not callable(getattr(self.writer, "write_images", None)):
             return
         from flax_cyclic.plotting import plot_schedule
 
