@@ -8,6 +8,7 @@ from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
+from flax_cyclic.callbacks import ProgressBar as ProgressBar
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.metrics import create_writer as create_writer
@@ -29,6 +30,7 @@ __all__ = [
     "LRScheduler",
     "LRSchedulerCallback",
     "MetricsLogger",
+    "ProgressBar",
     "Trainer",
     "__version__",
     "create_writer",

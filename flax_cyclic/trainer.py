@@ -19,6 +19,7 @@ from flax import nnx
 from flax_cyclic import _checks
 from flax_cyclic.callbacks.base import Callback, CallbackList
 from flax_cyclic.callbacks.logging import MetricsLogger
+from flax_cyclic.callbacks.progress import ProgressBar
 from flax_cyclic.checkpoint import Checkpointer, CheckpointError
 
 __all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
@@ -105,6 +106,8 @@ class Trainer:
             every ``log_every_steps`` steps, steps/s and eval metrics go to it, through a
             :class:`flax_cyclic.MetricsLogger` added after ``callbacks``.
         log_every_steps: How often the train metrics are written.
+        progress: A :class:`flax_cyclic.ProgressBar` on the terminal: ``None`` shows it when
+            standard error is a terminal, ``False`` never, ``True`` always.
 
     Raises:
         TypeError: If a step is not callable or a callback is not a ``Callback``.
@@ -121,6 +124,7 @@ class Trainer:
         checkpointer: Checkpointer | None = None,
         writer: Any = None,
         log_every_steps: int = 50,
+        progress: bool | None = None,
     ) -> None:
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
@@ -136,6 +140,8 @@ class Trainer:
         callbacks = list(callbacks)
         if writer is not None:
             callbacks.append(MetricsLogger(writer, every_steps=log_every_steps))
+        if progress is not False:
+            callbacks.append(ProgressBar(enabled=progress))
         self.callbacks = CallbackList(callbacks, model=model, optimizer=optimizer)
         self._train_step = nnx.jit(train_step)
         self._eval_step = nnx.jit(eval_step)
@@ -195,6 +201,7 @@ class Trainer:
         callbacks = self.callbacks
         checkpointer = self.checkpointer
         position, data_state = self._resume(history)
+        callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
         batches: Iterator[Any] | None = None
         with _sigterm_requests(enabled=checkpointer is not None) as stop_requested:
             try:
@@ -373,6 +380,14 @@ def _sigterm_requests(*, enabled: bool) -> Iterator[Callable[[], bool]]:
         yield requested.is_set
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _epoch_length(train_data: Any, num_epochs: int | None) -> int | None:
+    """Total train steps of ``num_epochs`` epochs, when the data knows its length."""
+    try:
+        return num_epochs * len(train_data) if num_epochs else None
+    except TypeError:
+        return None
 
 
 def _epoch_source(train_data: Any) -> Callable[[int], Iterator[Any]]:

@@ -1,12 +1,14 @@
 """A training run in its own process, for the kill / preemption / resume tests.
 
     python tests/checkpoint_worker.py WORKDIR NUM_STEPS EVERY_STEPS [--ballast MB] [--sleep S]
+        [--tensorboard]
 
 Trains a small classifier with the Trainer, an LRSchedulerCallback and a Checkpointer in
 WORKDIR/checkpoints, prints one line per step ("step N") and the library's log lines, and at
 the end writes WORKDIR/final.npz (parameters, optimizer state, the learning-rate log).
 `--ballast` adds a large non-trainable variable so that saves take long enough to be killed
-mid-way; `--sleep` slows each step so that a signal can land during training.
+mid-way; `--sleep` slows each step so that a signal can land during training; `--tensorboard`
+also writes the metrics through `create_writer` to WORKDIR/tensorboard.
 """
 
 from __future__ import annotations
@@ -30,20 +32,28 @@ class Model(nnx.Module):
     def __init__(self, rngs: nnx.Rngs, ballast_mb: int):
         self.hidden = nnx.Linear(8, 16, rngs=rngs)
         self.out = nnx.Linear(16, 3, rngs=rngs)
-        self.ballast = nnx.Variable(jnp.zeros((max(ballast_mb, 0) * 2**18,)))
+        self.ballast = nnx.Variable(jnp.zeros((max(ballast_mb * 2**18, 1),)))  # Orbax: size > 0
 
     def __call__(self, x):
         return self.out(jax.nn.relu(self.hidden(x)))
 
 
 class LRLog:
-    """A MetricWriter that keeps the logged learning rates."""
+    """A MetricWriter that keeps the logged learning rates (and passes everything on)."""
 
-    def __init__(self):
+    def __init__(self, inner=None):
         self.lrs: dict[int, float] = {}
+        self.inner = inner
 
     def write_scalars(self, step, scalars):
         self.lrs[int(step)] = scalars["learning_rate"]
+        if self.inner is not None:
+            self.inner.write_scalars(step, scalars)
+
+    def __getattr__(self, name):  # write_hparams, write_images, flush, ... when wrapping
+        if self.inner is None:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 class Progress(Callback):
@@ -61,12 +71,16 @@ def data(epoch: int) -> list:
     return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
 
 
-def build(workdir: str, every_steps: int, ballast_mb: int, sleep: float):
+def build(workdir: str, every_steps: int, ballast_mb: int, sleep: float, tensorboard: bool):
     model = Model(nnx.Rngs(0), ballast_mb)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR(0.01, 0.1, step_size_up=3, step_size_down=4, mode="triangular2")
     writer = LRLog()
+    if tensorboard:
+        from flax_cyclic import create_writer
+
+        writer = LRLog(create_writer(os.path.join(workdir, "tensorboard")))
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), every_steps=every_steps, max_to_keep=3
     )
@@ -82,11 +96,14 @@ def main() -> int:
     parser.add_argument("every_steps", type=int)
     parser.add_argument("--ballast", type=int, default=0, help="MB of extra state to save")
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait per step")
+    parser.add_argument("--tensorboard", action="store_true", help="also write event files")
     args = parser.parse_args()
     log = logging.getLogger("flax_cyclic")  # the library says what it saves and resumes
     log.setLevel(logging.INFO)
     log.addHandler(logging.StreamHandler(sys.stdout))
-    trainer, writer = build(args.workdir, args.every_steps, args.ballast, args.sleep)
+    trainer, writer = build(
+        args.workdir, args.every_steps, args.ballast, args.sleep, args.tensorboard
+    )
     history = trainer.fit(data, num_steps=args.num_steps)
     if history.preempted:
         print("preempted", flush=True)

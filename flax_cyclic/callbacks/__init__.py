@@ -4,5 +4,6 @@ from flax_cyclic.callbacks.base import Callback as Callback
 from flax_cyclic.callbacks.base import CallbackList as CallbackList
 from flax_cyclic.callbacks.logging import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks.lr import LRSchedulerCallback as LRSchedulerCallback
+from flax_cyclic.callbacks.progress import ProgressBar as ProgressBar
 
-__all__ = ["Callback", "CallbackList", "LRSchedulerCallback", "MetricsLogger"]
+__all__ = ["Callback", "CallbackList", "LRSchedulerCallback", "MetricsLogger", "ProgressBar"]

@@ -113,6 +113,7 @@ class CallbackList:
         self.optimizer = optimizer
         self.step = 0
         self.epoch = 0
+        self.total_steps: int | None = None  # for progress displays, when known
 
     def on_train_begin(self) -> None:
         """Calls ``on_train_begin`` on every callback."""

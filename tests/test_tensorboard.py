@@ -1,0 +1,214 @@
+"""Metrics through CLU into TensorBoard: event files, a TensorBoard server, resume continuity."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from helpers import host_lrs
+from rich.console import Console
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+from flax_cyclic import CyclicLR, LRSchedulerCallback, ProgressBar, Trainer, create_writer
+
+WORKER = pathlib.Path(__file__).with_name("checkpoint_worker.py")
+SCHEDULE = dict(base_lr=0.01, max_lr=0.1, step_size_up=4, step_size_down=6, mode="triangular2")
+STEPS = 24
+
+
+def _batches(count: int = 8, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(count, 16, 8)).astype(np.float32)
+    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
+
+
+def _train(logdir, *, callbacks=(), progress=False):
+    model = nnx.Sequential(
+        nnx.Linear(8, 16, rngs=nnx.Rngs(0)), jax.nn.relu, nnx.Linear(16, 3, rngs=nnx.Rngs(1))
+    )
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    writer = create_writer(logdir)
+    scheduler = CyclicLR(**SCHEDULE, cycle_momentum=True)
+    trainer = Trainer(
+        model,
+        optimizer,
+        callbacks=[LRSchedulerCallback(scheduler, writer=writer), *callbacks],
+        writer=writer,
+        log_every_steps=6,
+        progress=progress,
+    )
+    trainer.fit(_batches(), num_steps=STEPS, eval_data=_batches(2, seed=1))
+    writer.close()
+
+
+def _series(logdir) -> dict[str, list[tuple[int, float]]]:
+    accumulator = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    series = {}
+    for tag in accumulator.Tags()["tensors"]:
+        scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+        series[tag] = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)
+            for e in accumulator.Tensors(tag)
+        ]
+    return series
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tensorboard")
+    _train(directory)
+    return directory
+
+
+def test_event_files_hold_the_scheduler_values_at_every_step(logdir):
+    series = _series(logdir)
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**SCHEDULE), STEPS)]
+    steps, values = zip(*series["learning_rate"], strict=True)
+    assert list(steps) == list(range(STEPS))
+    np.testing.assert_allclose(values, expected, rtol=1e-7)  # float32 in the event files
+    momentum = dict(series["momentum"])
+    assert momentum[0] == pytest.approx(0.9)
+    assert momentum[4] == pytest.approx(0.8)
+    cycles = dict(series["lr_cycle"])
+    assert (cycles[9], cycles[10]) == (1, 2)
+    assert dict(series["lr_cycle_position"])[5] == pytest.approx(0.5)
+
+
+def test_event_files_hold_train_and_eval_metrics_and_the_plan(logdir):
+    series = _series(logdir)
+    assert [step for step, _ in series["train/loss"]] == [5, 11, 17, 23]
+    assert [step for step, _ in series["train/accuracy"]] == [5, 11, 17, 23]
+    assert all(value > 0 for _, value in series["steps_per_sec"])
+    assert [step for step, _ in series["eval/accuracy"]] == [7, 15, 23]
+    assert [step for step, _ in series["lr_schedule"]] == [0]  # the image, once
+    assert (logdir / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_a_real_tensorboard_server_serves_the_learning_rate(logdir):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)),
+            *("--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                tags = _get_json(f"{base}/data/plugin/scalars/tags")
+                if tags.get(".", {}).get("learning_rate"):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline, "TensorBoard did not answer within 90 s"
+            assert server.poll() is None, "TensorBoard exited"
+            time.sleep(0.5)
+        rows = _get_json(f"{base}/data/plugin/scalars/scalars?run=.&tag=learning_rate")
+        expected = [lr[0] for lr in host_lrs(CyclicLR(**SCHEDULE), STEPS)]
+        assert [step for _, step, _ in rows] == list(range(STEPS))
+        np.testing.assert_allclose([value for _, _, value in rows], expected, rtol=1e-7)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_run_has_one_value_per_step(tmp_path):
+    def worker():
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(tmp_path),
+                "20",
+                "5",
+                "--tensorboard",
+                "--sleep",
+                "0.05",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    process = worker()
+    for line in process.stdout:
+        if line.startswith("step 8"):  # steps 5..8 are logged after the checkpoint at 5
+            break
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    output, _ = worker().communicate(timeout=300)
+    assert "Resumed from the checkpoint at step 5" in output, output[-2000:]
+    series = _series(tmp_path / "tensorboard")
+    steps = [step for step, _ in series["learning_rate"]]
+    assert steps == list(range(20))  # no step twice, none missing: no zig-zag
+    assert [step for step, _ in series["lr_schedule"]] == [0]
+
+
+def test_create_writer_without_the_extra_names_it():
+    code = (
+        "import sys; sys.modules['clu'] = None\n"  # as if the extra were not installed
+        "import flax_cyclic\n"
+        "try:\n"
+        "    flax_cyclic.create_writer('unused')\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "pip install 'flax_cyclic[tensorboard]'" in result.stdout
+
+
+def test_progress_bar_shows_step_loss_lr_and_cycle(tmp_path):
+    output = io.StringIO()
+    console = Console(file=output, force_terminal=True, width=160)
+    _train(tmp_path, callbacks=[ProgressBar(console=console, every_steps=4)])
+    text = output.getvalue()
+    assert f"{STEPS}/{STEPS}" in text
+    for shown in ("loss ", "lr 0.0325", "cycle 3"):  # the final refresh: step 24
+        assert shown in text
+
+
+def test_progress_bar_is_off_when_not_a_terminal(tmp_path):
+    output = io.StringIO()
+    bar = ProgressBar(console=Console(file=output, force_terminal=False))
+    assert not bar.enabled
+    _train(tmp_path, callbacks=[bar])
+    assert output.getvalue() == ""
