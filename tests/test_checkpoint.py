@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import grain
 import jax
@@ -256,6 +257,13 @@ def _read_until(process, marker: str) -> list[str]:
     raise AssertionError(f"{marker!r} never printed; output:\n" + "\n".join(lines[-30:]))
 
 
+def _wait_for(path: pathlib.Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
 def _kill(process) -> None:
     process.kill()
     process.wait()
@@ -290,8 +298,10 @@ def _assert_same_final(workdir, reference):
 
 @pytest.mark.slow
 def test_sigkill_during_training_then_resume(tmp_path, process_reference):
-    process = _worker(tmp_path, 20, 5, "--ballast", "48", "--sleep", "0.05")
-    _read_until(process, "step 7")  # after the checkpoint at step 5, before the one at 10
+    process = _worker(tmp_path, 20, 5, "--ballast", "48", "--sleep", "0.2")
+    _read_until(process, "step 5")
+    _wait_for(tmp_path / "checkpoints" / "5")  # the async save at step 5 has committed
+    _read_until(process, "step")  # and training goes on: kill it mid-way to step 10
     _kill(process)
     output = _finish(_worker(tmp_path, 20, 5, "--ballast", "48"))
     assert "Resumed from the checkpoint at step 5" in output

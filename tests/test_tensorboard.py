@@ -167,9 +167,14 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(tmp_path):
         )
 
     process = worker()
-    for line in process.stdout:
-        if line.startswith("step 8"):  # steps 5..8 are logged after the checkpoint at 5
-            break
+    lines = iter(process.stdout)
+    next(line for line in lines if line.startswith("step 5"))
+    checkpoint = tmp_path / "checkpoints" / "5"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():  # the async save at step 5 has committed
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    next(line for line in lines if line.startswith("step 8"))  # 5..8 logged after it
     process.kill()
     process.wait()
     process.stdout.close()
