@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from clu import metric_writers
 from tensorboard.backend.event_processing import event_accumulator
+
+logger = logging.getLogger("flax_cyclic")
 
 
 def written_steps(logdir: str) -> dict[str, int]:
@@ -40,6 +43,14 @@ class Writer(metric_writers.MetricWriter):
         self.inner = inner
         self.logdir = logdir
         self.written = written_steps(logdir) if logdir else {}
+        if self.written:
+            logger.warning(
+                "%s already holds steps up to %d: a tag's values at or before its last step are "
+                "not written again (a resumed run continues its curves). Use a new log "
+                "directory for a new run.",
+                logdir,
+                max(self.written.values()),
+            )
 
     def _new(self, step: int, values: Mapping[str, Any]) -> dict[str, Any]:
         fresh = {tag: v for tag, v in values.items() if step > self.written.get(tag, -1)}

@@ -217,3 +217,14 @@ def test_progress_bar_is_off_when_not_a_terminal(tmp_path):
     assert not bar.enabled
     _train(tmp_path, callbacks=[bar])
     assert output.getvalue() == ""
+
+
+def test_a_writer_over_existing_steps_says_it_will_not_rewrite_them(logdir, caplog):
+    with caplog.at_level("WARNING", logger="flax_cyclic"):
+        writer = create_writer(logdir)
+    writer.write_scalars(3, {"learning_rate": 1.0})  # step 3 exists: dropped
+    writer.write_scalars(STEPS, {"learning_rate": 1.0})  # a new step: written
+    writer.close()
+    assert f"already holds steps up to {STEPS - 1}" in caplog.text
+    steps = [step for step, _ in _series(logdir)["learning_rate"]]
+    assert steps == [*range(STEPS), STEPS]
