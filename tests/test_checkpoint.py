@@ -334,3 +334,37 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, process_reference):
     output = _finish(_worker(tmp_path, 20, 5, "--ballast", "48"))
     assert f"Resumed from the checkpoint at step {saved}" in output
     _assert_same_final(tmp_path, process_reference)
+
+
+def test_resume_with_stateless_callbacks_added_or_removed(tmp_path, caplog):
+    class Quiet(Callback):
+        pass
+
+    trainer, _ = _trainer(tmp_path, extra=[Quiet()])
+    trainer.fit(DATA["list"], num_steps=4)
+    resumed, _ = _trainer(tmp_path, extra=[CrashAt(100)])  # Quiet gone, CrashAt new
+    with caplog.at_level(logging.WARNING, logger="flax_cyclic"):
+        assert resumed.fit(DATA["list"], num_steps=6).resumed_from == 4
+    assert "not restored (no such callback): ['Quiet']" in caplog.text
+
+
+def test_resume_without_the_lr_callback_state_is_an_error(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=4)
+    model = MLP(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    class RenamedLR(LRSchedulerCallback):
+        @property
+        def state_key(self):
+            return "lr"
+
+    other = Trainer(
+        model,
+        optimizer,
+        callbacks=[RenamedLR(CyclicLR(**SCHEDULE))],
+        checkpointer=Checkpointer(tmp_path),
+    )
+    with pytest.raises(CheckpointError, match=r"no saved state for the callbacks \['lr'\]"):
+        other.fit(DATA["list"], num_steps=6)

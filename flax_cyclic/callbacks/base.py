@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["Callback", "CallbackList"]
+
+logger = logging.getLogger("flax_cyclic")
 
 
 class Callback:
@@ -171,14 +174,24 @@ class CallbackList:
     def load_state_dict(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         """Restores every callback's state from :meth:`state_dict`'s output.
 
+        A stateless callback (empty ``state_dict()``) needs no saved state, so a run can be
+        resumed with, say, a progress bar or a metrics logger added or removed. A saved state
+        that no callback claims is reported in the log.
+
         Raises:
-            ValueError: If a callback's state is missing.
+            ValueError: If the state of a stateful callback is missing.
         """
-        missing = [c.state_key for c in self.callbacks if c.state_key not in states]
+        missing = [
+            c.state_key for c in self.callbacks if c.state_key not in states and c.state_dict()
+        ]
         if missing:
             raise ValueError(
                 f"CallbackList.load_state_dict: no saved state for the callbacks {missing}; "
                 f"the saved states are for {sorted(states)}."
             )
+        unclaimed = sorted(set(states) - {c.state_key for c in self.callbacks})
+        if unclaimed:
+            logger.warning("Saved callback states not restored (no such callback): %s", unclaimed)
         for callback in self.callbacks:
-            callback.load_state_dict(states[callback.state_key])
+            if callback.state_key in states:
+                callback.load_state_dict(states[callback.state_key])
