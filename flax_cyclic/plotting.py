@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,15 +15,16 @@ from flax_cyclic.schedulers import LRScheduler
 __all__ = ["plot_schedule", "schedule_values"]
 
 
-def schedule_values(scheduler: LRScheduler, num_steps: int) -> np.ndarray:
-    """The learning rate of every group at steps ``0 .. num_steps - 1``, shape ``(steps, groups)``.
+def schedule_values(scheduler: LRScheduler, steps: Any) -> np.ndarray:
+    """The learning rate of every group at ``steps``, shape ``(len(steps), groups)``.
 
-    Evaluated with the jitted schedules (the scheduler's own position is not touched).
+    Evaluated with the jitted schedules; the scheduler's own position is not touched.
+
+    Args:
+        scheduler: The scheduler to evaluate.
+        steps: Integer steps (a sequence or an array).
     """
-    num_steps = _checks.integer(
-        "schedule_values", "num_steps", num_steps, minimum=1, hint="e.g. 3 cycles of steps."
-    )
-    steps = jnp.arange(num_steps)
+    steps = jnp.asarray(steps)
     columns = [jax.vmap(scheduler.as_schedule(g))(steps) for g in range(scheduler.num_groups)]
     return np.stack([np.asarray(column) for column in columns], axis=1)
 
@@ -57,13 +59,18 @@ def plot_schedule(
             "plot_schedule needs matplotlib: pip install matplotlib "
             "(or the 'tensorboard' extra of flax_cyclic)."
         ) from error
-    values = schedule_values(scheduler, num_steps)
+    num_steps = _checks.integer(
+        "plot_schedule", "num_steps", num_steps, minimum=1, hint="e.g. 3 cycles of steps."
+    )
+    # At most ~4000 points: enough for any figure, cheap for cycles of millions of steps.
+    steps = np.unique(np.linspace(0, num_steps - 1, min(num_steps, 4001)).round().astype(np.int32))
+    values = schedule_values(scheduler, steps)
     figure = Figure(figsize=(8, 3.2), dpi=100)
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for group in range(values.shape[1]):
         label = f"group {group}" if values.shape[1] > 1 else "learning rate"
-        axes.plot(np.arange(len(values)), values[:, group], label=label, linewidth=1.5)
+        axes.plot(steps, values[:, group], label=label, linewidth=1.5)
     axes.set_xlabel("step")
     axes.set_ylabel("learning rate")
     axes.set_title(title or f"{type(scheduler).__name__}: planned learning rate")

@@ -115,11 +115,11 @@ class LRSchedulerCallback(Callback):
         self.strict = bool(strict)
         if plot_steps is None:
             total = getattr(scheduler, "total_size", None)
-            plot_steps = 3 * total if total else 1000
+            plot_steps = min(3 * total, _checks.MAX_STEP) if total else 1000
         self.plot_steps = _checks.integer(
             owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
         )
-        self._restored = False
+        self._plan_written = False  # by this run, or by the run it is restored from
         self._targets: list[tuple[str, list[InjectedHyperparams]]] = []
         self._train_steps = 0
         self._checked_first_update = False
@@ -149,8 +149,9 @@ class LRSchedulerCallback(Callback):
             self._targets.append(("momentum", per_group))
         self._resolve_names(per_group)
         self._write()
-        if self.writer is not None and not self._restored and jax.process_index() == 0:
+        if self.writer is not None and not self._plan_written and jax.process_index() == 0:
             self._write_plan()
+        self._plan_written = True
 
     def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
@@ -195,7 +196,7 @@ class LRSchedulerCallback(Callback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`'s output (the scheduler checks its configuration)."""
         self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
-        self._restored = True
+        self._plan_written = True
         self._train_steps = _checks.integer(
             type(self).__name__,
             "train_steps",
