@@ -94,7 +94,7 @@ class LRScheduler(abc.ABC):
             self._last_epoch += 1
         else:
             self._last_epoch = self._check_epoch("epoch", epoch)
-        self._last_lr, self._last_momentum = self._values_at(self._last_epoch)
+        self._refresh()
 
     def _refresh(self) -> None:
         self._last_lr, self._last_momentum = self._values_at(self._last_epoch)

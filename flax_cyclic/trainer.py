@@ -12,13 +12,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from flax_cyclic import _checks
 from flax_cyclic.callbacks.base import Callback, CallbackList
-from flax_cyclic.callbacks.logging import MetricsLogger
+from flax_cyclic.callbacks.logging import MetricsLogger, mean_metrics
 from flax_cyclic.callbacks.progress import ProgressBar
 from flax_cyclic.checkpoint import Checkpointer, CheckpointError
 
@@ -255,7 +254,7 @@ class Trainer:
                     if epoch_metrics:
                         history.train.append(
                             {"step": callbacks.step, "epoch": callbacks.epoch}
-                            | _mean(epoch_metrics)
+                            | mean_metrics(epoch_metrics)
                         )
                     if eval_data is not None and not (
                         eval_every_steps and callbacks.step % eval_every_steps == 0
@@ -330,7 +329,8 @@ class Trainer:
         metrics = [self._eval_step(self.model, batch) for batch in eval_data]
         if not metrics:
             raise ValueError("Trainer.fit: eval_data has no batches.")
-        summary = {"step": self.callbacks.step, "epoch": self.callbacks.epoch, **_mean(metrics)}
+        summary = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
+        summary |= mean_metrics(metrics)
         self.callbacks.on_eval_end(summary)
         return summary
 
@@ -399,9 +399,3 @@ def _epoch_source(train_data: Any) -> Callable[[int], Iterator[Any]]:
             f"epoch -> iterable, got {type(train_data).__name__}."
         )
     return lambda epoch: iter(train_data)
-
-
-def _mean(metrics: list[Metrics]) -> dict[str, float]:
-    # One device-to-host transfer per epoch, not per step, and nothing to compile.
-    host = jax.device_get(metrics)
-    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
