@@ -1,7 +1,9 @@
 """flax_cyclic: cyclical learning rates for Flax NNX and optax.
 
-Pure, jit-safe schedules (``cyclic_schedule``) and stateful schedulers with the braintools /
-PyTorch interface (``CyclicLR``), computing PyTorch's numbers with exact integer phase arithmetic.
+Pure, jit-safe schedules (``cyclic_schedule`` and its family) and stateful schedulers with the
+braintools / PyTorch interface (``CyclicLR``, ``TriangularLR``, ``OneCycleLR``,
+``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``), computing PyTorch's numbers with exact
+integer phase arithmetic.
 """
 
 from flax_cyclic.callbacks import Callback as Callback
@@ -12,9 +14,17 @@ from flax_cyclic.callbacks import ProgressBar as ProgressBar
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.metrics import create_writer as create_writer
+from flax_cyclic.schedulers import CosineAnnealingLR as CosineAnnealingLR
+from flax_cyclic.schedulers import CosineAnnealingWarmRestarts as CosineAnnealingWarmRestarts
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
 from flax_cyclic.schedulers import LRScheduler as LRScheduler
+from flax_cyclic.schedulers import OneCycleLR as OneCycleLR
+from flax_cyclic.schedulers import TriangularLR as TriangularLR
+from flax_cyclic.schedules import cosine_annealing_schedule as cosine_annealing_schedule
+from flax_cyclic.schedules import cosine_warm_restarts_schedule as cosine_warm_restarts_schedule
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
+from flax_cyclic.schedules import onecycle_schedule as onecycle_schedule
+from flax_cyclic.schedules import triangular_schedule as triangular_schedule
 from flax_cyclic.trainer import History as History
 from flax_cyclic.trainer import Trainer as Trainer
 
@@ -25,14 +35,22 @@ __all__ = [
     "CallbackList",
     "CheckpointError",
     "Checkpointer",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
     "CyclicLR",
     "History",
     "LRScheduler",
     "LRSchedulerCallback",
     "MetricsLogger",
+    "OneCycleLR",
     "ProgressBar",
     "Trainer",
+    "TriangularLR",
     "__version__",
+    "cosine_annealing_schedule",
+    "cosine_warm_restarts_schedule",
     "create_writer",
     "cyclic_schedule",
+    "onecycle_schedule",
+    "triangular_schedule",
 ]

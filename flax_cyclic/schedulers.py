@@ -11,16 +11,31 @@ step. Calling a scheduler, ``scheduler(count)``, evaluates the same formula for 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
 import optax
 
 from flax_cyclic import _checks
-from flax_cyclic.schedules import HOST, CyclePolicy, interpolate, make_schedule
+from flax_cyclic._math import HOST, Policy, make_schedule
+from flax_cyclic.schedules import (
+    LR_HINT,
+    CosinePolicy,
+    CyclePolicy,
+    OneCyclePolicy,
+    RestartPolicy,
+    triangular_policy,
+)
 
-__all__ = ["CyclicLR", "LRScheduler"]
+__all__ = [
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "LRScheduler",
+    "OneCycleLR",
+    "TriangularLR",
+]
 
 _STATE_KEYS = ("format", "version", "last_epoch", "config")
 
@@ -28,8 +43,10 @@ _STATE_KEYS = ("format", "version", "last_epoch", "config")
 class LRScheduler(abc.ABC):
     """Base class of the stateful schedulers.
 
-    Subclasses validate their arguments, then call ``super().__init__(last_epoch)``, and
-    implement :meth:`_values_at`, :meth:`_config` and :meth:`as_schedule`.
+    A subclass validates its arguments into a policy of :mod:`flax_cyclic.schedules` and the
+    bounds of each parameter group, passes them to ``super().__init__``, and implements
+    :attr:`base_lrs` and :meth:`_config`. The base class evaluates the policy on the host for
+    ``get_last_lr()`` and with ``jax.numpy`` for :meth:`as_schedule`: one formula for both.
 
     The scheduler's position is ``last_epoch``: the number of ``step()`` calls so far (plus the
     ``last_epoch`` it was built with). ``get_last_lr()`` is the learning rate to use for the
@@ -39,31 +56,39 @@ class LRScheduler(abc.ABC):
     #: Version of the layout of :meth:`state_dict`; bumped on incompatible changes.
     STATE_VERSION: ClassVar[int] = 1
 
-    def __init__(self, last_epoch: int = 0) -> None:
-        self._last_epoch = self._check_epoch("last_epoch", last_epoch)
-        self._refresh()
+    def __init__(
+        self,
+        policy: Policy,
+        lr_bounds: Sequence[tuple[float, ...]],
+        momentum_bounds: Sequence[tuple[float, ...]] | None = None,
+        last_epoch: int = 0,
+    ) -> None:
+        owner = type(self).__name__
+        self._policy = policy
+        self._lr_bounds = tuple(lr_bounds)
+        self._momentum_bounds = None if momentum_bounds is None else tuple(momentum_bounds)
+        # Built once: each is compiled on first use, and reused by every later call.
+        self._lr_schedules = tuple(make_schedule(policy, b, owner) for b in self._lr_bounds)
+        self._momentum_schedules = tuple(
+            make_schedule(policy, b, owner) for b in self._momentum_bounds or ()
+        )
+        self._move_to(self._check_epoch("last_epoch", last_epoch))
 
     # -- the subclass interface -------------------------------------------------------------
 
     @property
     @abc.abstractmethod
     def base_lrs(self) -> tuple[float, ...]:
-        """The learning rate of each parameter group at step 0."""
-
-    @abc.abstractmethod
-    def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
-        """Learning rates (one per group) and momentums (or ``None``) at ``step``, on the host."""
+        """The base learning rate of each parameter group (PyTorch's ``base_lrs``)."""
 
     @abc.abstractmethod
     def _config(self) -> dict[str, Any]:
         """JSON-serialisable configuration, stored in and checked against a state dict."""
 
-    @abc.abstractmethod
-    def as_schedule(self, group: int = 0) -> optax.Schedule:
-        """The jit-safe ``optax.Schedule`` of one parameter group's learning rate.
-
-        Implementations return the same object on every call, so it compiles once.
-        """
+    @property
+    def preview_steps(self) -> int:
+        """A number of steps that shows the schedule's shape, e.g. for a plot."""
+        return 1000
 
     # -- position -----------------------------------------------------------------------------
 
@@ -79,7 +104,12 @@ class LRScheduler(abc.ABC):
     @property
     def num_groups(self) -> int:
         """The number of parameter groups."""
-        return len(self.base_lrs)
+        return len(self._lr_bounds)
+
+    @property
+    def cycles_momentum(self) -> bool:
+        """Whether the scheduler sets the momentum too (``get_last_momentum()`` is not None)."""
+        return self._momentum_bounds is not None
 
     def step(self, epoch: int | None = None) -> None:
         """Advances the scheduler by one step, or moves it to step ``epoch``.
@@ -90,14 +120,21 @@ class LRScheduler(abc.ABC):
         Args:
             epoch: If given, the step to move to (any integer >= 0, backwards included).
         """
-        if epoch is None:
-            self._last_epoch += 1
-        else:
-            self._last_epoch = self._check_epoch("epoch", epoch)
-        self._refresh()
+        self._move_to(self._last_epoch + 1 if epoch is None else self._check_epoch("epoch", epoch))
 
-    def _refresh(self) -> None:
-        self._last_lr, self._last_momentum = self._values_at(self._last_epoch)
+    def _move_to(self, step: int) -> None:
+        """Stands at ``step``; on an error the scheduler stays where it was."""
+        self._last_lr, self._last_momentum = self._values_at(step)
+        self._last_epoch = step
+
+    def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
+        """Learning rates (one per group) and momentums (or ``None``) at ``step``, on the host."""
+        policy = self._policy
+        progress = policy.progress(step, HOST)
+        lrs = [policy.value(progress, bounds, HOST) for bounds in self._lr_bounds]
+        if self._momentum_bounds is None:
+            return lrs, None
+        return lrs, [policy.value(progress, bounds, HOST) for bounds in self._momentum_bounds]
 
     def _check_epoch(self, name: str, value: Any) -> int:
         return _checks.integer(
@@ -126,6 +163,39 @@ class LRScheduler(abc.ABC):
     def get_last_momentum(self) -> list[float] | None:
         """Each group's momentum at ``last_epoch``, as last computed; ``None`` if not cycled."""
         return None if self._last_momentum is None else list(self._last_momentum)
+
+    def as_schedule(self, group: int = 0) -> optax.Schedule:
+        """The jit-safe ``optax.Schedule`` of one group's learning rate (same formula).
+
+        The same object is returned on every call, so it compiles once.
+
+        Args:
+            group: Index of the parameter group.
+
+        Returns:
+            A function of the integer step, e.g. for ``optax.multi_transform`` per group.
+        """
+        return self._lr_schedules[self._check_group(group)]
+
+    def as_momentum_schedule(self, group: int = 0) -> optax.Schedule:
+        """The jit-safe ``optax.Schedule`` of one group's cycled momentum.
+
+        Args:
+            group: Index of the parameter group.
+
+        Returns:
+            A function of the integer step, e.g. for ``optax.inject_hyperparams(optax.sgd)``.
+
+        Raises:
+            ValueError: If the scheduler does not cycle the momentum.
+        """
+        group = self._check_group(group)
+        if self._momentum_bounds is None:
+            raise ValueError(
+                f"{type(self).__name__}: the momentum is not cycled; build the scheduler with "
+                "cycle_momentum=True to get a momentum schedule."
+            )
+        return self._momentum_schedules[group]
 
     def __call__(self, count: int | jax.Array) -> jax.Array:
         """The learning rate of group 0 at step ``count``, with ``jax.numpy`` (jit-safe).
@@ -221,8 +291,7 @@ class LRScheduler(abc.ABC):
                 + "). Build the scheduler with the saved configuration, or pass strict=False to "
                 "take only the step counter and keep the new configuration."
             )
-        self._last_epoch = last_epoch
-        self._refresh()
+        self._move_to(last_epoch)
 
     def __repr__(self) -> str:
         config = ", ".join(f"{key}={value!r}" for key, value in self._config().items())
@@ -231,7 +300,25 @@ class LRScheduler(abc.ABC):
 
 _MISSING = object()
 
-_LR_HINT = "Learning rates are finite numbers >= 0, e.g. 1e-3."
+
+def _check_flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: `{name}` must be True or False, got {name}={value!r}.")
+    return value
+
+
+def _check_momentum_order(owner: str, groups: Mapping[str, tuple[float, ...]]) -> None:
+    pairs = zip(groups["base_momentum"], groups["max_momentum"], strict=True)
+    for i, (low, high) in enumerate(pairs):
+        if low > high:
+            raise ValueError(
+                f"{owner}: base_momentum must not exceed max_momentum, got "
+                f"base_momentum={low!r} > max_momentum={high!r} (group {i}). "
+                "base_momentum is used at the learning-rate peaks, max_momentum at the "
+                "troughs."
+            )
+
+
 _MOMENTUM_HINT = "Momentums are finite numbers >= 0 with base_momentum <= max_momentum, e.g. 0.8."
 
 
@@ -311,14 +398,10 @@ class CyclicLR(LRScheduler):
         max_momentum: float | list[float] = 0.9,
     ) -> None:
         owner = type(self).__name__
-        self._policy = CyclePolicy.create(
+        policy = CyclePolicy.create(
             owner, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
         )
-        if not isinstance(cycle_momentum, bool):
-            raise TypeError(
-                f"{owner}: `cycle_momentum` must be True or False, got "
-                f"cycle_momentum={cycle_momentum!r}."
-            )
+        _check_flag(owner, "cycle_momentum", cycle_momentum)
         groups = _checks.per_group(
             owner,
             {
@@ -328,43 +411,24 @@ class CyclicLR(LRScheduler):
                 "max_momentum": max_momentum,
             },
             {
-                "base_lr": _LR_HINT,
-                "max_lr": _LR_HINT,
+                "base_lr": LR_HINT,
+                "max_lr": LR_HINT,
                 "base_momentum": _MOMENTUM_HINT,
                 "max_momentum": _MOMENTUM_HINT,
             },
         )
-        for i, (low, high) in enumerate(
-            zip(groups["base_momentum"], groups["max_momentum"], strict=True)
-        ):
-            if low > high:
-                raise ValueError(
-                    f"{owner}: base_momentum must not exceed max_momentum, got "
-                    f"base_momentum={low!r} > max_momentum={high!r} (group {i}). "
-                    "base_momentum is used at the learning-rate peaks, max_momentum at the "
-                    "troughs."
-                )
+        _check_momentum_order(owner, groups)
         self._base_lrs = groups["base_lr"]
         self._max_lrs = groups["max_lr"]
         self._base_momentums = groups["base_momentum"]
         self._max_momentums = groups["max_momentum"]
-        self._cycle_momentum = cycle_momentum
-        self._lr_bounds = tuple(zip(self._base_lrs, self._max_lrs, strict=True))
-        # Momentum runs the other way: max_momentum at the troughs, base_momentum at the peaks.
-        self._momentum_bounds = (
-            tuple(zip(self._max_momentums, self._base_momentums, strict=True))
-            if cycle_momentum
-            else None
+        super().__init__(
+            policy,
+            zip(self._base_lrs, self._max_lrs, strict=True),
+            # Momentum runs the other way: max_momentum at the troughs, base_momentum at peaks.
+            zip(self._max_momentums, self._base_momentums, strict=True) if cycle_momentum else None,
+            last_epoch,
         )
-        # Built once: each is compiled on first use, and reused by every later call.
-        self._lr_schedules = tuple(
-            make_schedule(self._policy, low, high, owner) for low, high in self._lr_bounds
-        )
-        self._momentum_schedules = tuple(
-            make_schedule(self._policy, low, high, owner)
-            for low, high in self._momentum_bounds or ()
-        )
-        super().__init__(last_epoch)
 
     # -- configuration (read-only) ----------------------------------------------------------------
 
@@ -416,7 +480,7 @@ class CyclicLR(LRScheduler):
     @property
     def cycle_momentum(self) -> bool:
         """Whether the momentum cycles inversely to the learning rate."""
-        return self._cycle_momentum
+        return self.cycles_momentum
 
     @property
     def base_momentums(self) -> tuple[float, ...]:
@@ -427,6 +491,11 @@ class CyclicLR(LRScheduler):
     def max_momentums(self) -> tuple[float, ...]:
         """Momentum of each group at the learning-rate troughs."""
         return self._max_momentums
+
+    @property
+    def preview_steps(self) -> int:
+        """Three cycles: the number of steps the planned-schedule plot shows by default."""
+        return min(3 * self.total_size, _checks.MAX_STEP)
 
     # -- position within the cycle --------------------------------------------------------------
 
@@ -440,52 +509,371 @@ class CyclicLR(LRScheduler):
         """Fraction of the current cycle completed, in [0, 1) (PyTorch's ``x``)."""
         return self._policy.phase(self._last_epoch)[1] / self.total_size
 
-    # -- evaluation ------------------------------------------------------------------------------
-
-    def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
-        weight = self._policy.weight(step, HOST)
-        lrs = [interpolate(low, high, weight, HOST) for low, high in self._lr_bounds]
-        if self._momentum_bounds is None:
-            return lrs, None
-        return lrs, [interpolate(low, high, weight, HOST) for low, high in self._momentum_bounds]
-
-    def as_schedule(self, group: int = 0) -> optax.Schedule:
-        """The jit-safe ``optax.Schedule`` of one group's learning rate (same formula).
-
-        Args:
-            group: Index of the parameter group.
-
-        Returns:
-            A function of the integer step, e.g. for ``optax.multi_transform`` per group.
-        """
-        return self._lr_schedules[self._check_group(group)]
-
-    def as_momentum_schedule(self, group: int = 0) -> optax.Schedule:
-        """The jit-safe ``optax.Schedule`` of one group's cycled momentum.
-
-        Args:
-            group: Index of the parameter group.
-
-        Returns:
-            A function of the integer step, e.g. for ``optax.inject_hyperparams(optax.sgd)``.
-
-        Raises:
-            ValueError: If the scheduler was built with ``cycle_momentum=False``.
-        """
-        group = self._check_group(group)
-        if not self._cycle_momentum:
-            raise ValueError(
-                f"{type(self).__name__}: the momentum is not cycled; build the scheduler with "
-                "cycle_momentum=True to get a momentum schedule."
-            )
-        return self._momentum_schedules[group]
-
     def _config(self) -> dict[str, Any]:
         return {
             "base_lrs": list(self._base_lrs),
             "max_lrs": list(self._max_lrs),
             **self._policy.config(),
-            "cycle_momentum": self._cycle_momentum,
+            "cycle_momentum": self.cycles_momentum,
             "base_momentums": list(self._base_momentums),
             "max_momentums": list(self._max_momentums),
         }
+
+
+class TriangularLR(CyclicLR):
+    """The basic triangular cycle: :class:`CyclicLR` with equal halves and no amplitude scaling.
+
+    The learning rate of each group rises linearly from ``base_lr`` to ``max_lr`` over
+    ``step_size`` steps and falls back over as many, forever (Smith, 2017, Section 3.1). See
+    :func:`flax_cyclic.triangular_schedule` for the formula.
+
+    Args:
+        base_lr: The learning rate at the troughs; a number or a list per parameter group.
+        max_lr: The learning rate at the peaks; a number or a list per parameter group.
+        step_size: Steps in each half of a cycle; a positive integer.
+        last_epoch: The step to start at; an integer >= 0.
+
+    Examples:
+        >>> from flax_cyclic import TriangularLR
+        >>> scheduler = TriangularLR(base_lr=0.1, max_lr=0.5, step_size=2)
+        >>> lrs = []
+        >>> for _ in range(6):
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 6))
+        ...     scheduler.step()
+        >>> lrs
+        [0.1, 0.3, 0.5, 0.3, 0.1, 0.3]
+        >>> scheduler.cycle
+        2
+    """
+
+    def __init__(
+        self,
+        base_lr: float | list[float] = 1e-3,
+        max_lr: float | list[float] = 1e-2,
+        step_size: int = 2000,
+        last_epoch: int = 0,
+    ) -> None:
+        policy = triangular_policy(type(self).__name__, step_size)
+        super().__init__(base_lr, max_lr, policy.step_size_up, last_epoch=last_epoch)
+
+    @property
+    def step_size(self) -> int:
+        """Steps in each half of a cycle."""
+        return self.step_size_up
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "base_lrs": list(self.base_lrs),
+            "max_lrs": list(self.max_lrs),
+            "step_size": self.step_size,
+        }
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy, with the API and the numbers of PyTorch's ``OneCycleLR``.
+
+    The learning rate of each group rises from ``max_lr / div_factor`` to ``max_lr``, then
+    anneals to ``max_lr / div_factor / final_div_factor`` at step ``total_steps - 1``; with
+    ``cycle_momentum`` the momentum moves the other way between ``max_momentum`` and
+    ``base_momentum``. See :func:`flax_cyclic.onecycle_schedule` for the formula.
+
+    The schedule has ``total_steps`` updates, at steps ``0 .. total_steps - 1``. ``step()`` after
+    the last update moves to step ``total_steps``, where the learning rate stays at the minimum;
+    stepping further raises a ``ValueError`` that says how far (PyTorch extrapolates at
+    ``total_steps`` and its message is off by one, pytorch#92040).
+
+    Args:
+        max_lr: The peak learning rate; a number or a list per parameter group.
+        total_steps: The number of optimizer updates; or give ``epochs`` and
+            ``steps_per_epoch``.
+        epochs: With ``steps_per_epoch``, ``total_steps = epochs * steps_per_epoch``.
+        steps_per_epoch: See ``epochs``.
+        pct_start: Fraction of the steps spent rising, in [0, 1] (at most 0.5 with
+            ``three_phase``).
+        anneal_strategy: ``'cos'`` (default) or ``'linear'``.
+        cycle_momentum: Whether to cycle the momentum (PyTorch's default: True).
+        base_momentum: Momentum at the learning-rate peak; a number or a list per group.
+        max_momentum: Momentum at the start and the end; a number or a list per group.
+        div_factor: ``max_lr / div_factor`` is the initial learning rate; > 0.
+        final_div_factor: ``initial / final_div_factor`` is the final learning rate; > 0.
+        three_phase: Whether to anneal back to the initial learning rate symmetrically before
+            annealing to the final one (the paper's schedule).
+        last_epoch: The step to start at, in ``[0, total_steps]``.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, naming the argument and the fix.
+
+    Examples:
+        >>> from flax_cyclic import OneCycleLR
+        >>> scheduler = OneCycleLR(max_lr=25.0, total_steps=10, anneal_strategy="linear",
+        ...                        final_div_factor=2.0, base_momentum=1.0, max_momentum=22.0)
+        >>> lrs, momentums = [], []
+        >>> for _ in range(10):
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 6))
+        ...     momentums.append(round(scheduler.get_last_momentum()[0], 6))
+        ...     scheduler.step()
+        >>> lrs
+        [1.0, 13.0, 25.0, 21.5, 18.0, 14.5, 11.0, 7.5, 4.0, 0.5]
+        >>> momentums
+        [22.0, 11.5, 1.0, 4.0, 7.0, 10.0, 13.0, 16.0, 19.0, 22.0]
+        >>> scheduler.step()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: OneCycleLR: step 11 is past the end of the schedule: total_steps=10 ...
+    """
+
+    def __init__(
+        self,
+        max_lr: float | list[float] = 1e-2,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float | list[float] = 0.85,
+        max_momentum: float | list[float] = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        last_epoch: int = 0,
+    ) -> None:
+        owner = type(self).__name__
+        policy = OneCyclePolicy.create(
+            owner, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, three_phase
+        )
+        _check_flag(owner, "cycle_momentum", cycle_momentum)
+        groups = _checks.per_group(
+            owner,
+            {"max_lr": max_lr, "base_momentum": base_momentum, "max_momentum": max_momentum},
+            {"max_lr": LR_HINT, "base_momentum": _MOMENTUM_HINT, "max_momentum": _MOMENTUM_HINT},
+        )
+        _check_momentum_order(owner, groups)
+        hint = "It divides a learning rate; use a finite number > 0, e.g. 25."
+        self._div_factor = _checks.real(owner, "div_factor", div_factor, positive=True, hint=hint)
+        self._final_div_factor = _checks.real(
+            owner, "final_div_factor", final_div_factor, positive=True, hint=hint
+        )
+        self._max_lrs = groups["max_lr"]
+        self._base_momentums = groups["base_momentum"]
+        self._max_momentums = groups["max_momentum"]
+        super().__init__(
+            policy,
+            [policy.lr_bounds(m, self._div_factor, self._final_div_factor) for m in self._max_lrs],
+            [
+                policy.momentum_bounds(low, high)
+                for low, high in zip(self._base_momentums, self._max_momentums, strict=True)
+            ]
+            if cycle_momentum
+            else None,
+            last_epoch,
+        )
+
+    @property
+    def base_lrs(self) -> tuple[float, ...]:
+        """The initial learning rate of each group, ``max_lr / div_factor``."""
+        return tuple(bounds[0] for bounds in self._lr_bounds)
+
+    @property
+    def max_lrs(self) -> tuple[float, ...]:
+        """The peak learning rate of each group."""
+        return self._max_lrs
+
+    @property
+    def min_lrs(self) -> tuple[float, ...]:
+        """The final learning rate of each group, ``base_lr / final_div_factor``."""
+        return tuple(bounds[-1] for bounds in self._lr_bounds)
+
+    @property
+    def total_steps(self) -> int:
+        """The number of optimizer updates the schedule covers."""
+        return self._policy.total_steps
+
+    @property
+    def preview_steps(self) -> int:
+        """The whole schedule."""
+        return self.total_steps
+
+    def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
+        total = self.total_steps
+        if step > total:
+            raise ValueError(
+                f"{type(self).__name__}: step {step} is past the end of the schedule: "
+                f"total_steps={total} covers the updates at steps 0..{total - 1}, and one "
+                f"step() after the last of them (to step {total}). Step {step} is {step} step() "
+                f"calls from step 0, {step - total} more than the schedule allows. Build it with "
+                "total_steps (or epochs * steps_per_epoch) covering every update of the run."
+            )
+        return super()._values_at(step)
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "max_lrs": list(self._max_lrs),
+            **self._policy.config(),
+            "div_factor": self._div_factor,
+            "final_div_factor": self._final_div_factor,
+            "cycle_momentum": self.cycles_momentum,
+            "base_momentums": list(self._base_momentums),
+            "max_momentums": list(self._max_momentums),
+        }
+
+
+class _CosineScheduler(LRScheduler):
+    """The shared part of the cosine schedulers: between ``eta_min`` and ``base_lr`` per group."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        base_lr: float | list[float],
+        eta_min: float | list[float],
+        last_epoch: int,
+    ) -> None:
+        groups = _checks.per_group(
+            type(self).__name__,
+            {"base_lr": base_lr, "eta_min": eta_min},
+            {"base_lr": LR_HINT, "eta_min": LR_HINT},
+        )
+        self._base_lrs, self._eta_mins = groups["base_lr"], groups["eta_min"]
+        super().__init__(policy, zip(self._eta_mins, self._base_lrs, strict=True), None, last_epoch)
+
+    @property
+    def base_lrs(self) -> tuple[float, ...]:
+        """The peak learning rate of each group (at step 0)."""
+        return self._base_lrs
+
+    @property
+    def eta_mins(self) -> tuple[float, ...]:
+        """The lowest learning rate of each group."""
+        return self._eta_mins
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "base_lrs": list(self._base_lrs),
+            "eta_mins": list(self._eta_mins),
+            **self._policy.config(),
+        }
+
+
+class CosineAnnealingLR(_CosineScheduler):
+    """Cosine annealing, with the API and the numbers of PyTorch's ``CosineAnnealingLR``.
+
+    The learning rate of each group follows a half cosine from ``base_lr`` at step 0 to
+    ``eta_min`` at step ``T_max`` (and, as in PyTorch, back up after that, periodically). See
+    :func:`flax_cyclic.cosine_annealing_schedule` for the formula; PyTorch's recursive update
+    gives the same numbers up to rounding.
+
+    Args:
+        base_lr: The learning rate at step 0; a number or a list per parameter group.
+        T_max: Steps from ``base_lr`` down to ``eta_min``; a positive integer.
+        eta_min: The lowest learning rate; a number or a list per group.
+        last_epoch: The step to start at; an integer >= 0.
+
+    Examples:
+        >>> from flax_cyclic import CosineAnnealingLR
+        >>> scheduler = CosineAnnealingLR(base_lr=1.0, T_max=4, eta_min=0.5)
+        >>> scheduler.step(2)
+        >>> scheduler.get_last_lr()
+        [0.75]
+    """
+
+    def __init__(
+        self,
+        base_lr: float | list[float],
+        T_max: int,
+        eta_min: float | list[float] = 0.0,
+        last_epoch: int = 0,
+    ) -> None:
+        policy = CosinePolicy.create(type(self).__name__, T_max)
+        super().__init__(policy, base_lr, eta_min, last_epoch)
+
+    @property
+    def T_max(self) -> int:
+        """Steps from ``base_lr`` down to ``eta_min``."""
+        return self._policy.T_max
+
+    @property
+    def preview_steps(self) -> int:
+        """One annealing, ``T_max`` steps."""
+        return self.T_max + 1
+
+
+class CosineAnnealingWarmRestarts(_CosineScheduler):
+    """SGDR, with the API and the numbers of PyTorch's ``CosineAnnealingWarmRestarts``.
+
+    The learning rate of each group anneals along a cosine from ``base_lr`` to ``eta_min`` over
+    ``T_0`` steps, then restarts; cycle ``i`` lasts ``T_0 * T_mult**i`` steps. Two options go
+    beyond PyTorch: ``decay`` multiplies the peak's height above ``eta_min`` at every restart
+    (pytorch#62640), and ``warmup_steps`` opens the first cycle (or every one) with a linear
+    warm-up to the peak (pytorch#80308). See :func:`flax_cyclic.cosine_warm_restarts_schedule`
+    for the formula. Steps are integers (PyTorch also takes fractional epochs).
+
+    Args:
+        base_lr: The peak learning rate of the first cycle; a number or a list per group.
+        T_0: Length of the first cycle in steps; a positive integer.
+        T_mult: Growth factor of the cycle length; an integer >= 1.
+        eta_min: The lowest learning rate; a number or a list per group.
+        last_epoch: The step to start at; an integer >= 0.
+        decay: Factor applied to the peak's height above ``eta_min`` at each restart, in
+            (0, 1].
+        warmup_steps: Steps of linear warm-up from ``eta_min`` at the start of a cycle;
+            smaller than ``T_0``.
+        warmup: ``'first'`` (the first cycle only) or ``'every'`` (every cycle).
+
+    Examples:
+        >>> from flax_cyclic import CosineAnnealingWarmRestarts
+        >>> scheduler = CosineAnnealingWarmRestarts(base_lr=1.0, T_0=4, decay=0.5)
+        >>> scheduler.step(4)
+        >>> scheduler.get_last_lr(), scheduler.cycle, scheduler.cycle_position
+        ([0.5], 2, 0.0)
+    """
+
+    def __init__(
+        self,
+        base_lr: float | list[float],
+        T_0: int,
+        T_mult: int = 1,
+        eta_min: float | list[float] = 0.0,
+        last_epoch: int = 0,
+        *,
+        decay: float = 1.0,
+        warmup_steps: int = 0,
+        warmup: str = "first",
+    ) -> None:
+        owner = type(self).__name__
+        policy = RestartPolicy.create(owner, T_0, T_mult, decay, warmup_steps, warmup)
+        super().__init__(policy, base_lr, eta_min, last_epoch)
+
+    @property
+    def T_0(self) -> int:
+        """Length of the first cycle in steps."""
+        return self._policy.T_0
+
+    @property
+    def T_mult(self) -> int:
+        """Growth factor of the cycle length."""
+        return self._policy.T_mult
+
+    @property
+    def T_i(self) -> int:
+        """Length of the current cycle in steps (PyTorch's ``T_i``)."""
+        return self._policy.locate(self._last_epoch, HOST)[2]
+
+    @property
+    def T_cur(self) -> int:
+        """Steps since the last restart (PyTorch's ``T_cur``)."""
+        return self._policy.locate(self._last_epoch, HOST)[1]
+
+    @property
+    def cycle(self) -> int:
+        """The current cycle number, from 1."""
+        return self._policy.locate(self._last_epoch, HOST)[0] + 1
+
+    @property
+    def cycle_position(self) -> float:
+        """Fraction of the current cycle completed, in [0, 1)."""
+        return self.T_cur / self.T_i
+
+    @property
+    def preview_steps(self) -> int:
+        """Three cycles."""
+        return min(sum(self.T_0 * self.T_mult**i for i in range(3)), _checks.MAX_STEP)

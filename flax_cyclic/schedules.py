@@ -1,96 +1,41 @@
 """Pure, jit-safe learning-rate schedules: functions ``step -> value`` usable as ``optax.Schedule``.
 
-This module is the one place the schedule math lives. Each formula is written once, over a tiny
-arithmetic namespace: :data:`HOST` evaluates it with Python floats (float64) for the stateful
-schedulers in :mod:`flax_cyclic.schedulers`, :data:`JAX` evaluates it with ``jax.numpy`` for the
-schedules below (eagerly, or traced under ``jax.jit`` / ``jax.vmap``). Only the handful of
-operations that Python and ``jax.numpy`` spell differently live in the namespaces.
+This module is the one place the schedule math lives. Each formula is a small frozen *policy*
+written once over the arithmetic namespaces of :mod:`flax_cyclic._math`: the stateful schedulers
+in :mod:`flax_cyclic.schedulers` evaluate it with Python numbers (float64) on the host, the
+schedules below with ``jax.numpy`` (eagerly, or traced under ``jax.jit`` / ``jax.vmap``). A
+policy's ``progress(step, xp)`` is shared by all parameter groups; ``value(progress, bounds, xp)``
+gives one group's value from its bounds. Phases come from integer arithmetic on the step, so
+they are exact at any step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+import functools
 from collections.abc import Callable
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import optax
 
 from flax_cyclic import _checks
+from flax_cyclic._math import Math, interpolate, make_schedule
 
-__all__ = ["cyclic_schedule"]
+__all__ = [
+    "cosine_annealing_schedule",
+    "cosine_warm_restarts_schedule",
+    "cyclic_schedule",
+    "onecycle_schedule",
+    "triangular_schedule",
+]
 
 MODES = ("triangular", "triangular2", "exp_range")
 SCALE_MODES = ("cycle", "iterations")
+ANNEAL_STRATEGIES = ("cos", "linear")
+WARMUP_MODES = ("first", "every")
 
-
-class _HostMath:
-    """Python-float arithmetic (float64), for the stateful schedulers."""
-
-    @staticmethod
-    def where(condition: Any, if_true: Any, if_false: Any) -> Any:
-        return if_true if condition else if_false
-
-    @staticmethod
-    def full_like(like: Any, value: float) -> float:
-        return value
-
-    @staticmethod
-    def half_power(k: int) -> float:
-        """``2 ** -k``, exact; underflows to 0.0 for large ``k`` instead of raising."""
-        return math.ldexp(1.0, -k)
-
-    @staticmethod
-    def power(base: float, exponent: int) -> float:
-        """``base ** exponent``; ``inf`` where the float64 result overflows."""
-        try:
-            return base**exponent
-        except OverflowError:
-            return math.inf
-
-    @staticmethod
-    def scale_fn_value(value: Any, scale_fn: Callable, argument: int) -> float:
-        try:
-            result = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"scale_fn({argument}) returned {value!r} ({type(value).__name__}); "
-                "scale_fn must return a real number."
-            ) from None
-        if math.isnan(result):
-            raise ValueError(
-                f"scale_fn({argument}) returned nan; scale_fn must return a real number "
-                f"(scale_fn={scale_fn!r})."
-            )
-        return result
-
-
-class _JaxMath:
-    """``jax.numpy`` arithmetic, traceable under ``jax.jit`` and ``jax.vmap``."""
-
-    where = staticmethod(jnp.where)
-    full_like = staticmethod(jnp.full_like)
-
-    @staticmethod
-    def half_power(k: jax.Array) -> jax.Array:
-        return jnp.ldexp(1.0, -k)
-
-    @staticmethod
-    def power(base: float, exponent: jax.Array) -> jax.Array:
-        # exp(t * log(gamma)) with log(gamma) taken in float64 on the host: gamma rounded to
-        # float32 first (as jnp.power would) loses ~1e-4 relative accuracy for gamma near 1.
-        return jnp.exp(exponent * math.log(base))
-
-    @staticmethod
-    def scale_fn_value(value: Any, scale_fn: Callable, argument: jax.Array) -> jax.Array:
-        return jnp.asarray(value)
-
-
-HOST = _HostMath()
-JAX = _JaxMath()
+#: Longest cosine half-period: the phase is taken modulo ``2 * T_max`` in int32.
+MAX_T_MAX = _checks.MAX_STEP // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +115,7 @@ class CyclePolicy:
         """Returns ``(cycle_index, position)``: ``divmod(step, total_size)``, in exact integers."""
         return divmod(step, self.total_size)
 
-    def weight(self, step: Any, xp: _HostMath | _JaxMath) -> Any:
+    def progress(self, step: Any, xp: Math) -> Any:
         """Returns ``scale_factor * scale`` at ``step``: how far from ``low`` towards ``high``.
 
         ``scale_factor`` is the triangle wave in [0, 1]: PyTorch's ``x / ratio`` while rising and
@@ -194,6 +139,10 @@ class CyclePolicy:
             scale = xp.power(self.gamma, step)
         return xp.where(position == 0, 0.0, scale_factor * scale)
 
+    def value(self, progress: Any, bounds: tuple[float, ...], xp: Math) -> Any:
+        """The value for ``bounds = (low, high)``: ``low`` at troughs, ``high`` at full peaks."""
+        return interpolate(bounds[0], bounds[1], progress, xp)
+
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description, used to check a restored scheduler state."""
         fn = self.scale_fn
@@ -207,57 +156,293 @@ class CyclePolicy:
         }
 
 
-def interpolate(low: float, high: float, weight: Any, xp: _HostMath | _JaxMath) -> Any:
-    """PyTorch's ``low + (high - low) * weight``, rounded so that it stays in bounds.
+def _cosine_weight(numerator: Any, denominator: Any, xp: Math) -> Any:
+    """``(1 + cos(pi * numerator / denominator)) / 2``: from 1 (at 0) down to 0 (at 1)."""
+    return (1 + xp.cos(xp.pi * (numerator / denominator))) / 2
 
-    The value is computed from the nearer end: as ``low + (high - low) * w`` for ``w <= 1/2``
-    and as ``high - (high - low) * (1 - w)`` above (``1 - w`` is exact there). The two agree
-    mathematically; this form is ``high`` exactly at a full peak, ``low`` exactly at a trough,
-    and never leaves ``[low, high]`` for ``0 <= w <= 1`` through rounding (the one-sided form
-    can overshoot ``high`` by an ulp, or give 0 for ``low=1, high=1e-300``).
+
+@dataclasses.dataclass(frozen=True)
+class CosinePolicy:
+    """PyTorch's ``CosineAnnealingLR`` in closed form: a cosine from ``high`` to ``low``.
+
+    The weight is ``(1 + cos(pi * t / T_max)) / 2``, with ``t`` taken modulo ``2 * T_max``
+    in integers: past ``T_max`` the value rises again, periodically, as PyTorch's does.
     """
-    amplitude = high - low
-    if amplitude == 0:  # A constant schedule, whatever the weight (even an overflowed one).
-        return xp.full_like(weight, low)
-    return xp.where(weight <= 0.5, low + amplitude * weight, high - amplitude * (1 - weight))
 
+    T_max: int
 
-def step_array(owner: str, count: Any) -> jax.Array:
-    """Converts a schedule's ``count`` to an integer array, rejecting values it cannot hold."""
-    if isinstance(count, numbers.Integral) and not isinstance(count, bool):
-        limit = jnp.iinfo(jax.dtypes.canonicalize_dtype(jnp.int64)).max
-        if not 0 <= count <= limit:
-            raise ValueError(
-                f"{owner}: the step must be in [0, {limit}], got step={count}. "
-                "Steps count optimizer updates from 0"
-                + ("; enable jax_enable_x64 for larger steps." if count > limit else ".")
+    @classmethod
+    def create(cls, owner: str, T_max: Any) -> CosinePolicy:
+        """Validates the arguments of ``owner``."""
+        return cls(
+            _checks.integer(
+                owner,
+                "T_max",
+                T_max,
+                minimum=1,
+                maximum=MAX_T_MAX,
+                hint="Pass the number of steps from base_lr down to eta_min, e.g. the run length.",
             )
-    step = jnp.asarray(count)
-    if not jnp.issubdtype(step.dtype, jnp.integer):
-        raise TypeError(
-            f"{owner}: the step must be an integer, got an array of dtype {step.dtype}. "
-            "Pass the optimizer's update count (optax passes an int32 count)."
         )
-    if jnp.issubdtype(step.dtype, jnp.unsignedinteger):
-        # e.g. nnx.Optimizer.step (uint32): negating an unsigned cycle index would wrap around.
-        step = step.astype(jax.dtypes.canonicalize_dtype(jnp.int64))
-    return step
+
+    def progress(self, step: Any, xp: Math) -> Any:
+        """Returns the weight of ``high`` at ``step``: 1 at ``t = 0``, 0 at ``t = T_max``."""
+        return _cosine_weight(step % (2 * self.T_max), self.T_max, xp)
+
+    def value(self, progress: Any, bounds: tuple[float, ...], xp: Math) -> Any:
+        """The value for ``bounds = (eta_min, base_lr)``."""
+        return interpolate(bounds[0], bounds[1], progress, xp)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description, used to check a restored scheduler state."""
+        return {"T_max": self.T_max}
 
 
-def make_schedule(policy: CyclePolicy, low: float, high: float, owner: str) -> optax.Schedule:
-    """The jit-safe schedule going from ``low`` (troughs) to ``high`` (peaks) under ``policy``."""
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """SGDR: cosine annealing with warm restarts (PyTorch's ``CosineAnnealingWarmRestarts``).
 
-    # Compiled even when called eagerly: XLA rewrites float arithmetic (it folds constants into
-    # ``position * ((high - low) / up)`` and fuses multiply-adds), so op-by-op evaluation would
-    # round differently from the same schedule inside a jitted training step.
-    @jax.jit
-    def compiled(step: jax.Array) -> jax.Array:
-        return interpolate(low, high, policy.weight(step, JAX), JAX)
+    Cycle ``i`` (from 0) lasts ``T_0 * T_mult**i`` steps. Beyond PyTorch, the amplitude of cycle
+    ``i`` is scaled by ``decay**i``, and a cycle may open with a linear warm-up of
+    ``warmup_steps`` steps from the low bound to its peak (the first cycle only, or every one);
+    the cosine then spans the rest of the cycle, so the restarts stay where they are.
+    """
 
-    def schedule(count: Any) -> jax.Array:
-        return compiled(step_array(owner, count))
+    T_0: int
+    T_mult: int
+    decay: float
+    warmup_steps: int
+    warmup: str
+    starts: tuple[int, ...] = dataclasses.field(init=False, repr=False)
+    """The first step of each cycle, up to the first one past ``2**64``."""
 
-    return schedule
+    def __post_init__(self) -> None:
+        starts = [0]
+        if self.T_mult > 1:
+            length = self.T_0
+            while starts[-1] <= 2**64:
+                starts.append(starts[-1] + length)
+                length *= self.T_mult
+        object.__setattr__(self, "starts", tuple(starts))
+
+    @classmethod
+    def create(
+        cls, owner: str, T_0: Any, T_mult: Any, decay: Any, warmup_steps: Any, warmup: Any
+    ) -> RestartPolicy:
+        """Validates the arguments of ``owner``."""
+        first = _checks.integer(
+            owner, "T_0", T_0, minimum=1, hint="Pass the length of the first cycle in steps."
+        )
+        mult = _checks.integer(
+            owner,
+            "T_mult",
+            T_mult,
+            minimum=1,
+            hint="Each cycle is T_mult times longer than the one before; 1 keeps them equal.",
+        )
+        factor = _checks.real(
+            owner,
+            "decay",
+            decay,
+            positive=True,
+            hint="Each restart multiplies the peak's height above eta_min by decay; "
+            "use 0 < decay <= 1 (1: no decay).",
+        )
+        if factor > 1:
+            raise ValueError(
+                f"{owner}: `decay` must be in (0, 1], got decay={decay!r}. Each restart "
+                "multiplies the peak's height above eta_min by decay; 1 means no decay."
+            )
+        warm = _checks.integer(
+            owner,
+            "warmup_steps",
+            warmup_steps,
+            minimum=0,
+            hint="Pass the number of warm-up steps at the start of a cycle, or 0.",
+        )
+        if warm >= first:
+            raise ValueError(
+                f"{owner}: `warmup_steps` must be smaller than T_0, got warmup_steps={warm} "
+                f"and T_0={first}: the warm-up is part of a cycle and the cosine needs at "
+                "least one step after it."
+            )
+        return cls(first, mult, factor, warm, _checks.choice(owner, "warmup", warmup, WARMUP_MODES))
+
+    def locate(self, step: Any, xp: Math) -> tuple[Any, Any, Any]:
+        """Returns ``(cycle_index, position, cycle_length)`` at ``step``, in exact integers."""
+        if self.T_mult == 1:
+            index, position = divmod(step, self.T_0)
+            return index, position, self.T_0
+        index = xp.search(self.starts, step)
+        position = step - xp.take(self.starts, index)
+        lengths = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+        return index, position, xp.take(lengths, index)
+
+    def progress(self, step: Any, xp: Math) -> Any:
+        """Returns the weight of the peak at ``step``: ``decay**cycle * shape``."""
+        index, position, length = self.locate(step, xp)
+        warmup = self.warmup_steps
+        if warmup and self.warmup == "first":
+            warmup = xp.where(index == 0, warmup, 0)
+        shape = _cosine_weight(position - warmup, length - warmup, xp)
+        if self.warmup_steps:
+            shape = xp.where(position < warmup, position / self.warmup_steps, shape)
+        if self.decay != 1:
+            shape = shape * xp.power(self.decay, index)
+        return shape
+
+    def value(self, progress: Any, bounds: tuple[float, ...], xp: Math) -> Any:
+        """The value for ``bounds = (eta_min, base_lr)``."""
+        return interpolate(bounds[0], bounds[1], progress, xp)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description, used to check a restored scheduler state."""
+        return {
+            "T_0": self.T_0,
+            "T_mult": self.T_mult,
+            "decay": self.decay,
+            "warmup_steps": self.warmup_steps,
+            "warmup": self.warmup,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class OneCyclePolicy:
+    """The 1cycle policy (PyTorch's ``OneCycleLR``): two or three annealing phases.
+
+    Phase ``k`` runs from step ``ends[k-1]`` (0 for the first) to ``ends[k]``, with PyTorch's
+    boundaries ``pct_start * total_steps - 1`` (and ``2 * pct_start * total_steps - 2`` for
+    three phases) and ``total_steps - 1``. A group's bounds are the start and end value of each
+    phase in turn. From the last step on, the value holds at the final end value.
+    """
+
+    total_steps: int
+    pct_start: float
+    anneal_strategy: str
+    three_phase: bool
+    ends: tuple[float, ...] = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        first = float(self.pct_start * self.total_steps) - 1
+        middle = (float(2 * self.pct_start * self.total_steps) - 2,) if self.three_phase else ()
+        object.__setattr__(self, "ends", (first, *middle, float(self.total_steps - 1)))
+
+    @classmethod
+    def create(
+        cls,
+        owner: str,
+        total_steps: Any,
+        epochs: Any,
+        steps_per_epoch: Any,
+        pct_start: Any,
+        anneal_strategy: Any,
+        three_phase: Any,
+    ) -> OneCyclePolicy:
+        """Validates the arguments of ``owner``; ``total_steps`` may come from the epochs."""
+        hint = "Pass the number of optimizer updates in the run."
+        if total_steps is not None and (epochs is not None or steps_per_epoch is not None):
+            raise ValueError(
+                f"{owner}: pass either total_steps or epochs and steps_per_epoch, not both; got "
+                f"total_steps={total_steps!r}, epochs={epochs!r}, "
+                f"steps_per_epoch={steps_per_epoch!r}."
+            )
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError(
+                    f"{owner}: the length of the schedule is missing: pass total_steps, or both "
+                    f"epochs and steps_per_epoch (total_steps = epochs * steps_per_epoch); got "
+                    f"epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}."
+                )
+            epochs = _checks.integer(owner, "epochs", epochs, minimum=1, hint=hint)
+            per_epoch = _checks.integer(
+                owner, "steps_per_epoch", steps_per_epoch, minimum=1, hint=hint
+            )
+            total_steps = _checks.integer(
+                owner,
+                "total_steps",
+                epochs * per_epoch,
+                minimum=1,
+                hint=f"epochs * steps_per_epoch = {epochs} * {per_epoch} is too many steps.",
+            )
+        else:
+            total_steps = _checks.integer(owner, "total_steps", total_steps, minimum=1, hint=hint)
+        fraction = _checks.real(
+            owner,
+            "pct_start",
+            pct_start,
+            hint="pct_start is the fraction of the steps spent rising, in [0, 1], e.g. 0.3.",
+        )
+        if fraction > 1:
+            raise ValueError(
+                f"{owner}: `pct_start` must be in [0, 1], got pct_start={pct_start!r}. It is "
+                "the fraction of the steps spent rising to max_lr, e.g. 0.3."
+            )
+        if not isinstance(three_phase, bool):
+            raise TypeError(
+                f"{owner}: `three_phase` must be True or False, got three_phase={three_phase!r}."
+            )
+        if three_phase and fraction > 0.5:
+            raise ValueError(
+                f"{owner}: with three_phase=True, `pct_start` must be at most 0.5, got "
+                f"pct_start={pct_start!r}: the rise and the symmetric fall take "
+                "2 * pct_start of the steps, and the final phase the rest."
+            )
+        strategy = _checks.choice(owner, "anneal_strategy", anneal_strategy, ANNEAL_STRATEGIES)
+        return cls(total_steps, fraction, strategy, three_phase)
+
+    def progress(self, step: Any, xp: Math) -> tuple[Any, Any]:
+        """Returns ``(phase_index, step)``, with the step held at ``total_steps - 1``."""
+        step = xp.minimum(step, self.total_steps - 1)
+        # The phase is the first whose end is >= step: count the ends before the step.
+        return sum(xp.where(step > end, 1, 0) for end in self.ends[:-1]), step
+
+    def value(self, progress: tuple[Any, Any], bounds: tuple[float, ...], xp: Math) -> Any:
+        """The value for ``bounds = (start_0, end_0, start_1, end_1, ...)``, one pair per phase."""
+        index, step = progress
+        starts = (0.0, *self.ends[:-1])
+        return xp.switch(
+            index,
+            [
+                functools.partial(
+                    self._anneal, step, start, end, bounds[2 * k], bounds[2 * k + 1], xp
+                )
+                for k, (start, end) in enumerate(zip(starts, self.ends, strict=True))
+            ],
+        )
+
+    def _anneal(
+        self, step: Any, start: float, end: float, low: float, high: float, xp: Math
+    ) -> Any:
+        """From ``low`` at step ``start`` to ``high`` at step ``end``, linearly or as a cosine."""
+        if end <= start:  # An empty phase (pct_start * total_steps == 1): only its end is seen.
+            return xp.full_like(xp.to_float(step), high)
+        fraction = (xp.to_float(step) - start) / (end - start)
+        if self.anneal_strategy == "cos":  # PyTorch: high + (low - high) * (1 + cos(pi f)) / 2
+            return interpolate(high, low, _cosine_weight(fraction, 1, xp), xp)
+        return interpolate(low, high, fraction, xp)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description, used to check a restored scheduler state."""
+        return {
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "anneal_strategy": self.anneal_strategy,
+            "three_phase": self.three_phase,
+        }
+
+    def lr_bounds(self, max_lr: float, div_factor: float, final_div_factor: float) -> tuple:
+        """A group's learning-rate bounds per phase, from its ``max_lr`` (PyTorch's rule)."""
+        initial = max_lr / div_factor
+        final = initial / final_div_factor
+        if self.three_phase:
+            return (initial, max_lr, max_lr, initial, initial, final)
+        return (initial, max_lr, max_lr, final)
+
+    def momentum_bounds(self, base_momentum: float, max_momentum: float) -> tuple:
+        """A group's momentum bounds per phase: down while the learning rate rises, then up."""
+        if self.three_phase:
+            return (max_momentum, base_momentum, base_momentum, max_momentum) + (max_momentum,) * 2
+        return (max_momentum, base_momentum, base_momentum, max_momentum)
 
 
 def cyclic_schedule(
@@ -331,19 +516,221 @@ def cyclic_schedule(
         >>> optimizer = optax.sgd(learning_rate=schedule, momentum=0.9)
     """
     owner = "cyclic_schedule"
-    bounds = {}
-    for name, value in (("base_lr", base_lr), ("max_lr", max_lr)):
-        if isinstance(value, (list, tuple)):
-            raise TypeError(
-                f"{owner}: `{name}` must be a single number, got {name}={value!r}. For "
-                "parameter groups use flax_cyclic.CyclicLR, whose as_schedule(group) gives one "
-                "schedule per group."
-            )
-        bounds[name] = _checks.real(owner, name, value, hint=_LR_HINT)
+    low, high = _single_lrs(owner, "CyclicLR", base_lr=base_lr, max_lr=max_lr)
     policy = CyclePolicy.create(
         owner, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
     )
-    return make_schedule(policy, bounds["base_lr"], bounds["max_lr"], owner)
+    return make_schedule(policy, (low, high), owner)
 
 
-_LR_HINT = "Learning rates are finite numbers >= 0, e.g. 1e-3."
+def triangular_schedule(base_lr: float, max_lr: float, step_size: int = 2000) -> optax.Schedule:
+    r"""The basic triangular cycle (Smith, 2017) as a pure, jit-safe optax schedule.
+
+    The learning rate rises linearly from ``base_lr`` to ``max_lr`` over ``step_size`` steps and
+    falls back over as many, forever: Smith's
+
+    .. math::
+
+        c = \lfloor 1 + t / (2s) \rfloor, \quad x = |t / s - 2c + 1|, \quad
+        \text{lr}_t = \text{base\_lr} + (\text{max\_lr} - \text{base\_lr}) \max(0, 1 - x)
+
+    with exact integer phase arithmetic. It is :func:`cyclic_schedule` with
+    ``mode='triangular'`` and ``step_size_up = step_size_down = step_size``.
+
+    Args:
+        base_lr: The learning rate at the troughs (step 0, ``2 * step_size``, ...); >= 0.
+        max_lr: The learning rate at the peaks (step ``step_size``, ``3 * step_size``, ...).
+        step_size: Steps in each half of a cycle; a positive integer.
+
+    Returns:
+        An ``optax.Schedule`` of the integer step.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, naming the argument.
+
+    Examples:
+        >>> from flax_cyclic import triangular_schedule
+        >>> schedule = triangular_schedule(base_lr=0.1, max_lr=0.5, step_size=2)
+        >>> [round(float(schedule(t)), 6) for t in range(6)]
+        [0.1, 0.3, 0.5, 0.3, 0.1, 0.3]
+    """
+    owner = "triangular_schedule"
+    low, high = _single_lrs(owner, "TriangularLR", base_lr=base_lr, max_lr=max_lr)
+    return make_schedule(triangular_policy(owner, step_size), (low, high), owner)
+
+
+def triangular_policy(owner: str, step_size: Any) -> CyclePolicy:
+    """The :class:`CyclePolicy` of a symmetric triangular cycle, checking ``step_size``."""
+    size = _checks.integer(
+        owner,
+        "step_size",
+        step_size,
+        minimum=1,
+        maximum=_checks.MAX_STEP // 2,
+        hint="Pass the number of steps in each half of a cycle, e.g. 2000.",
+    )
+    return CyclePolicy.create(owner, size, size, "triangular", 1.0, None, "cycle")
+
+
+def onecycle_schedule(
+    max_lr: float,
+    total_steps: int,
+    pct_start: float = 0.3,
+    anneal_strategy: str = "cos",
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    three_phase: bool = False,
+) -> optax.Schedule:
+    r"""The 1cycle policy (Smith & Topin, 2017) as a pure, jit-safe optax schedule.
+
+    PyTorch's ``OneCycleLR`` numbers. The learning rate rises from
+    ``initial = max_lr / div_factor`` to ``max_lr`` until step ``pct_start * total_steps - 1``,
+    then falls to ``initial / final_div_factor`` at step ``total_steps - 1``. With
+    ``three_phase=True`` it falls back to ``initial`` symmetrically first (until step
+    ``2 * pct_start * total_steps - 2``) and then to the minimum. Each phase anneals from its
+    start value :math:`a` to its end value :math:`b` over the fraction :math:`f` of the phase
+    as :math:`b + (a - b)(1 + \cos \pi f) / 2` (``'cos'``) or :math:`a + (b - a) f`
+    (``'linear'``).
+
+    From step ``total_steps - 1`` on, the value stays at the minimum (a jitted schedule cannot
+    raise); the stateful :class:`flax_cyclic.OneCycleLR` refuses to step past the end.
+
+    Args:
+        max_lr: The peak learning rate; >= 0.
+        total_steps: The number of optimizer updates in the run; a positive integer.
+        pct_start: Fraction of the steps spent rising, in [0, 1] (at most 0.5 with
+            ``three_phase``).
+        anneal_strategy: ``'cos'`` or ``'linear'``.
+        div_factor: ``max_lr / div_factor`` is the initial learning rate; > 0.
+        final_div_factor: ``initial / final_div_factor`` is the final learning rate; > 0.
+        three_phase: Whether to fall back to the initial learning rate before the final phase.
+
+    Returns:
+        An ``optax.Schedule`` of the integer step.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, naming the argument.
+
+    Examples:
+        >>> from flax_cyclic import onecycle_schedule
+        >>> schedule = onecycle_schedule(25.0, total_steps=10, anneal_strategy="linear",
+        ...                              final_div_factor=2.0)
+        >>> [round(float(schedule(t)), 4) for t in range(10)]
+        [1.0, 13.0, 25.0, 21.5, 18.0, 14.5, 11.0, 7.5, 4.0, 0.5]
+    """
+    owner = "onecycle_schedule"
+    (peak,) = _single_lrs(owner, "OneCycleLR", max_lr=max_lr)
+    policy = OneCyclePolicy.create(
+        owner, total_steps, None, None, pct_start, anneal_strategy, three_phase
+    )
+    divisors = [
+        _checks.real(owner, name, value, positive=True, hint=_DIV_HINT)
+        for name, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor))
+    ]
+    return make_schedule(policy, policy.lr_bounds(peak, *divisors), owner)
+
+
+def cosine_annealing_schedule(base_lr: float, T_max: int, eta_min: float = 0.0) -> optax.Schedule:
+    r"""Cosine annealing (Loshchilov & Hutter, 2017) as a pure, jit-safe optax schedule.
+
+    PyTorch's ``CosineAnnealingLR`` in closed form:
+
+    .. math::
+
+        \text{lr}_t = \eta_{min} + (\text{base\_lr} - \eta_{min})
+                      \frac{1 + \cos(\pi t / T_{max})}{2}
+
+    with :math:`t` taken modulo :math:`2 T_{max}` in integers. Past ``T_max`` the value rises
+    again, as PyTorch's does; stop at ``T_max`` or use warm restarts for a sawtooth.
+
+    Args:
+        base_lr: The learning rate at step 0; >= 0.
+        T_max: Steps from ``base_lr`` down to ``eta_min``; a positive integer.
+        eta_min: The learning rate at step ``T_max``; >= 0.
+
+    Returns:
+        An ``optax.Schedule`` of the integer step.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, naming the argument.
+
+    Examples:
+        >>> from flax_cyclic import cosine_annealing_schedule
+        >>> schedule = cosine_annealing_schedule(base_lr=1.0, T_max=4)
+        >>> [round(float(schedule(t)), 4) for t in range(6)]
+        [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.1464]
+    """
+    owner = "cosine_annealing_schedule"
+    low, high = _single_lrs(owner, "CosineAnnealingLR", eta_min=eta_min, base_lr=base_lr)
+    return make_schedule(CosinePolicy.create(owner, T_max), (low, high), owner)
+
+
+def cosine_warm_restarts_schedule(
+    base_lr: float,
+    T_0: int,
+    T_mult: int = 1,
+    eta_min: float = 0.0,
+    *,
+    decay: float = 1.0,
+    warmup_steps: int = 0,
+    warmup: str = "first",
+) -> optax.Schedule:
+    r"""Cosine annealing with warm restarts (SGDR) as a pure, jit-safe optax schedule.
+
+    PyTorch's ``CosineAnnealingWarmRestarts``: cycle :math:`i` (from 0) lasts
+    :math:`T_i = T_0 \cdot T_{mult}^i` steps, and at position :math:`p` within it
+
+    .. math::
+
+        \text{lr} = \eta_{min} + (\text{base\_lr} - \eta_{min}) \, d^{\,i}
+                    \frac{1 + \cos(\pi (p - w) / (T_i - w))}{2}
+
+    where :math:`d` is ``decay`` (1 in PyTorch) and :math:`w` the warm-up steps of this cycle
+    (0 in PyTorch). During a warm-up (:math:`p < w`) the factor after :math:`d^{\,i}` is the
+    linear ramp :math:`p / w` instead. The cycle index comes from exact integer arithmetic.
+
+    Args:
+        base_lr: The peak learning rate of the first cycle; >= 0.
+        T_0: Length of the first cycle in steps; a positive integer.
+        T_mult: Each cycle is ``T_mult`` times longer than the one before; an integer >= 1.
+        eta_min: The lowest learning rate; >= 0.
+        decay: Each restart multiplies the peak's height above ``eta_min`` by ``decay``, in
+            (0, 1] (PyTorch issue #62640).
+        warmup_steps: Steps of linear warm-up from ``eta_min`` to the peak at the start of a
+            cycle; 0 (default) for none; smaller than ``T_0`` (PyTorch issue #80308).
+        warmup: ``'first'``: warm up in the first cycle only; ``'every'``: in every cycle.
+
+    Returns:
+        An ``optax.Schedule`` of the integer step.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, naming the argument.
+
+    Examples:
+        >>> from flax_cyclic import cosine_warm_restarts_schedule
+        >>> schedule = cosine_warm_restarts_schedule(1.0, T_0=2, T_mult=2, decay=0.5)
+        >>> [round(float(schedule(t)), 4) for t in range(8)]
+        [1.0, 0.5, 0.5, 0.4268, 0.25, 0.0732, 0.25, 0.2405]
+    """
+    owner = "cosine_warm_restarts_schedule"
+    low, high = _single_lrs(owner, "CosineAnnealingWarmRestarts", eta_min=eta_min, base_lr=base_lr)
+    policy = RestartPolicy.create(owner, T_0, T_mult, decay, warmup_steps, warmup)
+    return make_schedule(policy, (low, high), owner)
+
+
+def _single_lrs(owner: str, scheduler: str, **values: Any) -> tuple[float, ...]:
+    """Checks the learning rates of a pure schedule: single numbers, finite and >= 0."""
+    checked = []
+    for name, value in values.items():
+        if isinstance(value, (list, tuple)):
+            raise TypeError(
+                f"{owner}: `{name}` must be a single number, got {name}={value!r}. For "
+                f"parameter groups use flax_cyclic.{scheduler}, whose as_schedule(group) gives "
+                "one schedule per group."
+            )
+        checked.append(_checks.real(owner, name, value, hint=LR_HINT))
+    return tuple(checked)
+
+
+LR_HINT = "Learning rates are finite numbers >= 0, e.g. 1e-3."
+_DIV_HINT = "It divides a learning rate; use a finite number > 0, e.g. 25."

@@ -57,8 +57,8 @@ class LRSchedulerCallback(Callback):
         plot_steps: On a fresh start with a ``writer``, the scheduler's configuration is
             written once as hparams and a plot of the planned learning rate over this many
             steps as the image ``lr_schedule`` (also saved as ``lr_schedule.png`` in the
-            writer's ``logdir``, if it has one). ``None``: three cycles (or 1000 steps); 0: no
-            plot.
+            writer's ``logdir``, if it has one). ``None``: the scheduler's ``preview_steps``
+            (three cycles of a cyclic schedule, all of a one-cycle schedule); 0: no plot.
 
     Raises:
         TypeError: For a scheduler that is not an :class:`flax_cyclic.LRScheduler`, or bad
@@ -114,8 +114,7 @@ class LRSchedulerCallback(Callback):
         self.writer = writer
         self.strict = bool(strict)
         if plot_steps is None:
-            total = getattr(scheduler, "total_size", None)
-            plot_steps = min(3 * total, _checks.MAX_STEP) if total else 1000
+            plot_steps = scheduler.preview_steps
         self.plot_steps = _checks.integer(
             owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
         )
