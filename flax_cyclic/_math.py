@@ -24,6 +24,7 @@ class _HostMath:
 
     pi = math.pi
     cos = staticmethod(math.cos)
+    sin = staticmethod(math.sin)
     minimum = staticmethod(min)
 
     @staticmethod
@@ -57,9 +58,10 @@ class _HostMath:
         return branches[index]()
 
     @staticmethod
-    def search(boundaries: Sequence[int], value: int) -> int:
-        """The index ``i`` of the last boundary with ``boundaries[i] <= value``."""
-        return bisect.bisect_right(boundaries, value) - 1
+    def search(boundaries: Sequence[int], value: int) -> tuple[int, int]:
+        """``(i, boundaries[i])`` for the last boundary with ``boundaries[i] <= value``."""
+        index = bisect.bisect_right(boundaries, value) - 1
+        return index, boundaries[index]
 
     @staticmethod
     def take(values: Sequence[Any], index: int) -> Any:
@@ -87,6 +89,7 @@ class _JaxMath:
 
     pi = math.pi
     cos = staticmethod(jnp.cos)
+    sin = staticmethod(jnp.sin)
     minimum = staticmethod(jnp.minimum)
     where = staticmethod(jnp.where)
     full_like = staticmethod(jnp.full_like)
@@ -112,10 +115,12 @@ class _JaxMath:
         return jnp.select([index == i for i in range(len(values))], values, values[-1])
 
     @staticmethod
-    def search(boundaries: Sequence[int], value: jax.Array) -> jax.Array:
+    def search(boundaries: Sequence[int], value: jax.Array) -> tuple[jax.Array, jax.Array]:
+        # In the step's integer dtype, so the boundary is exact (in float32 it would not be).
         limit = jnp.iinfo(value.dtype).max
         table = jnp.asarray([b for b in boundaries if b <= limit], value.dtype)
-        return jnp.searchsorted(table, value, side="right") - 1
+        index = jnp.searchsorted(table, value, side="right") - 1
+        return index, table[index]
 
     @staticmethod
     def take(values: Sequence[Any], index: jax.Array) -> jax.Array:

@@ -580,7 +580,7 @@ class OneCycleLR(LRScheduler):
     The schedule has ``total_steps`` updates, at steps ``0 .. total_steps - 1``. ``step()`` after
     the last update moves to step ``total_steps``, where the learning rate stays at the minimum;
     stepping further raises a ``ValueError`` that says how far (PyTorch extrapolates at
-    ``total_steps`` and its message is off by one, pytorch#92040).
+    ``total_steps``; its message counted one step too many until pytorch#92040).
 
     Args:
         max_lr: The peak learning rate; a number or a list per parameter group.
