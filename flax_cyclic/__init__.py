@@ -13,6 +13,8 @@ from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks import ProgressBar as ProgressBar
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
+from flax_cyclic.lr_finder import LRFinderResult as LRFinderResult
+from flax_cyclic.lr_finder import lr_find as lr_find
 from flax_cyclic.metrics import create_writer as create_writer
 from flax_cyclic.schedulers import CosineAnnealingLR as CosineAnnealingLR
 from flax_cyclic.schedulers import CosineAnnealingWarmRestarts as CosineAnnealingWarmRestarts
@@ -39,6 +41,7 @@ __all__ = [
     "CosineAnnealingWarmRestarts",
     "CyclicLR",
     "History",
+    "LRFinderResult",
     "LRScheduler",
     "LRSchedulerCallback",
     "MetricsLogger",
@@ -51,6 +54,7 @@ __all__ = [
     "cosine_warm_restarts_schedule",
     "create_writer",
     "cyclic_schedule",
+    "lr_find",
     "onecycle_schedule",
     "triangular_schedule",
 ]
