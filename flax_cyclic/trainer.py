@@ -228,7 +228,7 @@ class Trainer:
                             and eval_every_steps
                             and step % eval_every_steps == 0
                         ):
-                            history.eval.append(self._evaluate(eval_data))
+                            history.eval.append(self.evaluate(eval_data))
                         if (
                             checkpointer
                             and checkpointer.every_steps
@@ -259,7 +259,7 @@ class Trainer:
                     if eval_data is not None and not (
                         eval_every_steps and callbacks.step % eval_every_steps == 0
                     ):
-                        history.eval.append(self._evaluate(eval_data))
+                        history.eval.append(self.evaluate(eval_data))
                     if stopped:
                         break  # num_steps reached: the epoch is not over
                     callbacks.on_epoch_end(history.train[-1] if epoch_metrics else {})
@@ -324,11 +324,26 @@ class Trainer:
             return self.callbacks.step < num_steps
         return self.callbacks.epoch < num_epochs
 
-    def _evaluate(self, eval_data: Iterable[Any]) -> dict[str, float]:
+    def evaluate(self, eval_data: Iterable[Any]) -> dict[str, float]:
+        """Evaluates the model on ``eval_data`` and reports it to the callbacks.
+
+        ``fit`` calls it as configured; call it directly for a final evaluation, e.g. after
+        a run that resumed from its last checkpoint and had nothing left to train.
+
+        Args:
+            eval_data: Batches (re-iterable) for ``eval_step``.
+
+        Returns:
+            ``step``, ``epoch`` and the mean of each eval metric over the batches (give
+            batches of equal size for exact per-example means).
+
+        Raises:
+            ValueError: If ``eval_data`` has no batches.
+        """
         self.callbacks.on_eval_begin()
         metrics = [self._eval_step(self.model, batch) for batch in eval_data]
         if not metrics:
-            raise ValueError("Trainer.fit: eval_data has no batches.")
+            raise ValueError("Trainer.evaluate: eval_data has no batches.")
         summary = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
         summary |= mean_metrics(metrics)
         self.callbacks.on_eval_end(summary)

@@ -96,3 +96,22 @@ def count_compilations() -> Iterator[list[str]]:
         yield compiled
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def tensorboard_series(logdir) -> dict[str, list[tuple[int, float | None]]]:
+    """Every tag of the event files in `logdir`: (step, value) for scalars, (step, None) else."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    series = {}
+    for tag in accumulator.Tags()["tensors"]:
+        scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+        series[tag] = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)
+            for e in accumulator.Tensors(tag)
+        ]
+    return series

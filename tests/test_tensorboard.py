@@ -18,10 +18,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import host_lrs
+from helpers import host_lrs, tensorboard_series
 from rich.console import Console
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
 from flax_cyclic import CyclicLR, LRSchedulerCallback, ProgressBar, Trainer, create_writer
 
@@ -56,21 +54,6 @@ def _train(logdir, *, callbacks=(), progress=False):
     writer.close()
 
 
-def _series(logdir) -> dict[str, list[tuple[int, float]]]:
-    accumulator = event_accumulator.EventAccumulator(
-        str(logdir), size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    series = {}
-    for tag in accumulator.Tags()["tensors"]:
-        scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
-        series[tag] = [
-            (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)
-            for e in accumulator.Tensors(tag)
-        ]
-    return series
-
-
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tensorboard")
@@ -79,7 +62,7 @@ def logdir(tmp_path_factory):
 
 
 def test_event_files_hold_the_scheduler_values_at_every_step(logdir):
-    series = _series(logdir)
+    series = tensorboard_series(logdir)
     expected = [lr[0] for lr in host_lrs(CyclicLR(**SCHEDULE), STEPS)]
     steps, values = zip(*series["learning_rate"], strict=True)
     assert list(steps) == list(range(STEPS))
@@ -93,7 +76,7 @@ def test_event_files_hold_the_scheduler_values_at_every_step(logdir):
 
 
 def test_event_files_hold_train_and_eval_metrics_and_the_plan(logdir):
-    series = _series(logdir)
+    series = tensorboard_series(logdir)
     assert [step for step, _ in series["train/loss"]] == [5, 11, 17, 23]
     assert [step for step, _ in series["train/accuracy"]] == [5, 11, 17, 23]
     assert all(value > 0 for _, value in series["steps_per_sec"])
@@ -180,7 +163,7 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(tmp_path):
     process.stdout.close()
     output, _ = worker().communicate(timeout=300)
     assert "Resumed from the checkpoint at step 5" in output, output[-2000:]
-    series = _series(tmp_path / "tensorboard")
+    series = tensorboard_series(tmp_path / "tensorboard")
     steps = [step for step, _ in series["learning_rate"]]
     assert steps == list(range(20))  # no step twice, none missing: no zig-zag
     assert [step for step, _ in series["lr_schedule"]] == [0]
@@ -226,5 +209,5 @@ def test_a_writer_over_existing_steps_says_it_will_not_rewrite_them(logdir, capl
     writer.write_scalars(STEPS, {"learning_rate": 1.0})  # a new step: written
     writer.close()
     assert f"already holds steps up to {STEPS - 1}" in caplog.text
-    steps = [step for step, _ in _series(logdir)["learning_rate"]]
+    steps = [step for step, _ in tensorboard_series(logdir)["learning_rate"]]
     assert steps == [*range(STEPS), STEPS]

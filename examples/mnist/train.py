@@ -1,0 +1,193 @@
+"""MNIST / Fashion-MNIST with a cyclical learning rate: the model, the steps, the run.
+
+``train_and_evaluate(config, workdir)`` trains a small CNN with ``flax_cyclic.Trainer``: the
+scheduler chosen by the config drives SGD's injected learning rate (and momentum) through an
+``LRSchedulerCallback``, Orbax checkpoints go to ``workdir/checkpoints`` (running again
+resumes), and CLU writes TensorBoard events to ``workdir/tensorboard``. ``find_lr(config,
+workdir)`` runs the LR range test on the same model and data instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import input_pipeline
+import jax
+import ml_collections
+import optax
+from absl import logging
+from flax import nnx
+
+import flax_cyclic
+
+
+class CNN(nnx.Module):
+    """The CNN of Flax's MNIST example: two conv + pool blocks and two dense layers."""
+
+    def __init__(self, *, rngs: nnx.Rngs) -> None:
+        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
+        self.linear1 = nnx.Linear(7 * 7 * 64, 256, rngs=rngs)
+        self.linear2 = nnx.Linear(256, input_pipeline.NUM_CLASSES, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Logits of images ``x`` of shape ``(batch, 28, 28, 1)``."""
+        x = nnx.avg_pool(nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2))
+        x = nnx.avg_pool(nnx.relu(self.conv2(x)), window_shape=(2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        return self.linear2(nnx.relu(self.linear1(x)))
+
+
+# The train and eval steps are the Trainer's defaults (softmax cross-entropy, accuracy) on
+# batches {'image': (b, 28, 28, 1) float32, 'label': (b,) int32}.
+train_step = flax_cyclic.trainer.classification_train_step
+eval_step = flax_cyclic.trainer.classification_eval_step
+
+SCHEDULES = ("cyclic", "onecycle", "constant")
+
+
+def _optional(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+def create_model_and_optimizer(config: ml_collections.ConfigDict) -> tuple[CNN, nnx.Optimizer]:
+    """The CNN and SGD with an injected learning rate and momentum (the callback sets them)."""
+    model = CNN(rngs=nnx.Rngs(config.seed))
+    tx = optax.inject_hyperparams(optax.sgd)(
+        learning_rate=config.learning_rate, momentum=config.momentum
+    )
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def create_scheduler(
+    config: ml_collections.ConfigDict, total_steps: int
+) -> flax_cyclic.LRScheduler | None:
+    """The scheduler named by ``config.schedule``; ``None`` for a constant learning rate."""
+    if config.schedule == "cyclic":
+        return flax_cyclic.CyclicLR(
+            base_lr=config.base_lr,
+            max_lr=config.max_lr,
+            step_size_up=config.step_size_up,
+            step_size_down=_optional(config.step_size_down),
+            mode=config.mode,
+            gamma=config.gamma,
+        )
+    if config.schedule == "onecycle":
+        return flax_cyclic.OneCycleLR(
+            max_lr=config.max_lr,
+            total_steps=total_steps,
+            base_momentum=0.85,
+            max_momentum=config.momentum,
+        )
+    if config.schedule == "constant":
+        return None
+    raise ValueError(
+        f"config.schedule must be one of {SCHEDULES}, got schedule={config.schedule!r}."
+    )
+
+
+def load_data(config: ml_collections.ConfigDict) -> tuple[Any, list, int]:
+    """Train batches (``epoch -> batches``), test batches and the number of train steps."""
+    directory = input_pipeline.locate(config.dataset, config.data_dir or None)
+    train = input_pipeline.load_split(directory, "train")
+    test = input_pipeline.load_split(directory, "test")
+    train_data = input_pipeline.train_batches(
+        train, config.batch_size, config.seed, config.train_subset
+    )
+    steps_per_epoch = len(train_data(0))
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} is larger than the {len(train)} train "
+            "examples (train_subset): there is not one full batch."
+        )
+    total = config.num_train_steps
+    if total < 0:
+        total = config.num_epochs * steps_per_epoch
+    logging.info(
+        "%s from %s: %d train examples used, %d test; %d steps of %d.",
+        config.dataset,
+        directory,
+        steps_per_epoch * config.batch_size,
+        len(test),
+        total,
+        config.batch_size,
+    )
+    return train_data, input_pipeline.eval_batches(test, config.eval_batch_size), total
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains, evaluates and returns the final test metrics; resumes from ``workdir``.
+
+    Args:
+        config: The hyperparameters (see ``configs/default.py``).
+        workdir: Where checkpoints (``checkpoints/``) and TensorBoard events
+            (``tensorboard/``) go; running again with the same workdir resumes.
+
+    Returns:
+        ``{'test_accuracy', 'test_loss', 'steps', 'resumed_from', 'workdir'}``.
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    train_data, test_data, total_steps = load_data(config)
+    model, optimizer = create_model_and_optimizer(config)
+    logdir = workdir / "tensorboard"
+    writer = flax_cyclic.create_writer(os.fspath(logdir))
+    writer.write_hparams({key: value for key, value in config.items() if value is not None})
+    callbacks = []
+    scheduler = create_scheduler(config, total_steps)
+    if scheduler is not None:
+        callbacks.append(
+            flax_cyclic.LRSchedulerCallback(
+                scheduler, writer=writer, log_every_steps=config.log_every_steps
+            )
+        )
+    checkpointer = flax_cyclic.Checkpointer(
+        workdir / "checkpoints", every_steps=config.checkpoint_every_steps
+    )
+    trainer = flax_cyclic.Trainer(
+        model,
+        optimizer,
+        train_step=train_step,
+        eval_step=eval_step,
+        callbacks=callbacks,
+        checkpointer=checkpointer,
+        writer=writer,
+        log_every_steps=config.log_every_steps,
+        progress=config.progress,
+    )
+    history = trainer.fit(
+        train_data,
+        num_steps=total_steps,
+        eval_data=test_data,
+        eval_every_steps=_optional(config.eval_every_steps),
+    )
+    final = history.eval[-1] if history.eval else trainer.evaluate(test_data)
+    writer.flush()
+    checkpointer.close()
+    return {
+        "test_accuracy": final["accuracy"],
+        "test_loss": final["loss"],
+        "steps": trainer.step,
+        "resumed_from": history.resumed_from,
+        "workdir": os.fspath(workdir),
+    }
+
+
+def find_lr(config: ml_collections.ConfigDict, workdir: str) -> flax_cyclic.LRFinderResult:
+    """Runs the LR range test on the config's model and data; writes ``workdir/lr_find.png``."""
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_data, _, _ = load_data(config)
+    model, optimizer = create_model_and_optimizer(config)
+    result = flax_cyclic.lr_find(
+        model,
+        optimizer,
+        train_data(0),
+        train_step=train_step,
+        start_lr=config.lr_find_start,
+        end_lr=config.lr_find_end,
+        num_steps=config.lr_find_steps,
+    )
+    result.plot(workdir / "lr_find.png", title=f"LR range test: CNN on {config.dataset}")
+    return result

@@ -1,0 +1,373 @@
+"""examples/mnist: the data search and checks, the training run, resume, events, find_lr.
+
+A tiny dataset in the MNIST IDX format is written by the tests themselves; the download path
+is served by a real HTTP server on localhost. The end-to-end test on real Fashion-MNIST runs
+where Debian's dataset-fashion-mnist is installed (`.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from helpers import tensorboard_series
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "mnist"
+sys.path.insert(0, str(EXAMPLE))
+
+import input_pipeline  # noqa: E402
+import train  # noqa: E402
+from configs import default  # noqa: E402
+
+DEBIAN = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big")  # 0x0000 08 nn: unsigned bytes, nn dimensions
+    assert header[3] == array.ndim
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + dims + array.astype(np.uint8).tobytes()
+
+
+def write_dataset(directory: pathlib.Path, train: int = 256, test: int = 100, gz: bool = True):
+    """A learnable tiny dataset: the label is the quadrant-pattern drawn into the image."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("test", test)):
+        labels = rng.integers(0, 10, size=count).astype(np.uint8)
+        images = rng.integers(0, 60, size=(count, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label : 2 * label + 6, 4:24] = 255
+        images_name, labels_name, _ = input_pipeline.FILES[split]
+        for name, data in (
+            (images_name, idx_bytes(images, input_pipeline.IMAGE_MAGIC)),
+            (labels_name, idx_bytes(labels, input_pipeline.LABEL_MAGIC)),
+        ):
+            if gz:
+                (directory / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+            else:
+                (directory / name).write_bytes(data)
+    return directory
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAX_CYCLIC_DATA", str(tmp_path / "cache"))
+    return write_dataset(tmp_path / "data")
+
+
+def tiny_config(data_dir, **overrides):
+    config = default.get_config()
+    config.dataset = "mnist"
+    config.data_dir = str(data_dir)
+    config.batch_size = 32
+    config.eval_batch_size = 50
+    config.num_train_steps = 12
+    config.step_size_up = 3
+    config.checkpoint_every_steps = 4
+    config.log_every_steps = 1
+    config.progress = False
+    config.lr_find_steps = 20
+    config.update(overrides)
+    return config
+
+
+# -- reading and checking the files -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_split_reads_what_was_written(tmp_path, gz):
+    directory = write_dataset(tmp_path, train=64, test=10, gz=gz)
+    split = input_pipeline.load_split(directory, "train")
+    assert split.images.shape == (64, 28, 28)
+    assert split.images.dtype == np.uint8
+    assert split.labels.dtype == np.int32
+    for image, label in zip(split.images, split.labels, strict=True):
+        assert (image[2 * label : 2 * label + 6, 4:24] == 255).all()
+
+
+def test_batches_are_normalized_shuffled_per_epoch_and_deterministic(tiny):
+    split = input_pipeline.load_split(tiny, "train")
+    epochs = input_pipeline.train_batches(split, batch_size=32, seed=3, subset=100)
+    first = list(epochs(0))
+    assert len(first) == 3  # 100 examples: 3 full batches, the rest dropped
+    assert first[0]["image"].shape == (32, 28, 28, 1)
+    assert first[0]["image"].dtype == np.float32
+    assert first[0]["image"].min() >= 0.0
+    assert first[0]["image"].max() == 1.0
+    again = list(input_pipeline.train_batches(split, 32, 3, 100)(0))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["label"], b["label"])
+    second = list(epochs(1))
+    assert any((a["label"] != b["label"]).any() for a, b in zip(first, second, strict=True))
+    seen = np.concatenate([b["label"] for b in first])
+    assert set(seen) <= set(split.labels[:100])
+
+
+def _damage(path: pathlib.Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate-gz":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flip-gz":
+        path.write_bytes(data[:40] + bytes([data[40] ^ 0xFF]) + data[41:])
+
+
+@pytest.mark.parametrize(
+    ("how", "fragment"),
+    [("truncate-gz", "is damaged"), ("flip-gz", "is damaged")],
+)
+def test_a_damaged_gzip_is_a_clear_error(tiny, how, fragment):
+    path = tiny / "train-images-idx3-ubyte.gz"
+    _damage(path, how)
+    with pytest.raises(input_pipeline.DataError, match=fragment) as caught:
+        input_pipeline.load_split(tiny, "train")
+    assert str(path) in str(caught.value)
+
+
+def test_truncated_or_foreign_idx_files_are_clear_errors(tmp_path):
+    directory = write_dataset(tmp_path, train=20, test=5, gz=False)
+    images = directory / "train-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(data[:-100])
+    with pytest.raises(input_pipeline.DataError, match=r"truncated or damaged: .* needs 15696"):
+        input_pipeline.load_split(directory, "train")
+    images.write_bytes(b"\x00\x00\x08\x01" + data[4:])
+    with pytest.raises(input_pipeline.DataError, match="magic number 2051"):
+        input_pipeline.load_split(directory, "train")
+    images.write_bytes(data[:3])
+    with pytest.raises(input_pipeline.DataError, match="not even an IDX header"):
+        input_pipeline.load_split(directory, "train")
+    images.write_bytes(data)
+    labels = directory / "train-labels-idx1-ubyte"
+    label_data = labels.read_bytes()
+    labels.write_bytes(label_data[:8] + bytes([12]) + label_data[9:])
+    with pytest.raises(input_pipeline.DataError, match=r"label 12, outside 0\.\.9"):
+        input_pipeline.load_split(directory, "train")
+    labels.write_bytes(idx_bytes(np.zeros(19, np.uint8), input_pipeline.LABEL_MAGIC))
+    with pytest.raises(input_pipeline.DataError, match="20 train images but 19 labels"):
+        input_pipeline.load_split(directory, "train")
+
+
+# -- finding the data -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serve(directory: pathlib.Path):
+    """A real HTTP server for `directory` on a free localhost port."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _info(mirrors, files_dir, debian_dir=None, corrupt=()):
+    sha = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(files_dir.glob("*.gz"))
+    }
+    for name in corrupt:
+        sha[name] = "0" * 64
+    return input_pipeline.DatasetInfo(
+        name="mnist",
+        mirrors=tuple(mirrors),
+        sha256=sha,
+        debian_dir=None if debian_dir is None else str(debian_dir),
+        debian_package="dataset-test" if debian_dir else None,
+    )
+
+
+def test_search_order_data_dir_then_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAX_CYCLIC_DATA", str(tmp_path / "cache"))
+    cached = write_dataset(tmp_path / "cache" / "mnist", train=8, test=4)
+    given = write_dataset(tmp_path / "given", train=8, test=4)
+    assert input_pipeline.locate("mnist", given, download=False) == given
+    assert input_pipeline.locate("mnist", tmp_path / "empty", download=False) == cached
+    assert input_pipeline.locate("mnist", None, download=False) == cached
+
+
+def test_download_checks_the_sha256_and_fills_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAX_CYCLIC_DATA", str(tmp_path / "cache"))
+    served = write_dataset(tmp_path / "mirror", train=16, test=8)
+    with serve(served) as url:
+        monkeypatch.setitem(
+            input_pipeline.DATASETS, "mnist", _info(["http://127.0.0.1:9/", url], served)
+        )
+        found = input_pipeline.locate("mnist", timeout=5)
+    assert found == tmp_path / "cache" / "mnist"
+    assert sorted(p.name for p in found.iterdir()) == sorted(p.name for p in served.iterdir())
+    assert len(input_pipeline.load_split(found, "train")) == 16
+
+
+def test_a_download_with_the_wrong_checksum_is_refused_and_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAX_CYCLIC_DATA", str(tmp_path / "cache"))
+    served = write_dataset(tmp_path / "mirror", train=16, test=8)
+    with serve(served) as url:
+        info = _info([url], served, corrupt=["t10k-images-idx3-ubyte.gz"])
+        monkeypatch.setitem(input_pipeline.DATASETS, "mnist", info)
+        with pytest.raises(input_pipeline.DataError, match="SHA-256 mismatch") as caught:
+            input_pipeline.locate("mnist", timeout=5)
+    assert "t10k-images-idx3-ubyte.gz" in str(caught.value)
+    cache = tmp_path / "cache" / "mnist"
+    assert not (cache / "t10k-images-idx3-ubyte.gz").exists()
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".gz")] == []  # no partials
+
+
+def test_offline_falls_back_to_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAX_CYCLIC_DATA", str(tmp_path / "cache"))
+    debian = write_dataset(tmp_path / "usr-share", train=8, test=4)
+    info = _info(["http://127.0.0.1:9/"], debian, debian_dir=debian)
+    monkeypatch.setitem(input_pipeline.DATASETS, "mnist", info)
+    assert input_pipeline.locate("mnist", timeout=2) == debian
+
+
+def test_no_data_anywhere_lists_every_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAX_CYCLIC_DATA", str(tmp_path / "cache"))
+    nowhere = tmp_path / "nowhere"
+    info = _info(["http://127.0.0.1:9/"], write_dataset(tmp_path / "x", 4, 2), nowhere)
+    monkeypatch.setitem(input_pipeline.DATASETS, "mnist", info)
+    with pytest.raises(input_pipeline.DataError) as caught:
+        input_pipeline.locate("mnist", tmp_path / "given", timeout=2)
+    message = str(caught.value)
+    for fragment in (
+        f"looked in {tmp_path / 'given'}, {tmp_path / 'cache' / 'mnist'}, {nowhere}",
+        "download failed",
+        "--config.data_dir=DIR",
+        "checked against their SHA-256",
+        "apt-get install dataset-test",
+    ):
+        assert fragment in message
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        input_pipeline.locate("cifar10")
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def test_train_checkpoint_resume_and_events(tiny, tmp_path):
+    workdir = tmp_path / "work"
+    first = train.train_and_evaluate(tiny_config(tiny, num_train_steps=8), str(workdir))
+    assert first["steps"] == 8
+    assert first["resumed_from"] is None
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "4",
+        "8",
+    ]
+    second = train.train_and_evaluate(tiny_config(tiny), str(workdir))
+    assert second["resumed_from"] == 8
+    assert second["steps"] == 12
+    assert 0.0 <= second["test_accuracy"] <= 1.0
+    series = tensorboard_series(workdir / "tensorboard")
+    assert {"learning_rate", "lr_cycle", "train/loss", "eval/accuracy", "steps_per_sec"} <= set(
+        series
+    )
+    steps = [step for step, _ in series["learning_rate"]]
+    assert steps == list(range(12))  # once per step across the resume
+    expected = train.create_scheduler(tiny_config(tiny), 12)
+    for step, value in series["learning_rate"]:
+        expected.step(step)
+        assert value == pytest.approx(expected.get_last_lr()[0], rel=1e-6)
+    # A finished run resumes to nothing and reports the same accuracy.
+    third = train.train_and_evaluate(tiny_config(tiny), str(workdir))
+    assert third["resumed_from"] == 12
+    assert third["test_accuracy"] == second["test_accuracy"]
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "constant"])
+def test_the_other_schedules_train(tiny, tmp_path, schedule):
+    results = train.train_and_evaluate(
+        tiny_config(tiny, schedule=schedule, num_train_steps=6), str(tmp_path / "work")
+    )
+    assert results["steps"] == 6
+
+
+def test_bad_schedule_and_batch_size(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"config\.schedule must be one of"):
+        train.train_and_evaluate(tiny_config(tiny, schedule="cosine"), str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"config\.batch_size=512 is larger"):
+        train.train_and_evaluate(tiny_config(tiny, batch_size=512), str(tmp_path / "b"))
+
+
+def test_find_lr_writes_the_plot(tiny, tmp_path):
+    result = train.find_lr(tiny_config(tiny, lr_find_start=1e-4, lr_find_end=10.0), str(tmp_path))
+    assert (tmp_path / "lr_find.png").is_file()
+    assert 1 < len(result.lrs) <= 20
+
+
+def _main(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE / "main.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_main_trains_resumes_and_finds_lr(tiny, tmp_path):
+    flags = [
+        f"--workdir={tmp_path / 'work'}",
+        f"--config={EXAMPLE / 'configs' / 'default.py'}",
+        "--config.dataset=mnist",
+        f"--config.data_dir={tiny}",
+        "--config.batch_size=32",
+        "--config.num_train_steps=10",
+        "--config.checkpoint_every_steps=5",
+        "--config.progress=False",
+    ]
+    done = _main(*flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"Test accuracy after 10 steps: [0-9.]+", done.stdout)
+    assert f"tensorboard --logdir {tmp_path / 'work' / 'tensorboard'}" in done.stdout
+    again = _main(*flags[:-1], "--config.num_train_steps=15", "--config.progress=False")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resumed from the checkpoint at step 10." in again.stdout
+    assert "Test accuracy after 15 steps" in again.stdout
+    found = _main(*flags, "--config.find_lr=True", "--config.lr_find_steps=15")
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert re.search(r"Suggested: --config.base_lr=\S+ --config.max_lr=\S+", found.stdout)
+    assert (tmp_path / "work" / "lr_find.png").is_file()
+    missing = _main(
+        *flags,
+        f"--config.data_dir={tmp_path / 'none'}",
+        env={"FLAX_CYCLIC_DATA": str(tmp_path / "c")},
+    )
+    assert missing.returncode != 0
+    assert "No mnist data" in missing.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_end_to_end(tmp_path):
+    done = _main(
+        f"--workdir={tmp_path / 'work'}",
+        f"--config={EXAMPLE / 'configs' / 'default.py'}",
+        "--config.train_subset=6400",
+        "--config.num_epochs=2",
+        "--config.step_size_up=50",
+        "--config.checkpoint_every_steps=50",
+        "--config.progress=False",
+        env={"FLAX_CYCLIC_DATA": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    accuracy = float(re.search(r"Test accuracy after 100 steps: ([0-9.]+)", done.stdout)[1])
+    assert 0.70 < accuracy < 0.95  # 2 epochs of 6,400 images; chance is 0.1
