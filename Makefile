@@ -34,8 +34,8 @@ test: lint
 # `make data` installs Debian's dataset-fashion-mnist package.
 demo: $(DEV_STAMP)
 	@$(BIN)/python examples/mnist/input_pipeline.py fashion_mnist || $(MAKE) --no-print-directory data
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python examples/mnist/main.py --workdir=$(DEMO_WORKDIR) \
-		--config=examples/mnist/configs/default.py
+	TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 $(BIN)/python examples/mnist/main.py \
+		--workdir=$(DEMO_WORKDIR) --config=examples/mnist/configs/default.py --verbosity=-1
 
 data:
 	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \

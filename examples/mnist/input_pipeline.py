@@ -225,8 +225,8 @@ def _download(info: DatasetInfo, target: pathlib.Path, timeout: float) -> None:
 
 
 def _fetch(url: str, destination: pathlib.Path, expected: str, timeout: float) -> None:
-    logger.info("Downloading %s", url)
     with urllib.request.urlopen(url, timeout=timeout) as response:
+        logger.info("Downloading %s", url)
         destination.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as part:
             shutil.copyfileobj(response, part)

@@ -133,7 +133,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model, optimizer = create_model_and_optimizer(config)
     logdir = workdir / "tensorboard"
     writer = flax_cyclic.create_writer(os.fspath(logdir))
-    writer.write_hparams({key: value for key, value in config.items() if value is not None})
+    checkpointer = flax_cyclic.Checkpointer(
+        workdir / "checkpoints", every_steps=config.checkpoint_every_steps
+    )
+    if checkpointer.latest_step() is None:  # a fresh run: record its configuration once
+        writer.write_hparams(dict(config.items()))
     callbacks = []
     scheduler = create_scheduler(config, total_steps)
     if scheduler is not None:
@@ -142,9 +146,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 scheduler, writer=writer, log_every_steps=config.log_every_steps
             )
         )
-    checkpointer = flax_cyclic.Checkpointer(
-        workdir / "checkpoints", every_steps=config.checkpoint_every_steps
-    )
     trainer = flax_cyclic.Trainer(
         model,
         optimizer,
