@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: test lint bench demo data clean
+.PHONY: test lint bench demo data clean docs
 
 # Where `make demo` keeps its checkpoints and TensorBoard logs; run it again to resume.
 DEMO_WORKDIR ?= runs/mnist
@@ -49,6 +49,10 @@ data:
 		echo "Fashion-MNIST: not found, and not root on Debian/Ubuntu to apt-get it (see above)."; \
 		exit 1; \
 	fi
+
+# The documentation site (mkdocs-material + mkdocstrings), built strictly into site/.
+docs: $(DEV_STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run.py --output docs/benchmarks.md
