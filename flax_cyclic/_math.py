@@ -1,7 +1,7 @@
 """The arithmetic the schedule formulas are written over, and the plumbing around them.
 
-Each formula in :mod:`flax_cyclic.schedules` is written once, over a tiny namespace: :data:`HOST`
-evaluates it with Python ints and floats (float64) for the stateful schedulers, :data:`JAX` with
+Each formula in ``flax_cyclic.schedules`` is written once, over a tiny namespace: ``HOST``
+evaluates it with Python ints and floats (float64) for the stateful schedulers, ``JAX`` with
 ``jax.numpy`` for the pure schedules (eagerly, or traced under ``jax.jit`` / ``jax.vmap``). Only
 the handful of operations that Python and ``jax.numpy`` spell differently live here.
 """
@@ -137,7 +137,7 @@ Math = _HostMath | _JaxMath
 
 
 class Policy(Protocol):
-    """The shape of a schedule: what every formula in :mod:`flax_cyclic.schedules` provides.
+    """The shape of a schedule: what every formula in ``flax_cyclic.schedules`` provides.
 
     ``progress(step, xp)`` is the part shared by all parameter groups (computed once per step);
     ``value(progress, bounds, xp)`` turns it into one group's value, given that group's bounds.

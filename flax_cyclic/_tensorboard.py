@@ -1,4 +1,7 @@
-"""The CLU writer behind :func:`flax_cyclic.create_writer` (imports CLU and TensorFlow)."""
+"""The CLU writer behind [`create_writer`][flax_cyclic.create_writer].
+
+Importing this module imports CLU and TensorFlow.
+"""
 
 from __future__ import annotations
 

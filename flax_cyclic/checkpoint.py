@@ -30,7 +30,10 @@ class CheckpointError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-    """What :meth:`Checkpointer.restore` read back (the model and optimizer are updated)."""
+    """What [`Checkpointer.restore`][flax_cyclic.Checkpointer.restore] read back.
+
+    The model and optimizer are updated in place.
+    """
 
     step: int
     callbacks: Mapping[str, Any]
@@ -38,7 +41,7 @@ class Restored:
 
 
 class Checkpointer:
-    """Saves and restores a training run; hand it to :class:`flax_cyclic.Trainer`.
+    """Saves and restores a training run; hand it to [`Trainer`][flax_cyclic.Trainer].
 
     Args:
         directory: Where the checkpoints live (created if missing).

@@ -1,9 +1,10 @@
 """The learning-rate range test (Smith, 2017, Section 3.3): pick ``base_lr`` and ``max_lr``.
 
-:func:`lr_find` trains for a short while with a learning rate ramped up from tiny to huge,
-records the loss of every step, and stops once the loss diverges. The loss-vs-LR curve shows
-where training starts to make progress and where it breaks down; :class:`LRFinderResult`
-reads suggestions off it. The model and the optimizer are put back exactly as they were.
+[`lr_find`][flax_cyclic.lr_find] trains for a short while with a learning rate ramped up from
+tiny to huge, records the loss of every step, and stops once the loss diverges. The loss-vs-LR
+curve shows where training starts to make progress and where it breaks down;
+[`LRFinderResult`][flax_cyclic.LRFinderResult] reads suggestions off it. The model and the
+optimizer are put back exactly as they were.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class RangeTestLR(LRScheduler):
 
 @dataclasses.dataclass(frozen=True)
 class LRFinderResult:
-    """What :func:`lr_find` measured, and the learning rates it suggests.
+    """What [`lr_find`][flax_cyclic.lr_find] measured, and the learning rates it suggests.
 
     The suggestions read the smoothed loss up to its minimum (past it, training diverges),
     leaving out the first tenth of the points (at most 10), where the average of a few losses
@@ -141,7 +142,7 @@ class LRFinderResult:
 
     @property
     def recommended(self) -> tuple[float, float]:
-        """``(base_lr, max_lr)`` for :class:`flax_cyclic.CyclicLR`.
+        """``(base_lr, max_lr)`` for [`CyclicLR`][flax_cyclic.CyclicLR].
 
         ``max_lr`` is the valley: well into the range where the loss falls, below the
         minimum, where training gets unstable. ``base_lr`` is a quarter of it, Smith's rule of
@@ -199,9 +200,10 @@ def lr_find(
     Step ``i`` (from 0) trains with ``start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))``
     (``mode='exponential'``) or ``start_lr + (end_lr - start_lr) * i / (num_steps - 1)``
     (``'linear'``), written into the optimizer's injected ``learning_rate`` (every group gets
-    the same value) by an :class:`flax_cyclic.LRSchedulerCallback`. The loss is smoothed with
-    a debiased exponential moving average, :math:`a_i = \beta a_{i-1} + (1 - \beta) \ell_i`,
-    :math:`s_i = a_i / (1 - \beta^{i+1})`, and the test stops early once :math:`s_i` exceeds
+    the same value) by an [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback]. The loss
+    ``loss_i`` of step ``i`` is smoothed with a debiased exponential moving average (``beta`` is
+    ``smoothing``, ``a_{-1} = 0``): ``a_i = beta * a_{i-1} + (1 - beta) * loss_i`` and
+    ``s_i = a_i / (1 - beta**(i + 1))``. The test stops early once ``s_i`` exceeds
     ``diverge_threshold`` times its minimum so far, or a loss is not finite.
 
     Whatever happens, the model and the optimizer are restored to their state before the
@@ -211,23 +213,25 @@ def lr_find(
     Args:
         model: The NNX model.
         optimizer: Its ``nnx.Optimizer``; the transformation must be built with
-            ``optax.inject_hyperparams`` (as for :class:`flax_cyclic.LRSchedulerCallback`).
+            ``optax.inject_hyperparams`` (as for
+            [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback]).
         train_data: Batches; iterated again from the start if it runs out before
             ``num_steps`` (a one-shot iterator ends the test instead).
         train_step: ``train_step(model, optimizer, batch) -> metrics``, a mapping with
             ``'loss'`` or the loss itself; compiled with ``nnx.jit``. Defaults to
-            :func:`flax_cyclic.trainer.classification_train_step`.
+            ``flax_cyclic.trainer.classification_train_step``.
         start_lr: The first learning rate; > 0 and below ``end_lr``.
         end_lr: The last learning rate.
         num_steps: The number of steps of the ramp; at least 2.
         mode: ``'exponential'`` (default) or ``'linear'``.
-        smoothing: The moving average's :math:`\beta`, in [0, 1); 0 turns smoothing off.
+        smoothing: The moving average's ``beta``, in [0, 1); 0 turns smoothing off.
         diverge_threshold: Stop once the smoothed loss exceeds this multiple of its minimum;
             > 1.
         learning_rate: The name of the injected learning rate.
 
     Returns:
-        An :class:`LRFinderResult` with the learning rates, losses and suggestions.
+        An [`LRFinderResult`][flax_cyclic.LRFinderResult] with the learning rates, losses and
+            suggestions.
 
     Raises:
         TypeError: If the train step returns no loss.

@@ -49,7 +49,7 @@ def plot_schedule(
 
     Returns:
         The picture as an RGB ``uint8`` array of shape ``(height, width, 3)``, e.g. for
-        ``writer.write_images``.
+            ``writer.write_images``.
 
     Raises:
         ImportError: If matplotlib is not installed.
@@ -82,7 +82,7 @@ def plot_lr_find(
     """Plots an LR range test: loss against learning rate (log scale), suggestions marked.
 
     Args:
-        result: What :func:`flax_cyclic.lr_find` returned.
+        result: What [`lr_find`][flax_cyclic.lr_find] returned.
         path: If given, the figure is also saved there as a PNG.
         title: The figure's title.
 

@@ -3,7 +3,7 @@
 A scheduler stands at a step (``last_epoch``), reports the learning rate of every parameter
 group there (``get_last_lr()``), advances with ``step()``, and saves and restores its position as
 plain JSON (``state_dict()`` / ``load_state_dict()``). It evaluates the formulas of
-:mod:`flax_cyclic.schedules` with Python floats (float64) on the host: no device round trip per
+``flax_cyclic.schedules`` with Python floats (float64) on the host: no device round trip per
 step. Calling a scheduler, ``scheduler(count)``, evaluates the same formula for group 0 with
 ``jax.numpy``, so the object can be handed to optax as ``learning_rate``.
 """
@@ -43,17 +43,18 @@ _STATE_KEYS = ("format", "version", "last_epoch", "config")
 class LRScheduler(abc.ABC):
     """Base class of the stateful schedulers.
 
-    A subclass validates its arguments into a policy of :mod:`flax_cyclic.schedules` and the
+    A subclass validates its arguments into a policy of ``flax_cyclic.schedules`` and the
     bounds of each parameter group, passes them to ``super().__init__``, and implements
-    :attr:`base_lrs` and :meth:`_config`. The base class evaluates the policy on the host for
-    ``get_last_lr()`` and with ``jax.numpy`` for :meth:`as_schedule`: one formula for both.
+    [`base_lrs`][flax_cyclic.LRScheduler.base_lrs] and ``_config()``. The base class evaluates
+    the policy on the host for ``get_last_lr()`` and with ``jax.numpy`` for
+    [`as_schedule`][flax_cyclic.LRScheduler.as_schedule]: one formula for both.
 
     The scheduler's position is ``last_epoch``: the number of ``step()`` calls so far (plus the
     ``last_epoch`` it was built with). ``get_last_lr()`` is the learning rate to use for the
     update with that index.
     """
 
-    #: Version of the layout of :meth:`state_dict`; bumped on incompatible changes.
+    #: Version of the layout of ``state_dict()``; bumped on incompatible changes.
     STATE_VERSION: ClassVar[int] = 1
 
     def __init__(
@@ -236,10 +237,11 @@ class LRScheduler(abc.ABC):
         }
 
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True) -> None:
-        """Restores the position saved by :meth:`state_dict`.
+        """Restores the position saved by [`state_dict`][flax_cyclic.LRScheduler.state_dict].
 
         Args:
-            state: A mapping made by :meth:`state_dict` (possibly after a JSON round trip).
+            state: A mapping made by [`state_dict`][flax_cyclic.LRScheduler.state_dict]
+                (possibly after a JSON round trip).
             strict: If True (default), a state saved with a different configuration is an
                 error that lists the differing fields. If False, only the step counter is
                 taken and this scheduler keeps its own configuration.
@@ -328,7 +330,8 @@ class CyclicLR(LRScheduler):
     The learning rate of each parameter group cycles between ``base_lr`` and ``max_lr``:
     ``step_size_up`` steps up, ``step_size_down`` steps down, with the amplitude scaled per
     ``mode`` (or ``scale_fn``). The numbers are PyTorch's ``CyclicLR`` formula, evaluated with
-    exact integer phase arithmetic; see :func:`flax_cyclic.cyclic_schedule` for the formula.
+    exact integer phase arithmetic; see [`cyclic_schedule`][flax_cyclic.cyclic_schedule] for the
+    formula.
     Optionally the momentum cycles the other way, from ``max_momentum`` down to
     ``base_momentum`` as the learning rate rises.
 
@@ -345,7 +348,8 @@ class CyclicLR(LRScheduler):
             cycle) or ``'exp_range'`` (amplitude times ``gamma**step``).
         gamma: Base of the exp_range scale; > 0.
         scale_fn: Custom amplitude scale of one argument; overrides ``mode``. On the host it
-            receives a Python int; under ``__call__`` / :meth:`as_schedule` an integer array.
+            receives a Python int; under ``__call__`` /
+            [`as_schedule`][flax_cyclic.LRScheduler.as_schedule] an integer array.
         scale_mode: What ``scale_fn`` receives: ``'cycle'`` (cycle number, from 1) or
             ``'iterations'`` (the step).
         last_epoch: The step to start at; an integer >= 0.
@@ -521,11 +525,11 @@ class CyclicLR(LRScheduler):
 
 
 class TriangularLR(CyclicLR):
-    """The basic triangular cycle: :class:`CyclicLR` with equal halves and no amplitude scaling.
+    """The basic triangular cycle: [`CyclicLR`][flax_cyclic.CyclicLR] with equal halves, unscaled.
 
     The learning rate of each group rises linearly from ``base_lr`` to ``max_lr`` over
     ``step_size`` steps and falls back over as many, forever (Smith, 2017, Section 3.1). See
-    :func:`flax_cyclic.triangular_schedule` for the formula.
+    [`triangular_schedule`][flax_cyclic.triangular_schedule] for the formula.
 
     Args:
         base_lr: The learning rate at the troughs; a number or a list per parameter group.
@@ -575,7 +579,7 @@ class OneCycleLR(LRScheduler):
     The learning rate of each group rises from ``max_lr / div_factor`` to ``max_lr``, then
     anneals to ``max_lr / div_factor / final_div_factor`` at step ``total_steps - 1``; with
     ``cycle_momentum`` the momentum moves the other way between ``max_momentum`` and
-    ``base_momentum``. See :func:`flax_cyclic.onecycle_schedule` for the formula.
+    ``base_momentum``. See [`onecycle_schedule`][flax_cyclic.onecycle_schedule] for the formula.
 
     The schedule has ``total_steps`` updates, at steps ``0 .. total_steps - 1``. ``step()`` after
     the last update moves to step ``total_steps``, where the learning rate stays at the minimum;
@@ -759,8 +763,8 @@ class CosineAnnealingLR(_CosineScheduler):
 
     The learning rate of each group follows a half cosine from ``base_lr`` at step 0 to
     ``eta_min`` at step ``T_max`` (and, as in PyTorch, back up after that, periodically). See
-    :func:`flax_cyclic.cosine_annealing_schedule` for the formula; PyTorch's recursive update
-    gives the same numbers up to rounding.
+    [`cosine_annealing_schedule`][flax_cyclic.cosine_annealing_schedule] for the formula;
+    PyTorch's recursive update gives the same numbers up to rounding.
 
     Args:
         base_lr: The learning rate at step 0; a number or a list per parameter group.
@@ -804,8 +808,9 @@ class CosineAnnealingWarmRestarts(_CosineScheduler):
     ``T_0`` steps, then restarts; cycle ``i`` lasts ``T_0 * T_mult**i`` steps. Two options go
     beyond PyTorch: ``decay`` multiplies the peak's height above ``eta_min`` at every restart
     (pytorch#62640), and ``warmup_steps`` opens the first cycle (or every one) with a linear
-    warm-up to the peak (pytorch#80308). See :func:`flax_cyclic.cosine_warm_restarts_schedule`
-    for the formula. Steps are integers (PyTorch also takes fractional epochs).
+    warm-up to the peak (pytorch#80308). See
+    [`cosine_warm_restarts_schedule`][flax_cyclic.cosine_warm_restarts_schedule] for the formula.
+    Steps are integers (PyTorch also takes fractional epochs).
 
     Args:
         base_lr: The peak learning rate of the first cycle; a number or a list per group.

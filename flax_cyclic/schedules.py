@@ -1,8 +1,8 @@
 """Pure, jit-safe learning-rate schedules: functions ``step -> value`` usable as ``optax.Schedule``.
 
 This module is the one place the schedule math lives. Each formula is a small frozen *policy*
-written once over the arithmetic namespaces of :mod:`flax_cyclic._math`: the stateful schedulers
-in :mod:`flax_cyclic.schedulers` evaluate it with Python numbers (float64) on the host, the
+written once over the arithmetic namespaces of ``flax_cyclic._math``: the stateful schedulers
+in ``flax_cyclic.schedulers`` evaluate it with Python numbers (float64) on the host, the
 schedules below with ``jax.numpy`` (eagerly, or traced under ``jax.jit`` / ``jax.vmap``). A
 policy's ``progress(step, xp)`` is shared by all parameter groups; ``value(progress, bounds, xp)``
 gives one group's value from its bounds. Phases come from integer arithmetic on the step, so
@@ -43,7 +43,7 @@ MAX_T_MAX = _checks.MAX_STEP // 2
 class CyclePolicy:
     """The shape of a cyclic schedule, independent of the learning-rate bounds.
 
-    Built with :meth:`create`, which validates every argument.
+    Built with ``create()``, which validates every argument.
     """
 
     step_size_up: int
@@ -499,19 +499,19 @@ def cyclic_schedule(
 ) -> optax.Schedule:
     r"""Cyclical learning rate (Smith, 2017) as a pure, jit-safe optax schedule.
 
-    The value at step :math:`t` is PyTorch's ``CyclicLR`` formula. With
-    :math:`T = \text{up} + \text{down}`, the cycle index and the position within the cycle
-    are exact integers, :math:`c = \lfloor t / T \rfloor` and :math:`p = t \bmod T`; then
+    The value at step ``t`` is PyTorch's ``CyclicLR`` formula. With ``up = step_size_up``,
+    ``down = step_size_down`` and ``T = up + down``, the cycle index ``c = t // T`` and the
+    position within the cycle ``p = t % T`` are exact integers; then
 
-    .. math::
+    ```text
+    f    = p / up              if p <= up
+           (T - p) / down      otherwise
 
-        f = \begin{cases} p / \text{up} & p \le \text{up} \\
-                          (T - p) / \text{down} & \text{otherwise} \end{cases}
-        \qquad
-        \text{lr}_t = \text{base\_lr} + (\text{max\_lr} - \text{base\_lr}) \cdot f \cdot s
+    lr_t = base_lr + (max_lr - base_lr) * f * s
+    ```
 
-    where the amplitude scale :math:`s` is 1 (``'triangular'``), :math:`2^{-c}`
-    (``'triangular2'``: halves every cycle), :math:`\gamma^t` (``'exp_range'``), or
+    where the amplitude scale ``s`` is 1 (``'triangular'``), ``2**-c``
+    (``'triangular2'``: halves every cycle), ``gamma**t`` (``'exp_range'``), or
     ``scale_fn(c + 1)`` / ``scale_fn(t)`` for a custom ``scale_fn`` with ``scale_mode``
     ``'cycle'`` / ``'iterations'``. ``scale_mode`` applies to a custom ``scale_fn`` only.
 
@@ -538,12 +538,12 @@ def cyclic_schedule(
 
     Returns:
         An ``optax.Schedule``: a function of an integer step (a Python int or an integer array,
-        concrete or traced) returning the learning rate as a JAX array.
+            concrete or traced) returning the learning rate as a JAX array.
 
     Raises:
         TypeError: For an argument of the wrong type (e.g. a float step size, a non-callable
-            ``scale_fn``, a list of learning rates: use :class:`flax_cyclic.CyclicLR` for
-            parameter groups).
+            ``scale_fn``, a list of learning rates: use [`CyclicLR`][flax_cyclic.CyclicLR]
+            for parameter groups).
         ValueError: For an out-of-range value (non-positive step size, negative or non-finite
             learning rate, ``gamma <= 0``, unknown ``mode`` or ``scale_mode``).
 
@@ -569,15 +569,16 @@ def triangular_schedule(base_lr: float, max_lr: float, step_size: int = 2000) ->
     r"""The basic triangular cycle (Smith, 2017) as a pure, jit-safe optax schedule.
 
     The learning rate rises linearly from ``base_lr`` to ``max_lr`` over ``step_size`` steps and
-    falls back over as many, forever: Smith's
+    falls back over as many, forever: with ``s = step_size``, Smith's
 
-    .. math::
+    ```text
+    c    = floor(1 + t / (2 * s))
+    x    = |t / s - 2 * c + 1|
+    lr_t = base_lr + (max_lr - base_lr) * max(0, 1 - x)
+    ```
 
-        c = \lfloor 1 + t / (2s) \rfloor, \quad x = |t / s - 2c + 1|, \quad
-        \text{lr}_t = \text{base\_lr} + (\text{max\_lr} - \text{base\_lr}) \max(0, 1 - x)
-
-    with exact integer phase arithmetic. It is :func:`cyclic_schedule` with
-    ``mode='triangular'`` and ``step_size_up = step_size_down = step_size``.
+    with exact integer phase arithmetic. It is [`cyclic_schedule`][flax_cyclic.cyclic_schedule]
+    with ``mode='triangular'`` and ``step_size_up = step_size_down = step_size``.
 
     Args:
         base_lr: The learning rate at the troughs (step 0, ``2 * step_size``, ...); >= 0.
@@ -602,7 +603,7 @@ def triangular_schedule(base_lr: float, max_lr: float, step_size: int = 2000) ->
 
 
 def triangular_policy(owner: str, step_size: Any) -> CyclePolicy:
-    """The :class:`CyclePolicy` of a symmetric triangular cycle, checking ``step_size``."""
+    """The ``CyclePolicy`` of a symmetric triangular cycle, checking ``step_size``."""
     size = _checks.integer(
         owner,
         "step_size",
@@ -630,12 +631,11 @@ def onecycle_schedule(
     then falls to ``initial / final_div_factor`` at step ``total_steps - 1``. With
     ``three_phase=True`` it falls back to ``initial`` symmetrically first (until step
     ``2 * pct_start * total_steps - 2``) and then to the minimum. Each phase anneals from its
-    start value :math:`a` to its end value :math:`b` over the fraction :math:`f` of the phase
-    as :math:`b + (a - b)(1 + \cos \pi f) / 2` (``'cos'``) or :math:`a + (b - a) f`
-    (``'linear'``).
+    start value ``a`` to its end value ``b`` over the fraction ``f`` of the phase as
+    ``b + (a - b) * (1 + cos(pi * f)) / 2`` (``'cos'``) or ``a + (b - a) * f`` (``'linear'``).
 
     From step ``total_steps - 1`` on, the value stays at the minimum (a jitted schedule cannot
-    raise); the stateful :class:`flax_cyclic.OneCycleLR` refuses to step past the end.
+    raise); the stateful [`OneCycleLR`][flax_cyclic.OneCycleLR] refuses to step past the end.
 
     Float32 values are within four float32 ulps of the largest learning rate of the exact
     value: the phase comes from integer arithmetic and the cosine is evaluated at angles of at
@@ -681,12 +681,11 @@ def cosine_annealing_schedule(base_lr: float, T_max: int, eta_min: float = 0.0) 
 
     PyTorch's ``CosineAnnealingLR`` in closed form:
 
-    .. math::
+    ```text
+    lr_t = eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2
+    ```
 
-        \text{lr}_t = \eta_{min} + (\text{base\_lr} - \eta_{min})
-                      \frac{1 + \cos(\pi t / T_{max})}{2}
-
-    with :math:`t` taken modulo :math:`2 T_{max}` in integers. Past ``T_max`` the value rises
+    with ``t`` taken modulo ``2 * T_max`` in integers. Past ``T_max`` the value rises
     again, as PyTorch's does; stop at ``T_max`` or use warm restarts for a sawtooth.
 
     Float32 values are within four float32 ulps of the largest learning rate of the exact
@@ -727,17 +726,16 @@ def cosine_warm_restarts_schedule(
 ) -> optax.Schedule:
     r"""Cosine annealing with warm restarts (SGDR) as a pure, jit-safe optax schedule.
 
-    PyTorch's ``CosineAnnealingWarmRestarts``: cycle :math:`i` (from 0) lasts
-    :math:`T_i = T_0 \cdot T_{mult}^i` steps, and at position :math:`p` within it
+    PyTorch's ``CosineAnnealingWarmRestarts``: cycle ``i`` (from 0) lasts
+    ``T_i = T_0 * T_mult**i`` steps, and at position ``p`` within it
 
-    .. math::
+    ```text
+    lr = eta_min + (base_lr - eta_min) * d**i * (1 + cos(pi * (p - w) / (T_i - w))) / 2
+    ```
 
-        \text{lr} = \eta_{min} + (\text{base\_lr} - \eta_{min}) \, d^{\,i}
-                    \frac{1 + \cos(\pi (p - w) / (T_i - w))}{2}
-
-    where :math:`d` is ``decay`` (1 in PyTorch) and :math:`w` the warm-up steps of this cycle
-    (0 in PyTorch). During a warm-up (:math:`p < w`) the factor after :math:`d^{\,i}` is the
-    linear ramp :math:`p / w` instead. The cycle index comes from exact integer arithmetic.
+    where ``d`` is ``decay`` (1 in PyTorch) and ``w`` the warm-up steps of this cycle
+    (0 in PyTorch). During a warm-up (``p < w``) the factor after ``d**i`` is the
+    linear ramp ``p / w`` instead. The cycle index comes from exact integer arithmetic.
 
     Float32 values are within four float32 ulps of the largest learning rate of the exact
     value: the phase comes from integer arithmetic and the cosine is evaluated at angles of at

@@ -66,7 +66,7 @@ def classification_eval_step(model: nnx.Module, batch: Any) -> Metrics:
 
 @dataclasses.dataclass
 class History:
-    """Metrics of a :meth:`Trainer.fit` run, as Python floats.
+    """Metrics of a [`Trainer.fit`][flax_cyclic.Trainer.fit] run, as Python floats.
 
     Attributes:
         train: One entry per epoch (or partial last epoch): ``step`` (train steps completed),
@@ -86,7 +86,7 @@ class History:
 class Trainer:
     """Trains an NNX model with an ``nnx.Optimizer``, running callbacks at every hook.
 
-    Example::
+    For example:
 
         trainer = Trainer(model, optimizer, callbacks=[LRSchedulerCallback(scheduler)])
         history = trainer.fit(train_batches, num_epochs=3, eval_data=test_batches)
@@ -95,18 +95,18 @@ class Trainer:
         model: The ``nnx.Module`` to train.
         optimizer: Its ``nnx.Optimizer``.
         train_step: ``train_step(model, optimizer, batch) -> metrics``; compiled with
-            ``nnx.jit``. Defaults to :func:`classification_train_step`.
+            ``nnx.jit``. Defaults to ``classification_train_step``.
         eval_step: ``eval_step(model, batch) -> metrics``; compiled with ``nnx.jit``. Defaults
-            to :func:`classification_eval_step`.
-        callbacks: :class:`flax_cyclic.Callback` objects, called in order.
-        checkpointer: A :class:`flax_cyclic.Checkpointer`: save the run as it goes and resume
-            from its newest checkpoint.
-        writer: A CLU ``MetricWriter`` (e.g. :func:`flax_cyclic.create_writer`): train metrics
-            every ``log_every_steps`` steps, steps/s and eval metrics go to it, through a
-            :class:`flax_cyclic.MetricsLogger` added after ``callbacks``.
+            to ``classification_eval_step``.
+        callbacks: [`Callback`][flax_cyclic.Callback] objects, called in order.
+        checkpointer: A [`Checkpointer`][flax_cyclic.Checkpointer]: save the run as it goes and
+            resume from its newest checkpoint.
+        writer: A CLU ``MetricWriter`` (e.g. [`create_writer`][flax_cyclic.create_writer]):
+            train metrics every ``log_every_steps`` steps, steps/s and eval metrics go to it,
+            through a [`MetricsLogger`][flax_cyclic.MetricsLogger] added after ``callbacks``.
         log_every_steps: How often the train metrics are written.
-        progress: A :class:`flax_cyclic.ProgressBar` on the terminal: ``None`` shows it when
-            standard error is a terminal, ``False`` never, ``True`` always.
+        progress: A [`ProgressBar`][flax_cyclic.ProgressBar] on the terminal: ``None`` shows it
+            when standard error is a terminal, ``False`` never, ``True`` always.
 
     Raises:
         TypeError: If a step is not callable or a callback is not a ``Callback``.
@@ -184,7 +184,7 @@ class Trainer:
             eval_every_steps: Evaluate every this many train steps as well.
 
         Returns:
-            The :class:`History` of this run's train and eval metrics.
+            The [`History`][flax_cyclic.History] of this run's train and eval metrics.
 
         Raises:
             ValueError: For missing or conflicting lengths, or one-shot iterators.
@@ -335,7 +335,7 @@ class Trainer:
 
         Returns:
             ``step``, ``epoch`` and the mean of each eval metric over the batches (give
-            batches of equal size for exact per-example means).
+                batches of equal size for exact per-example means).
 
         Raises:
             ValueError: If ``eval_data`` has no batches.

@@ -14,9 +14,9 @@ logger = logging.getLogger("flax_cyclic")
 class Callback:
     """Base class of training-loop callbacks: every hook is a no-op until overridden.
 
-    Hooks receive the ``loop``: a :class:`CallbackList` (or the ``Trainer`` driving one), with
-    ``model``, ``optimizer``, ``step`` (train steps completed) and ``epoch``. The order of
-    hooks is::
+    Hooks receive the ``loop``: a [`CallbackList`][flax_cyclic.CallbackList] (or the
+    [`Trainer`][flax_cyclic.Trainer] driving one), with ``model``, ``optimizer``, ``step`` (train
+    steps completed) and ``epoch``. The order of hooks is:
 
         on_train_begin
           on_epoch_begin(epoch)
@@ -25,8 +25,10 @@ class Callback:
           on_epoch_end(epoch, metrics)
         on_train_end                          (on_exception(error) instead, if the loop fails)
 
-    A callback that keeps state for checkpoints overrides :meth:`state_dict` and
-    :meth:`load_state_dict` (JSON-serialisable data) and may override :attr:`state_key`.
+    A callback that keeps state for checkpoints overrides
+    [`state_dict`][flax_cyclic.Callback.state_dict] and
+    [`load_state_dict`][flax_cyclic.Callback.load_state_dict] (JSON-serialisable data) and may
+    override [`state_key`][flax_cyclic.Callback.state_key].
     """
 
     @property
@@ -66,13 +68,13 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores the state made by :meth:`state_dict`."""
+        """Restores the state made by [`state_dict`][flax_cyclic.Callback.state_dict]."""
 
 
 class CallbackList:
     """Drives a list of callbacks with one call per hook; the ``loop`` the callbacks see.
 
-    A hand-written loop creates one with its model and optimizer and calls its hooks::
+    A hand-written loop creates one with its model and optimizer and calls its hooks:
 
         callbacks = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
         callbacks.on_train_begin()
@@ -91,7 +93,7 @@ class CallbackList:
         optimizer: Its ``nnx.Optimizer``.
 
     Raises:
-        TypeError: If an element is not a :class:`Callback`.
+        TypeError: If an element is not a [`Callback`][flax_cyclic.Callback].
         ValueError: If two callbacks share a ``state_key``.
     """
 
@@ -172,7 +174,7 @@ class CallbackList:
         return {callback.state_key: callback.state_dict() for callback in self.callbacks}
 
     def load_state_dict(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        """Restores every callback's state from :meth:`state_dict`'s output.
+        """Restores [`state_dict`][flax_cyclic.CallbackList.state_dict]'s output, per callback.
 
         A stateless callback (empty ``state_dict()``) needs no saved state, so a run can be
         resumed with, say, a progress bar or a metrics logger added or removed. A saved state

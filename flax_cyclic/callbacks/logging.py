@@ -31,7 +31,7 @@ class MetricsLogger(Callback):
     process 0 writes. The writer is flushed at the end of training and when the loop raises.
 
     Args:
-        writer: A CLU ``MetricWriter``, e.g. from :func:`flax_cyclic.create_writer`.
+        writer: A CLU ``MetricWriter``, e.g. from [`create_writer`][flax_cyclic.create_writer].
         every_steps: Write every this many train steps.
         clock: Seconds for steps/s; ``time.perf_counter`` unless a test passes its own.
     """

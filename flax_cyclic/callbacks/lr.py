@@ -41,7 +41,7 @@ class LRSchedulerCallback(Callback):
     order of the optimizer state: a ``chain``'s order, and ``multi_transform`` labels sorted.
 
     Args:
-        scheduler: The scheduler to own, e.g. a :class:`flax_cyclic.CyclicLR`.
+        scheduler: The scheduler to own, e.g. a [`CyclicLR`][flax_cyclic.CyclicLR].
         interval: ``'step'`` advances the scheduler after every parameter update, ``'epoch'``
             after every epoch.
         learning_rate: Name of the injected hyperparameter that receives the learning rate.
@@ -61,8 +61,8 @@ class LRSchedulerCallback(Callback):
             (three cycles of a cyclic schedule, all of a one-cycle schedule); 0: no plot.
 
     Raises:
-        TypeError: For a scheduler that is not an :class:`flax_cyclic.LRScheduler`, or bad
-            option types.
+        TypeError: For a scheduler that is not an [`LRScheduler`][flax_cyclic.LRScheduler], or
+            bad option types.
         ValueError: For unknown ``interval`` values or non-positive counts.
     """
 
@@ -193,7 +193,10 @@ class LRSchedulerCallback(Callback):
         return {"scheduler": self.scheduler.state_dict(), "train_steps": self._train_steps}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`state_dict`'s output (the scheduler checks its configuration)."""
+        """Restores [`state_dict`][flax_cyclic.LRSchedulerCallback.state_dict]'s output.
+
+        The scheduler checks its configuration.
+        """
         self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
         self._plan_written = True
         self._train_steps = _checks.integer(

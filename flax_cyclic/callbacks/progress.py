@@ -22,7 +22,7 @@ class ProgressBar(Callback):
 
     Off when the terminal is not a TTY (a log file, CI) unless ``enabled=True``. The loss is
     read from the device every ``every_steps`` steps only; the learning rate and the cycle come
-    from the loop's :class:`flax_cyclic.LRSchedulerCallback`, on the host.
+    from the loop's [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback], on the host.
 
     Args:
         enabled: ``None`` (default): on when the console is a terminal; or force it.
