@@ -66,3 +66,12 @@ def test_the_api_page_documents_every_public_name(site):
     assert ">CyclicLR</span>" in heading
     for name, text in DOCSTRINGS.items():
         assert text in html, f"the docstring of {name} is not on the API page"
+
+
+def test_the_figures_are_drawn_at_build_time(site):
+    # docs/tools/mkdocs_hooks.py draws them from the code on every build; the drawings are
+    # deterministic, so the committed copies are the built ones.
+    for name in ("schedule_triangular.png", "schedule_onecycle.png", "lr_find.png"):
+        built = site / "images" / name
+        assert built.is_file(), name
+        assert built.read_bytes() == (ROOT / "docs" / "images" / name).read_bytes()
