@@ -53,9 +53,9 @@ class _HostMath:
             return math.inf
 
     @staticmethod
-    def switch(index: int, branches: Sequence[Callable[[], Any]]) -> Any:
-        """``branches[index]()``: only the selected branch is evaluated."""
-        return branches[index]()
+    def switch(index: int, branch: Callable[[int], Any], count: int) -> Any:
+        """``branch(index)``, for ``index`` in ``range(count)``: only that branch is evaluated."""
+        return branch(index)
 
     @staticmethod
     def search(boundaries: Sequence[int], value: int) -> tuple[int, int]:
@@ -109,10 +109,10 @@ class _JaxMath:
         return jnp.exp(exponent * math.log(base))
 
     @staticmethod
-    def switch(index: jax.Array, branches: Sequence[Callable[[], Any]]) -> jax.Array:
-        """Every branch is evaluated (they are cheap), and the selected one returned."""
-        values = [branch() for branch in branches]
-        return jnp.select([index == i for i in range(len(values))], values, values[-1])
+    def switch(index: jax.Array, branch: Callable[[int], Any], count: int) -> jax.Array:
+        """Every ``branch(i)`` is evaluated (they are cheap), and the one at ``index`` returned."""
+        values = [branch(i) for i in range(count)]
+        return jnp.select([index == i for i in range(count)], values, values[-1])
 
     @staticmethod
     def search(boundaries: Sequence[int], value: jax.Array) -> tuple[jax.Array, jax.Array]:

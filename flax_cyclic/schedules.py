@@ -12,7 +12,7 @@ they are exact at any step.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -254,6 +254,8 @@ class RestartPolicy:
     warmup: str
     starts: tuple[int, ...] = dataclasses.field(init=False, repr=False)
     """The first step of each cycle, up to the first one past ``2**64``."""
+    lengths: tuple[int, ...] = dataclasses.field(init=False, repr=False)
+    """The length of each cycle in ``starts`` but the last."""
 
     def __post_init__(self) -> None:
         starts = [0]
@@ -263,6 +265,7 @@ class RestartPolicy:
                 starts.append(starts[-1] + length)
                 length *= self.T_mult
         object.__setattr__(self, "starts", tuple(starts))
+        object.__setattr__(self, "lengths", tuple(b - a for a, b in itertools.pairwise(starts)))
 
     @classmethod
     def create(
@@ -313,9 +316,7 @@ class RestartPolicy:
             index, position = divmod(step, self.T_0)
             return index, position, self.T_0
         index, start = xp.search(self.starts, step)
-        position = step - start
-        lengths = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
-        return index, position, xp.take(lengths, index)
+        return index, step - start, xp.take(self.lengths, index)
 
     def progress(self, step: Any, xp: Math) -> Any:
         """Returns the weight of the peak at ``step``: ``decay**cycle * shape``."""
@@ -360,11 +361,21 @@ class OneCyclePolicy:
     anneal_strategy: str
     three_phase: bool
     ends: tuple[float, ...] = dataclasses.field(init=False, repr=False)
+    phases: tuple[tuple[int, float, float], ...] = dataclasses.field(init=False, repr=False)
+    """Per phase: its start's integer part, the rest of the start, and its length."""
 
     def __post_init__(self) -> None:
         first = float(self.pct_start * self.total_steps) - 1
         middle = (float(2 * self.pct_start * self.total_steps) - 2,) if self.three_phase else ()
-        object.__setattr__(self, "ends", (first, *middle, float(self.total_steps - 1)))
+        ends = (first, *middle, float(self.total_steps - 1))
+        # The integer part of a start is subtracted from the step exactly, in integers: in
+        # float32 a boundary like 1838.85 is only known to 1e-4, a large error in a short phase.
+        phases = []
+        for start, end in zip((0.0, *ends[:-1]), ends, strict=True):
+            whole = math.floor(start)
+            phases.append((whole, start - whole, end - start))
+        object.__setattr__(self, "ends", ends)
+        object.__setattr__(self, "phases", tuple(phases))
 
     @classmethod
     def create(
@@ -438,27 +449,17 @@ class OneCyclePolicy:
     def value(self, progress: tuple[Any, Any], bounds: tuple[float, ...], xp: Math) -> Any:
         """The value for ``bounds = (start_0, end_0, start_1, end_1, ...)``, one pair per phase."""
         index, step = progress
-        starts = (0.0, *self.ends[:-1])
         return xp.switch(
-            index,
-            [
-                functools.partial(
-                    self._anneal, step, start, end, bounds[2 * k], bounds[2 * k + 1], xp
-                )
-                for k, (start, end) in enumerate(zip(starts, self.ends, strict=True))
-            ],
+            index, lambda phase: self._anneal(step, phase, bounds, xp), len(self.phases)
         )
 
-    def _anneal(
-        self, step: Any, start: float, end: float, low: float, high: float, xp: Math
-    ) -> Any:
-        """From ``low`` at step ``start`` to ``high`` at step ``end``, linearly or as a cosine."""
-        if end <= start:  # An empty phase (pct_start * total_steps == 1): only its end is seen.
+    def _anneal(self, step: Any, phase: int, bounds: tuple[float, ...], xp: Math) -> Any:
+        """Phase ``phase``: from its start value to its end value, linearly or as a cosine."""
+        whole, offset, length = self.phases[phase]
+        low, high = bounds[2 * phase], bounds[2 * phase + 1]
+        if length <= 0:  # An empty phase (pct_start * total_steps == 1): only its end is seen.
             return xp.full_like(xp.to_float(step), high)
-        # The integer part of the boundary is subtracted exactly, in integers: in float32 a
-        # boundary like 1838.85 is only known to 1e-4, a large error in a short phase.
-        whole = math.floor(start)
-        fraction = (xp.to_float(step - whole) - (start - whole)) / (end - start)
+        fraction = (xp.to_float(step - whole) - offset) / length
         if self.anneal_strategy == "cos":  # PyTorch: high + (low - high) * (1 + cos(pi f)) / 2
             return interpolate(high, low, _cosine_weight(fraction, 1, xp), xp)
         return interpolate(low, high, fraction, xp)
