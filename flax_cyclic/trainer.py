@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -107,6 +108,13 @@ class Trainer:
         log_every_steps: How often the train metrics are written.
         progress: A [`ProgressBar`][flax_cyclic.ProgressBar] on the terminal: ``None`` shows it
             when standard error is a terminal, ``False`` never, ``True`` always.
+        mesh: A ``jax.sharding.Mesh`` to train data-parallel on. Before training (and before a
+            restore, so a checkpoint loads onto this mesh, whatever device count saved it),
+            every model and optimizer array not already sharded on ``mesh`` is replicated on
+            it; arrays you sharded on ``mesh`` yourself keep their sharding. Each batch is
+            split over ``data_axis``: in a multi-process run, each process passes its own
+            part of the global batch (``jax.make_array_from_process_local_data``).
+        data_axis: The mesh axis the batch dimension is split over.
 
     Raises:
         TypeError: If a step is not callable or a callback is not a ``Callback``.
@@ -124,6 +132,8 @@ class Trainer:
         writer: Any = None,
         log_every_steps: int = 50,
         progress: bool | None = None,
+        mesh: jax.sharding.Mesh | None = None,
+        data_axis: str = "data",
     ) -> None:
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
@@ -144,6 +154,19 @@ class Trainer:
         self.callbacks = CallbackList(callbacks, model=model, optimizer=optimizer)
         self._train_step = nnx.jit(train_step)
         self._eval_step = nnx.jit(eval_step)
+        if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+            raise TypeError(f"Trainer: `mesh` must be a jax.sharding.Mesh, got {mesh!r}.")
+        if mesh is not None and data_axis not in mesh.axis_names:
+            raise ValueError(
+                f"Trainer: `data_axis` must name an axis of the mesh, got data_axis="
+                f"{data_axis!r} for a mesh with axes {mesh.axis_names}."
+            )
+        self.mesh = mesh
+        self._batch_sharding = (
+            None
+            if mesh is None
+            else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(data_axis))
+        )
 
     @property
     def step(self) -> int:
@@ -199,6 +222,7 @@ class Trainer:
         history = History()
         callbacks = self.callbacks
         checkpointer = self.checkpointer
+        self._place_on_mesh()
         position, data_state = self._resume(history)
         callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
         batches: Iterator[Any] | None = None
@@ -212,7 +236,7 @@ class Trainer:
                     stopped = False
                     for batch in batches:
                         callbacks.on_step_begin()
-                        metrics = self._train_step(self.model, self.optimizer, batch)
+                        metrics = self._train_step(self.model, self.optimizer, self._shard(batch))
                         if not isinstance(metrics, Mapping):
                             raise TypeError(
                                 "Trainer.fit: train_step must return a mapping of metric names "
@@ -276,6 +300,30 @@ class Trainer:
                     checkpointer.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
+
+    def _place_on_mesh(self) -> None:
+        """Replicates every model and optimizer array that is not yet sharded on the mesh."""
+        if self.mesh is None:
+            return
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+        def place(leaf: Any) -> Any:
+            sharding = getattr(leaf, "sharding", None)
+            if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh == self.mesh:
+                return leaf
+            return jax.device_put(leaf, replicated)
+
+        for obj in (self.model, self.optimizer):
+            nnx.update(obj, jax.tree.map(place, nnx.state(obj)))
+
+    def _shard(self, batch: Any) -> Any:
+        """Places a batch on the mesh, split over the data axis (this process's part of it)."""
+        if self._batch_sharding is None:
+            return batch
+        sharding = self._batch_sharding
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+        )
 
     def _resume(self, history: History) -> tuple[int, Any]:
         """Restores the newest checkpoint into the run; returns the data position."""
@@ -341,7 +389,7 @@ class Trainer:
             ValueError: If ``eval_data`` has no batches.
         """
         self.callbacks.on_eval_begin()
-        metrics = [self._eval_step(self.model, batch) for batch in eval_data]
+        metrics = [self._eval_step(self.model, self._shard(batch)) for batch in eval_data]
         if not metrics:
             raise ValueError("Trainer.evaluate: eval_data has no batches.")
         summary = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
