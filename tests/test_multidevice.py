@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
+import socket
 import subprocess
 import sys
 
@@ -65,3 +67,72 @@ def test_data_parallel_on_8_devices_then_resume_on_4(tmp_path):
     assert resumed["compilations_after_first_step"] == 0
     assert resumed["last_epoch"] == 12
     _assert_close(_params(tmp_path / "resumed", 12), _params(tmp_path / "mesh", 12))
+
+
+DISTRIBUTED = pathlib.Path(__file__).with_name("distributed_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed(workdir: pathlib.Path, steps: int, processes: int = 2) -> list[dict]:
+    """Runs every process of one job to the end; kills them all if any fails or hangs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(DISTRIBUTED),
+                str(i),
+                str(processes),
+                port,
+                str(workdir),
+                str(steps),
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    try:
+        outputs = [proc.communicate(timeout=240) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+
+@pytest.mark.slow
+def test_two_processes_checkpoint_stop_restart_and_finish(tmp_path):
+    uninterrupted = _distributed(tmp_path / "uninterrupted", 12)
+    assert [r["process"] for r in uninterrupted] == [0, 1]
+    assert all(r["devices"] == 4 and r["local_devices"] == 2 for r in uninterrupted)
+    # The scheduler state is identical on every process.
+    assert len({r["scheduler_state"] for r in uninterrupted}) == 1
+
+    stopped = _distributed(tmp_path / "run", 8)  # saves at 4, 6 (epoch end) and 8, then stops
+    assert all(r["last_epoch"] == 8 for r in stopped)
+    resumed = _distributed(tmp_path / "run", 12)
+    assert all(r["resumed_from"] == 8 for r in resumed)
+    assert {r["scheduler_state"] for r in resumed} == {uninterrupted[0]["scheduler_state"]}
+    # Finished equal to the uninterrupted job (the same collectives in the same order).
+    for a, b in zip(
+        _params(tmp_path / "run", 12), _params(tmp_path / "uninterrupted", 12), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    # Only process 0 wrote events: one event file per run, named after its process id.
+    writers = {str(r["pid"]) for r in stopped + resumed if r["process"] == 0}
+    events = sorted((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 2
+    # events.out.tfevents.<time>.<host>.<pid>.<n>.v2
+    assert {re.search(r"\.(\d+)\.\d+\.v2$", e.name)[1] for e in events} == writers

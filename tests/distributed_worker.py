@@ -1,0 +1,113 @@
+"""One process of a multi-process (``jax.distributed``) training run on CPU.
+
+    python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR NUM_STEPS SAVE_EVERY
+
+Every process runs the same loop: 2 CPU devices each, one data-parallel mesh over all of
+them, gloo collectives, each process feeding its own part of every global batch. Checkpoints
+are saved and restored collectively in WORKDIR/checkpoints (a run with checkpoints resumes);
+TensorBoard events go to WORKDIR/tensorboard (process 0 writes them). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import sys
+
+import jax
+
+process_id, num_processes, port = (int(a) for a in sys.argv[1:4])
+workdir = pathlib.Path(sys.argv[4])
+num_steps, save_every = int(sys.argv[5]), int(sys.argv[6])
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(
+    coordinator_address=f"127.0.0.1:{port}",
+    num_processes=num_processes,
+    process_id=process_id,
+    heartbeat_timeout_seconds=30,
+)
+
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from flax_cyclic import (  # noqa: E402
+    Checkpointer,
+    CyclicLR,
+    LRSchedulerCallback,
+    Trainer,
+    create_writer,
+)
+
+GLOBAL_BATCH = 32
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(8, 32, rngs=rngs)
+        self.out = nnx.Linear(32, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def local_batches() -> list:
+    """This process's rows of every global batch (the same global data on every process)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, GLOBAL_BATCH, 8)).astype(np.float32)
+    y = np.digitize(x.sum(2), [-1.5, 1.5]).astype(np.int32)
+    rows = slice(
+        process_id * GLOBAL_BATCH // num_processes,
+        (process_id + 1) * GLOBAL_BATCH // num_processes,
+    )
+    return [(xb[rows], yb[rows]) for xb, yb in zip(x, y, strict=True)]
+
+
+def main() -> None:
+    model = MLP(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=3, mode="triangular2")
+    writer = create_writer(str(workdir / "tensorboard"))
+    checkpointer = Checkpointer(workdir / "checkpoints", every_steps=save_every)
+    trainer = Trainer(
+        model,
+        optimizer,
+        callbacks=[LRSchedulerCallback(scheduler, writer=writer)],
+        checkpointer=checkpointer,
+        writer=writer,
+        log_every_steps=1,
+        mesh=jax.make_mesh((jax.device_count(),), ("data",)),
+        progress=False,
+    )
+    history = trainer.fit(local_batches(), num_steps=num_steps)
+    writer.flush()
+    checkpointer.close()
+    # Replicated parameters: every process holds them whole on its devices.
+    leaves = [np.asarray(leaf.addressable_data(0)) for leaf in jax.tree.leaves(nnx.state(model))]
+    if process_id == 0:
+        np.savez(workdir / f"params-{num_steps}.npz", *leaves)
+    state = json.dumps(scheduler.state_dict(), sort_keys=True)
+    print(
+        json.dumps(
+            {
+                "process": jax.process_index(),
+                "pid": os.getpid(),
+                "processes": jax.process_count(),
+                "devices": jax.device_count(),
+                "local_devices": jax.local_device_count(),
+                "resumed_from": history.resumed_from,
+                "scheduler_state": hashlib.sha256(state.encode()).hexdigest(),
+                "last_epoch": scheduler.last_epoch,
+            }
+        ),
+        flush=True,
+    )
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()
