@@ -371,3 +371,106 @@ def test_real_fashion_mnist_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     accuracy = float(re.search(r"Test accuracy after 100 steps: ([0-9.]+)", done.stdout)[1])
     assert 0.70 < accuracy < 0.95  # 2 epochs of 6,400 images; chance is 0.1
+
+
+def _job(workdir, flags, processes=2, kill_after_checkpoint=None):
+    """Runs main.py as a jax.distributed job of `processes` processes on 127.0.0.1.
+
+    With `kill_after_checkpoint=N`, process 1 is killed (SIGKILL) once checkpoint N exists.
+    Returns [(returncode, stdout, stderr)] per process; all processes are gone afterwards.
+    """
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs = pathlib.Path(workdir).with_name(f"{pathlib.Path(workdir).name}-logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    # Output goes to files: a full pipe would block a process, and with it the whole job.
+    stack = contextlib.ExitStack()
+    files = [
+        tuple(stack.enter_context(open(logs / f"{i}.{kind}", "w+")) for kind in ("out", "err"))  # noqa: SIM115 (closed by the ExitStack)
+        for i in range(processes)
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLE / "main.py"),
+                f"--workdir={workdir}",
+                *flags,
+                f"--num_processes={processes}",
+                f"--process_id={i}",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--heartbeat_timeout_seconds=10",
+            ],
+            stdout=out,
+            stderr=err,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        for i, (out, err) in enumerate(files)
+    ]
+    try:
+        if kill_after_checkpoint is not None:
+            deadline = time.monotonic() + 240
+            marker = pathlib.Path(workdir) / "checkpoints" / str(kill_after_checkpoint)
+            while not marker.is_dir() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            procs[1].kill()
+        results = []
+        for proc, (out, err) in zip(procs, files, strict=True):
+            proc.wait(timeout=240)
+            out.seek(0)
+            err.seek(0)
+            results.append((proc.returncode, out.read(), err.read()))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stack.close()
+
+
+@pytest.mark.slow
+def test_the_example_on_two_processes_and_a_dead_peer(tiny, tmp_path):
+    flags = [
+        f"--config={EXAMPLE / 'configs' / 'default.py'}",
+        "--config.dataset=mnist",
+        f"--config.data_dir={tiny}",
+        "--config.batch_size=32",
+        "--config.eval_batch_size=50",
+        "--config.checkpoint_every_steps=20",
+        "--config.progress=False",
+        "--verbosity=-1",
+    ]
+    # Two processes of one device each train exactly like one process with two devices.
+    job = _job(tmp_path / "two", [*flags, "--config.num_train_steps=10"])
+    assert [code for code, _, _ in job] == [0, 0], job[0][2][-2000:] + job[1][2][-2000:]
+    line = re.search(r"Test accuracy after 10 steps: .*", job[0][1])[0]
+    assert "Test accuracy" not in job[1][1]  # process 0 reports, the others do not
+    single = _main(
+        f"--workdir={tmp_path / 'one'}",
+        *flags,
+        "--config.num_train_steps=10",
+        "--num_cpu_devices=2",
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert line in single.stdout
+
+    # A peer dies: the survivor gives up after the heartbeat timeout (10 s here), and the
+    # whole job resumes from the last complete collective checkpoint.
+    long = [*flags, "--config.num_train_steps=5000"]
+    died = _job(tmp_path / "dead", long, kill_after_checkpoint=40)
+    assert died[1][0] != 0
+    assert died[0][0] != 0
+    assert "heartbeat" in died[0][2]
+    complete = sorted(
+        int(p.name) for p in (tmp_path / "dead" / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert complete[-1] >= 40
+    again = _job(tmp_path / "dead", [*flags, f"--config.num_train_steps={complete[-1] + 20}"])
+    assert [code for code, _, _ in again] == [0, 0], again[0][2][-2000:]
+    assert f"Resumed from the checkpoint at step {complete[-1]}." in again[0][1]

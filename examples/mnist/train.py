@@ -117,6 +117,27 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[Any, list, int]:
     return train_data, input_pipeline.eval_batches(test, config.eval_batch_size), total
 
 
+def _process_rows(batches: Any) -> Any:
+    """This process's rows of every global batch: its part in a multi-process run."""
+    count, index = jax.process_count(), jax.process_index()
+    if count == 1:
+        return batches
+
+    def rows(batch: dict[str, Any]) -> dict[str, Any]:
+        size = len(batch["label"])
+        if size % count:
+            raise ValueError(
+                f"A batch of {size} examples cannot be split over {count} processes; use batch "
+                "sizes divisible by the number of processes."
+            )
+        part = slice(index * size // count, (index + 1) * size // count)
+        return {key: value[part] for key, value in batch.items()}
+
+    if callable(batches):  # epoch -> grain dataset
+        return lambda epoch: batches(epoch).map(rows)
+    return [rows(batch) for batch in batches]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains, evaluates and returns the final test metrics; resumes from ``workdir``.
 
@@ -146,6 +167,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 scheduler, writer=writer, log_every_steps=config.log_every_steps
             )
         )
+    # Data-parallel over every device of every process (one device: an ordinary run).
+    mesh = jax.make_mesh((jax.device_count(),), ("data",)) if jax.device_count() > 1 else None
+    train_data, test_data = _process_rows(train_data), _process_rows(test_data)
     trainer = flax_cyclic.Trainer(
         model,
         optimizer,
@@ -155,7 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer=checkpointer,
         writer=writer,
         log_every_steps=config.log_every_steps,
-        progress=config.progress,
+        progress=config.progress and jax.process_index() == 0,
+        mesh=mesh,
     )
     history = trainer.fit(
         train_data,
