@@ -33,6 +33,7 @@ jax.distributed.initialize(
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
+from helpers import tiny_batches, tiny_mlp  # noqa: E402
 
 from flax_cyclic import (  # noqa: E402
     Checkpointer,
@@ -45,29 +46,17 @@ from flax_cyclic import (  # noqa: E402
 GLOBAL_BATCH = 32
 
 
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(8, 32, rngs=rngs)
-        self.out = nnx.Linear(32, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
 def local_batches() -> list:
     """This process's rows of every global batch (the same global data on every process)."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6, GLOBAL_BATCH, 8)).astype(np.float32)
-    y = np.digitize(x.sum(2), [-1.5, 1.5]).astype(np.int32)
     rows = slice(
         process_id * GLOBAL_BATCH // num_processes,
         (process_id + 1) * GLOBAL_BATCH // num_processes,
     )
-    return [(xb[rows], yb[rows]) for xb, yb in zip(x, y, strict=True)]
+    return [(x[rows], y[rows]) for x, y in tiny_batches(GLOBAL_BATCH)]
 
 
 def main() -> None:
-    model = MLP(nnx.Rngs(0))
+    model = tiny_mlp()
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=3, mode="triangular2")

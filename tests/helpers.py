@@ -115,3 +115,25 @@ def tensorboard_series(logdir) -> dict[str, list[tuple[int, float | None]]]:
             for e in accumulator.Tensors(tag)
         ]
     return series
+
+
+def tiny_mlp(seed: int = 0):
+    """The small MLP (8 -> 32 -> 3) of the multi-device workers."""
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.hidden = nnx.Linear(8, 32, rngs=rngs)
+            self.out = nnx.Linear(32, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jax.nn.relu(self.hidden(x)))
+
+    return MLP(nnx.Rngs(seed))
+
+
+def tiny_batches(batch_size: int = 32, count: int = 6) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deterministic 3-class batches for `tiny_mlp`: the label is the bucket of the row sum."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(count, batch_size, 8)).astype(np.float32)
+    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]

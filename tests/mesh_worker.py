@@ -29,25 +29,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
+from helpers import tiny_batches, tiny_mlp  # noqa: E402
 
 from flax_cyclic import Callback, Checkpointer, CyclicLR, LRSchedulerCallback, Trainer  # noqa: E402
-
-BATCH = 32
-
-
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(8, 32, rngs=rngs)
-        self.out = nnx.Linear(32, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def batches() -> list:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6, BATCH, 8)).astype(np.float32)
-    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
 
 
 class CompilationsAfterFirstStep(Callback):
@@ -77,7 +61,7 @@ class CompilationsAfterFirstStep(Callback):
 
 
 def main() -> None:
-    model = MLP(nnx.Rngs(0))
+    model = tiny_mlp()
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=3, mode="triangular2")
@@ -96,7 +80,7 @@ def main() -> None:
         mesh=mesh,
         progress=False,
     )
-    history = trainer.fit(batches(), num_steps=args.num_steps)
+    history = trainer.fit(tiny_batches(), num_steps=args.num_steps)
     if checkpointer is not None:
         checkpointer.close()
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
