@@ -30,7 +30,6 @@ from flax_cyclic.schedules import RampPolicy
 __all__ = ["LRFinderResult", "lr_find"]
 
 RAMP_MODES = ("exponential", "linear")
-STOP_REASONS = ("completed", "diverged", "non-finite loss", "data exhausted")
 
 
 class RangeTestLR(LRScheduler):

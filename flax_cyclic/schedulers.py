@@ -653,10 +653,8 @@ class OneCycleLR(LRScheduler):
             {"max_lr": LR_HINT, "base_momentum": _MOMENTUM_HINT, "max_momentum": _MOMENTUM_HINT},
         )
         _check_momentum_order(owner, groups)
-        hint = "It divides a learning rate; use a finite number > 0, e.g. 25."
-        self._div_factor = _checks.real(owner, "div_factor", div_factor, positive=True, hint=hint)
-        self._final_div_factor = _checks.real(
-            owner, "final_div_factor", final_div_factor, positive=True, hint=hint
+        self._div_factor, self._final_div_factor = OneCyclePolicy.check_divisors(
+            owner, div_factor, final_div_factor
         )
         self._max_lrs = groups["max_lr"]
         self._base_momentums = groups["base_momentum"]

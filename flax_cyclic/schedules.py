@@ -473,6 +473,15 @@ class OneCyclePolicy:
             "three_phase": self.three_phase,
         }
 
+    @staticmethod
+    def check_divisors(owner: str, div_factor: Any, final_div_factor: Any) -> tuple[float, float]:
+        """Validates ``div_factor`` and ``final_div_factor`` of ``owner``: finite and > 0."""
+        hint = "It divides a learning rate; use a finite number > 0, e.g. 25."
+        return (
+            _checks.real(owner, "div_factor", div_factor, positive=True, hint=hint),
+            _checks.real(owner, "final_div_factor", final_div_factor, positive=True, hint=hint),
+        )
+
     def lr_bounds(self, max_lr: float, div_factor: float, final_div_factor: float) -> tuple:
         """A group's learning-rate bounds per phase, from its ``max_lr`` (PyTorch's rule)."""
         initial = max_lr / div_factor
@@ -670,10 +679,7 @@ def onecycle_schedule(
     policy = OneCyclePolicy.create(
         owner, total_steps, None, None, pct_start, anneal_strategy, three_phase
     )
-    divisors = [
-        _checks.real(owner, name, value, positive=True, hint=_DIV_HINT)
-        for name, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor))
-    ]
+    divisors = OneCyclePolicy.check_divisors(owner, div_factor, final_div_factor)
     return make_schedule(policy, policy.lr_bounds(peak, *divisors), owner)
 
 
@@ -786,4 +792,3 @@ def _single_lrs(owner: str, scheduler: str, **values: Any) -> tuple[float, ...]:
 
 
 LR_HINT = "Learning rates are finite numbers >= 0, e.g. 1e-3."
-_DIV_HINT = "It divides a learning rate; use a finite number > 0, e.g. 25."

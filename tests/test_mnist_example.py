@@ -474,3 +474,14 @@ def test_the_example_on_two_processes_and_a_dead_peer(tiny, tmp_path):
     again = _job(tmp_path / "dead", [*flags, f"--config.num_train_steps={complete[-1] + 20}"])
     assert [code for code, _, _ in again] == [0, 0], again[0][2][-2000:]
     assert f"Resumed from the checkpoint at step {complete[-1]}." in again[0][1]
+
+
+def test_each_process_takes_its_rows_of_every_batch(monkeypatch):
+    # The row split of a multi-process job, without the job: process 1 of 2.
+    monkeypatch.setattr(train.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(train.jax, "process_index", lambda: 1)
+    batches = [{"image": np.arange(8)[:, None], "label": np.arange(8)}]
+    (mine,) = train._process_rows(batches)
+    np.testing.assert_array_equal(mine["label"], [4, 5, 6, 7])
+    with pytest.raises(ValueError, match="A batch of 7 examples cannot be split over 2 processes"):
+        train._process_rows([{"image": np.zeros((7, 1)), "label": np.zeros(7)}])

@@ -215,3 +215,15 @@ def test_bad_input():
         Trainer(model, optimizer, train_step="sgd")
     with pytest.raises(TypeError, match="must return a mapping"):
         Trainer(model, optimizer, train_step=lambda m, o, b: 1.0).fit(_data(1), num_epochs=1)
+
+
+def test_bad_mesh_arguments():
+    model, optimizer = _setup()
+    with pytest.raises(TypeError, match=r"`mesh` must be a jax\.sharding\.Mesh, got 'data'"):
+        Trainer(model, optimizer, mesh="data")
+    mesh = jax.make_mesh((1,), ("batch",))
+    with pytest.raises(ValueError, match=r"data_axis='data' for a mesh with axes \('batch',\)"):
+        Trainer(model, optimizer, mesh=mesh)
+    Trainer(model, optimizer, mesh=mesh, data_axis="batch", progress=False).fit(
+        _data(2), num_steps=2
+    )
