@@ -18,14 +18,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from flax_cyclic import _checks
+from flax_cyclic._errors import CheckpointError, NonFiniteError
 
-__all__ = ["CheckpointError", "Checkpointer", "Restored"]
+__all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
 
 logger = logging.getLogger("flax_cyclic")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory holds checkpoints, but none can be restored into this run."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,13 @@ class InjectedHyperparams:
     variables: Mapping[str, nnx.Variable]
     dtypes: Mapping[str, np.dtype]
 
+    @property
+    def where(self) -> str:
+        """Where this state sits, in words: its group label, else its path in the state."""
+        if self.label is not None:
+            return f"group {self.label!r} ({self.path})"
+        return self.path or "the root of the optimizer state"
+
     def write(self, name: str, value: float) -> None:
         """Replaces the value of hyperparameter ``name``, keeping its dtype.
 
@@ -93,3 +100,26 @@ def _group_label(path: tuple) -> str | None:
 def accumulation_state(opt_state: Any) -> optax.MultiStepsState | None:
     """The ``optax.MultiSteps`` state wrapping the optimizer, if it accumulates gradients."""
     return opt_state if isinstance(opt_state, optax.MultiStepsState) else None
+
+
+def accumulation_every_k(tx: Any) -> int | None:
+    """The constant ``every_k_schedule`` of the ``optax.MultiSteps`` that built ``tx``.
+
+    ``tx`` is a ``MultiSteps`` or its ``gradient_transformation()`` (whose ``update`` is a
+    bound method of it). ``None`` when ``tx`` is neither, or when the number of micro-steps
+    is a function of the gradient step that cannot be read as one constant.
+    """
+    multi_steps = tx if isinstance(tx, optax.MultiSteps) else None
+    if multi_steps is None:
+        multi_steps = getattr(getattr(tx, "update", None), "__self__", None)
+    if not isinstance(multi_steps, optax.MultiSteps):
+        return None
+    # MultiSteps(opt, k) with an integer k keeps ``lambda step: k``: read k from its closure.
+    schedule = getattr(multi_steps, "_every_k_schedule", None)
+    cells = getattr(schedule, "__closure__", None) or ()
+    constants = [cell.cell_contents for cell in cells]
+    if getattr(schedule, "__name__", "") == "<lambda>" and len(constants) == 1:
+        (k,) = constants
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+            return k
+    return None

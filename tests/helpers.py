@@ -137,3 +137,13 @@ def tiny_batches(batch_size: int = 32, count: int = 6) -> list[tuple[np.ndarray,
     rng = np.random.default_rng(0)
     x = rng.normal(size=(count, batch_size, 8)).astype(np.float32)
     return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
+
+
+@contextlib.contextmanager
+def raises_exactly(error: type[BaseException], message: str) -> Iterator[None]:
+    """Asserts that the block raises `error` with exactly `message` (the whole text)."""
+    import pytest
+
+    with pytest.raises(error) as raised:
+        yield
+    assert str(raised.value) == message

@@ -8,9 +8,24 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import count_compilations, host_lrs, host_momentums
+from helpers import (
+    count_compilations,
+    host_lrs,
+    host_momentums,
+    raises_exactly,
+    tiny_batches,
+    tiny_mlp,
+)
 
-from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback
+from flax_cyclic import (
+    Callback,
+    CallbackList,
+    CyclicLR,
+    LRSchedulerCallback,
+    OneCycleLR,
+    Trainer,
+    cyclic_schedule,
+)
 
 
 class Revealer(nnx.Module):
@@ -168,7 +183,8 @@ def test_gradient_accumulation_advances_once_per_update():
     tx = optax.MultiSteps(inner, every_k_schedule=3).gradient_transformation()
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR(**CONFIG)
-    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler, accumulation_steps=3)], 24)
+    # every_k_schedule=3 is read from the optimizer: accumulation_steps is not needed.
+    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler)], 24)
     assert scheduler.last_epoch == 8
     expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 8)]
     # Parameters move on every third train step only, by the LR of that update.
@@ -235,7 +251,8 @@ def test_a_restored_callback_writes_no_second_plan():
     _run(model, optimizer, [callback], 2)
     assert writer.hparams == []
     assert writer.images == []
-    assert [step for step, _ in writer.scalars] == [0, 1]
+    # Logged at the updates the values were used at: the scheduler stood at step 5.
+    assert [step for step, _ in writer.scalars] == [5, 6]
 
 
 def test_state_round_trip_restores_the_scheduler():
@@ -298,14 +315,26 @@ def test_optimizer_without_inject_hyperparams():
 def test_absent_hyperparameter_lists_the_present_ones():
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
     loop = _loop(tx, LRSchedulerCallback(CyclicLR(), learning_rate="lr"))
-    with pytest.raises(ValueError, match=r"no 'lr'; they are \['learning_rate'\]"):
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: the optimizer does not inject what the scheduler sets: the root "
+        "of the optimizer state has no 'lr' (it injects ['learning_rate']). Pass the right name "
+        "(learning_rate=..., momentum=...) or inject it.",
+    ):
         loop.on_train_begin()
 
 
 def test_momentum_cycling_without_an_injected_momentum():
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
     loop = _loop(tx, LRSchedulerCallback(CyclicLR(cycle_momentum=True)))
-    with pytest.raises(ValueError, match=r"neither 'momentum' nor 'b1'.*momentum=None"):
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: the optimizer does not inject what the scheduler sets (it cycles "
+        "momentum): the root of the optimizer state has neither 'momentum' nor 'b1' (it injects "
+        "['learning_rate']). Pass the right name (learning_rate=..., momentum=...) or inject it, "
+        "e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9); or pass "
+        "momentum=None to leave momentum alone.",
+    ):
         loop.on_train_begin()
 
 
@@ -339,12 +368,13 @@ def test_used_before_an_optimizer_exists():
         CallbackList([LRSchedulerCallback(CyclicLR())]).on_train_begin()
 
 
-def test_multisteps_without_accumulation_steps_and_the_reverse():
+def test_accumulation_steps_for_an_optimizer_without_multisteps():
     inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
-    tx = optax.MultiSteps(inner, every_k_schedule=2).gradient_transformation()
-    with pytest.raises(ValueError, match="accumulation_steps=k"):
-        _loop(tx, LRSchedulerCallback(CyclicLR())).on_train_begin()
-    with pytest.raises(ValueError, match=r"not an optax\.MultiSteps"):
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: accumulation_steps=2 but the optimizer is not an optax.MultiSteps; "
+        "leave accumulation_steps out (or pass 1).",
+    ):
         _loop(inner, LRSchedulerCallback(CyclicLR(), accumulation_steps=2)).on_train_begin()
 
 
@@ -400,3 +430,241 @@ def test_logs_every_group_and_the_momentum():
         },
         rel=1e-12,
     )
+
+
+# -- guards: what optax applies is what the scheduler reports --
+
+
+def _steps(loop, model, count):
+    """Runs `count` reveal steps, waiting for each (so that deferred checks can run)."""
+    for _ in range(count):
+        loop.on_step_begin()
+        reveal_step(model, loop.optimizer)
+        jax.block_until_ready(nnx.state(loop.optimizer))
+        loop.on_step_end()
+
+
+def test_a_schedule_injected_with_a_callback_is_refused_within_the_first_cycle():
+    # Both start at 0.01, so the first update cannot tell them apart; the second can.
+    schedule = cyclic_schedule(0.01, 0.1, step_size_up=4)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule)
+    model = Revealer()
+    callback = LRSchedulerCallback(CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=20))
+    loop = _loop(tx, callback, model)
+    loop.on_train_begin()
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: update 1 applied 'learning_rate'=0.0325 at the root of the "
+        "optimizer state, but the scheduler set 0.0145: the transformation computes it itself "
+        "(it was injected as a schedule, e.g. "
+        "inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))), so the callback's "
+        "values are neither used nor what is logged. Inject a number instead, e.g. "
+        "inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets it.",
+    ):
+        _steps(loop, model, 8)
+    assert loop.step == 1  # raised at the end of update 1
+
+
+def test_a_schedule_injected_with_a_callback_is_refused_in_the_trainer():
+    model = tiny_mlp()
+    schedule = cyclic_schedule(0.01, 0.1, step_size_up=4)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    callback = LRSchedulerCallback(CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=20))
+    trainer = Trainer(model, optimizer, callbacks=[callback], progress=False)
+    with pytest.raises(ValueError, match=r"injected as a schedule"):
+        trainer.fit(tiny_batches(), num_steps=6)  # at the latest at the end (waits then)
+
+
+def test_the_check_for_a_schedule_ends_once_a_changed_value_matched():
+    model = Revealer()
+    callback = LRSchedulerCallback(CyclicLR(**CONFIG))
+    loop = _loop(optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), callback, model)
+    loop.on_train_begin()
+    _steps(loop, model, 3)
+    # The optimizer's values are no longer read: a (hypothetical) later difference is not
+    # looked for, and no device value is kept alive.
+    assert callback._unconfirmed == {}
+    assert callback._applied == []
+
+
+def test_accumulation_steps_that_disagree_with_multisteps_are_refused():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    tx = optax.MultiSteps(inner, every_k_schedule=4).gradient_transformation()
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: accumulation_steps=2 but the optimizer's optax.MultiSteps updates "
+        "every 4 train steps (every_k_schedule=4): the scheduler would run 2 times too fast. "
+        "Pass accumulation_steps=4, or leave it out to read it from the optimizer.",
+    ):
+        _loop(tx, LRSchedulerCallback(CyclicLR(), accumulation_steps=2)).on_train_begin()
+
+
+def test_accumulation_steps_checked_against_the_update_count_when_it_cannot_be_read():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    tx = optax.MultiSteps(inner, every_k_schedule=lambda step: 4).gradient_transformation()
+    with pytest.raises(ValueError, match=r"cannot be read as one number.*accumulation_steps=k"):
+        _loop(tx, LRSchedulerCallback(CyclicLR())).on_train_begin()
+    model = Revealer()
+    loop = _loop(tx, LRSchedulerCallback(CyclicLR(), accumulation_steps=2), model)
+    loop.on_train_begin()
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: optax.MultiSteps made 0 parameter updates in the first 2 train "
+        "steps, but accumulation_steps=2 means 1: the scheduler would not advance once per "
+        "update. Pass its every_k_schedule as accumulation_steps.",
+    ):
+        _steps(loop, model, 8)  # within 2k micro-steps
+
+
+def test_a_scheduler_stepped_outside_the_callback_is_refused():
+    model = Revealer()
+    scheduler = CyclicLR(**CONFIG)
+    loop = _loop(
+        optax.inject_hyperparams(optax.sgd)(learning_rate=0.0),
+        LRSchedulerCallback(scheduler),
+        model,
+    )
+    loop.on_train_begin()
+    _steps(loop, model, 2)
+    scheduler.step()  # as well: twice as fast
+    with raises_exactly(
+        RuntimeError,
+        "LRSchedulerCallback: the scheduler stands at step 3, but the callback left it at step "
+        "2: something else moved it (scheduler.step() or load_state_dict in the loop as well?). "
+        "The callback owns its scheduler and steps it after every update; remove the other "
+        "calls, or drive the scheduler yourself without the callback.",
+    ):
+        _steps(loop, model, 1)
+
+
+def test_step_hooks_before_on_train_begin_are_refused():
+    loop = _loop(
+        optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), LRSchedulerCallback(CyclicLR())
+    )
+    for hook in (loop.on_step_begin, loop.on_step_end, loop.on_epoch_begin, loop.on_epoch_end):
+        with raises_exactly(
+            RuntimeError,
+            f"CallbackList.{hook.__name__}: called before on_train_begin. Call "
+            "callbacks.on_train_begin() once before the first epoch and step, so that every "
+            "callback (e.g. the LR callback writing the first learning rate) is set up.",
+        ):
+            hook()
+    callback = LRSchedulerCallback(CyclicLR())
+    with raises_exactly(
+        RuntimeError,
+        "LRSchedulerCallback.on_step_end: called before on_train_begin, so no learning rate has "
+        "been written into the optimizer. Call on_train_begin(loop) once before the first step "
+        "(CallbackList.on_train_begin() does).",
+    ):
+        callback.on_step_end(loop, 0, {})  # driven by a loop of one's own
+
+
+def test_a_scheduler_built_with_last_epoch_starts_the_loop_at_its_step():
+    model = Revealer()
+    writer = Recorder()
+    callback = LRSchedulerCallback(CyclicLR(**CONFIG, last_epoch=13), writer=writer)
+    loop = _loop(optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), callback, model)
+    loop.on_train_begin()
+    assert loop.step == 13
+    _steps(loop, model, 3)
+    assert [step for step, _ in writer.scalars] == [13, 14, 15]
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 16)[13:]]
+    assert [scalars["learning_rate"] for _, scalars in writer.scalars] == pytest.approx(expected)
+    assert writer.hparams == []  # the plan belongs to step 0
+    assert writer.images == []
+
+
+def test_a_loop_at_another_step_than_the_scheduler_is_refused():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    model = Revealer()
+    loop = CallbackList(
+        [LRSchedulerCallback(CyclicLR(**CONFIG, last_epoch=13))],
+        model=model,
+        optimizer=nnx.Optimizer(model, tx, wrt=nnx.Param),
+        step=10,
+    )
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: the loop is at train step 10 but the scheduler's position is "
+        "train step 13 (scheduler step 13): the learning rates and the logs would not belong "
+        "to the steps they are used at. Build the scheduler with last_epoch=10 to continue at "
+        "step 10, or start the loop at step 13 (CallbackList(..., step=13)).",
+    ):
+        loop.on_train_begin()
+
+
+def test_mixed_optimizers_cycle_b1_and_momentum_per_group():
+    model = Revealer(2)
+    tx = optax.multi_transform(
+        {
+            "adam": optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=0.9),
+            "sgd": optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9),
+        },
+        lambda params: jax.tree.map(lambda _: "sgd", params),
+    )
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=2, cycle_momentum=True)
+    loop = CallbackList([LRSchedulerCallback(scheduler)], model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    _steps(loop, model, 1)
+    states = optimizer.opt_state.inner_states
+    adam, sgd = (states[label].inner_state.hyperparams for label in ("adam", "sgd"))
+    expected = scheduler.get_last_momentum()  # step 1: halfway between the momentums
+    assert expected == pytest.approx([0.85, 0.85])
+    assert [float(adam["b1"][...]), float(sgd["momentum"][...])] == pytest.approx(expected)
+    assert float(sgd["learning_rate"][...]) == pytest.approx(scheduler.get_last_lr()[1])
+
+
+def test_missing_names_are_listed_per_group():
+    model = Revealer(2)
+    tx = optax.multi_transform(
+        {
+            "adam": optax.inject_hyperparams(optax.adam)(learning_rate=0.0),
+            "plain": optax.inject_hyperparams(optax.sgd)(learning_rate=0.0),
+        },
+        lambda params: jax.tree.map(lambda _: "plain", params),
+    )
+    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=2, cycle_momentum=True)
+    loop = _loop(tx, LRSchedulerCallback(scheduler), model)
+    with pytest.raises(ValueError, match="group 'plain'") as raised:
+        loop.on_train_begin()
+    message = str(raised.value)
+    assert message == (
+        "LRSchedulerCallback: the optimizer does not inject what the scheduler sets (it cycles "
+        "momentum): group 'plain' (.inner_states['plain'].inner_state) has neither 'momentum' "
+        "nor 'b1' (it injects ['learning_rate']). Pass the right name (learning_rate=..., "
+        "momentum=...) or inject it, e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, "
+        "momentum=0.9); or pass momentum=None to leave momentum alone."
+    )
+    assert " at  " not in message
+
+
+def test_a_one_cycle_shorter_than_the_planned_run_is_refused_before_training():
+    model = tiny_mlp()
+    optimizer = nnx.Optimizer(
+        model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9), wrt=nnx.Param
+    )
+    callback = LRSchedulerCallback(OneCycleLR(max_lr=0.1, total_steps=10))
+    before = jax.tree.map(np.asarray, nnx.state(model))
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: the run plans 16 parameter updates but OneCycleLR(total_steps=10) "
+        "has 10: update 10 would fail part-way through training. Build it with total_steps=16 "
+        "(or the run's epochs and steps_per_epoch), or train for fewer steps.",
+    ):
+        Trainer(model, optimizer, callbacks=[callback], progress=False).fit(
+            tiny_batches(), num_steps=16
+        )
+    after = jax.tree.map(np.asarray, nnx.state(model))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, before, after)))  # nothing trained
+
+
+def test_a_transformation_in_place_of_an_optimizer_is_refused():
+    with raises_exactly(
+        TypeError,
+        "CallbackList: `optimizer` must be an nnx.Optimizer, got GradientTransformationExtraArgs. "
+        "It looks like an optax transformation: wrap it, e.g. nnx.Optimizer(model, "
+        "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param).",
+    ):
+        CallbackList([], model=Revealer(), optimizer=optax.sgd(0.1))

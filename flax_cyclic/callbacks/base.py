@@ -6,6 +6,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from flax import nnx
+
+from flax_cyclic import _checks
+
 __all__ = ["Callback", "CallbackList"]
 
 logger = logging.getLogger("flax_cyclic")
@@ -87,18 +91,31 @@ class CallbackList:
             callbacks.on_epoch_end()
         callbacks.on_train_end()
 
+    The step and epoch hooks refuse to run before ``on_train_begin``: a callback that was never
+    started would train with placeholder values.
+
     Args:
         callbacks: The callbacks, called in this order.
         model: The ``nnx.Module`` being trained.
         optimizer: Its ``nnx.Optimizer``.
+        step: The train step the loop starts at (steps completed before it), e.g. when it
+            continues an earlier run. A callback may also set it in ``on_train_begin``: an
+            [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback] whose scheduler was built
+            with ``last_epoch=N`` starts a loop at 0 at step ``N``.
 
     Raises:
-        TypeError: If an element is not a [`Callback`][flax_cyclic.Callback].
-        ValueError: If two callbacks share a ``state_key``.
+        TypeError: If an element is not a [`Callback`][flax_cyclic.Callback], or ``optimizer``
+            is not an ``nnx.Optimizer``.
+        ValueError: If two callbacks share a ``state_key``, or ``step`` is negative.
     """
 
     def __init__(
-        self, callbacks: Iterable[Callback] = (), *, model: Any = None, optimizer: Any = None
+        self,
+        callbacks: Iterable[Callback] = (),
+        *,
+        model: Any = None,
+        optimizer: Any = None,
+        step: int = 0,
     ) -> None:
         self.callbacks = list(callbacks)
         for i, callback in enumerate(self.callbacks):
@@ -114,14 +131,25 @@ class CallbackList:
                 f"CallbackList: callbacks share the state_key {duplicates}; give each a "
                 "distinct state_key so their checkpointed states do not collide."
             )
+        check_optimizer("CallbackList", optimizer, allow_none=True)
         self.model = model
         self.optimizer = optimizer
-        self.step = 0
+        self.step = _checks.integer(
+            "CallbackList",
+            "step",
+            step,
+            minimum=0,
+            maximum=None,
+            hint="The number of train steps completed before this loop, e.g. 0.",
+        )
         self.epoch = 0
-        self.total_steps: int | None = None  # for progress displays, when known
+        self.total_steps: int | None = None  # planned train steps, when known
+        self._began = False
+
 
     def on_train_begin(self) -> None:
         """Calls ``on_train_begin`` on every callback."""
+        self._began = True
         for callback in self.callbacks:
             callback.on_train_begin(self)
 
@@ -132,6 +160,8 @@ class CallbackList:
 
     def on_epoch_begin(self, epoch: int | None = None) -> None:
         """Calls ``on_epoch_begin``; ``epoch`` defaults to the loop's epoch counter."""
+        if not self._began:
+            raise _not_begun("on_epoch_begin")
         if epoch is not None:
             self.epoch = epoch
         for callback in self.callbacks:
@@ -139,17 +169,23 @@ class CallbackList:
 
     def on_epoch_end(self, metrics: Mapping[str, Any] | None = None) -> None:
         """Calls ``on_epoch_end``, then advances the epoch counter."""
+        if not self._began:
+            raise _not_begun("on_epoch_end")
         for callback in self.callbacks:
             callback.on_epoch_end(self, self.epoch, metrics or {})
         self.epoch += 1
 
     def on_step_begin(self) -> None:
         """Calls ``on_step_begin`` with the index of the step about to run."""
+        if not self._began:
+            raise _not_begun("on_step_begin")
         for callback in self.callbacks:
             callback.on_step_begin(self, self.step)
 
     def on_step_end(self, metrics: Mapping[str, Any] | None = None) -> None:
         """Calls ``on_step_end`` for the step that just ran, then counts it."""
+        if not self._began:
+            raise _not_begun("on_step_end")
         for callback in self.callbacks:
             callback.on_step_end(self, self.step, metrics or {})
         self.step += 1
@@ -197,3 +233,27 @@ class CallbackList:
         for callback in self.callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
+
+
+def _not_begun(hook: str) -> RuntimeError:
+    return RuntimeError(
+        f"CallbackList.{hook}: called before on_train_begin. Call callbacks.on_train_begin() "
+        "once before the first epoch and step, so that every callback (e.g. the LR callback "
+        "writing the first learning rate) is set up."
+    )
+
+
+def check_optimizer(owner: str, optimizer: Any, *, allow_none: bool = False) -> None:
+    """Raises a ``TypeError`` unless ``optimizer`` is an ``nnx.Optimizer``."""
+    if (optimizer is None and allow_none) or isinstance(optimizer, nnx.Optimizer):
+        return
+    hint = ""
+    if callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)):
+        hint = (
+            " It looks like an optax transformation: wrap it, e.g. "
+            "nnx.Optimizer(model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), "
+            "wrt=nnx.Param)."
+        )
+    raise TypeError(
+        f"{owner}: `optimizer` must be an nnx.Optimizer, got {type(optimizer).__name__}.{hint}"
+    )

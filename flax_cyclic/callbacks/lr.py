@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import Callback
+from flax_cyclic._errors import CheckpointError
+from flax_cyclic.callbacks.base import Callback, check_optimizer
 from flax_cyclic.hyperparams import (
     InjectedHyperparams,
+    accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
 )
@@ -23,6 +26,24 @@ __all__ = ["LRSchedulerCallback"]
 logger = logging.getLogger("flax_cyclic")
 
 _INTERVALS = ("step", "epoch")
+
+
+class _Target(NamedTuple):
+    """One injected hyperparameter the callback writes: a scheduler value of one group."""
+
+    kind: str  # "lr" or "momentum"
+    group: int  # the scheduler's parameter group
+    state: InjectedHyperparams
+    name: str  # the injected hyperparameter's name, e.g. "learning_rate" or "b1"
+
+
+class _Applied(NamedTuple):
+    """A value the optimizer applied in one update, to compare once the device has it."""
+
+    update: int
+    target: int  # index into the callback's targets
+    held: Any  # the injected value after the update (a device array, not waited for)
+    written: float  # the scheduler's value written before the update
 
 
 class LRSchedulerCallback(Callback):
@@ -48,8 +69,10 @@ class LRSchedulerCallback(Callback):
         momentum: Name of the one that receives the cycled momentum; ``'auto'`` picks
             ``'momentum'`` (SGD) or ``'b1'`` (Adam); ``None`` leaves momentum alone.
         groups: ``multi_transform`` labels, one per scheduler group, or ``None``.
-        accumulation_steps: Train steps per parameter update, for ``optax.MultiSteps``
-            (its ``every_k_schedule``); 1 otherwise.
+        accumulation_steps: Train steps per parameter update with ``optax.MultiSteps``;
+            ``None`` (default) reads its integer ``every_k_schedule`` from the optimizer. Give
+            it only where it cannot be read (an ``every_k_schedule`` function); it is checked
+            against the optimizer's update counter over the first ``2 * k`` train steps.
         writer: Optional CLU ``MetricWriter`` (anything with ``write_scalars(step, scalars)``).
         log_every_steps: Log every this many updates.
         strict: On restore, refuse a saved scheduler state made with another configuration;
@@ -60,10 +83,37 @@ class LRSchedulerCallback(Callback):
             writer's ``logdir``, if it has one). ``None``: the scheduler's ``preview_steps``
             (three cycles of a cyclic schedule, all of a one-cycle schedule); 0: no plot.
 
+    The callback owns its scheduler and guards that what optax applies is what it reports:
+
+    - A hyperparameter injected as a schedule (optax recomputes it inside every update, so
+      writes would do nothing) is detected by comparing the values the optimizer applied with
+      those written, without waiting on the device, until the scheduler's value has changed
+      once (by the scheduler's second distinct value at the latest).
+    - ``accumulation_steps`` that disagrees with ``optax.MultiSteps`` is refused.
+    - A scheduler moved by anyone else (``scheduler.step()`` in the loop as well) is a
+      ``RuntimeError`` at the next hook; so is a step hook before ``on_train_begin``.
+    - A scheduler built with ``last_epoch=N`` starts a loop at step 0 at step ``N`` (the loop
+      learns it), so logs continue an earlier run's; a loop at another step is refused.
+    - A finite scheduler (``OneCycleLR``) shorter than the run planned by the loop
+      (``loop.total_steps``) is refused before the first update.
+
     Raises:
         TypeError: For a scheduler that is not an [`LRScheduler`][flax_cyclic.LRScheduler], or
             bad option types.
         ValueError: For unknown ``interval`` values or non-positive counts.
+
+    Example:
+        >>> import optax
+        >>> from flax import nnx
+        >>> from flax_cyclic import CallbackList, CyclicLR, LRSchedulerCallback
+        >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+        >>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+        >>> optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        >>> callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=4, last_epoch=2))
+        >>> loop = CallbackList([callback], model=model, optimizer=optimizer)
+        >>> loop.on_train_begin()  # the loop learns its step from the scheduler
+        >>> loop.step, float(optimizer.opt_state.hyperparams["learning_rate"][...])
+        (2, 0.055)
     """
 
     def __init__(
@@ -74,7 +124,7 @@ class LRSchedulerCallback(Callback):
         learning_rate: str = "learning_rate",
         momentum: str | None = "auto",
         groups: Sequence[str] | None = None,
-        accumulation_steps: int = 1,
+        accumulation_steps: int | None = None,
         writer: Any = None,
         log_every_steps: int = 1,
         strict: bool = True,
@@ -96,13 +146,15 @@ class LRSchedulerCallback(Callback):
                 f"{scheduler.num_groups} parameter group(s); give one label per group."
             )
         self.groups = None if groups is None else [str(label) for label in groups]
-        self.accumulation_steps = _checks.integer(
-            owner,
-            "accumulation_steps",
-            accumulation_steps,
-            minimum=1,
-            hint="Pass optax.MultiSteps' every_k_schedule, or 1 without accumulation.",
-        )
+        if accumulation_steps is not None:
+            accumulation_steps = _checks.integer(
+                owner,
+                "accumulation_steps",
+                accumulation_steps,
+                minimum=1,
+                hint="Pass optax.MultiSteps' every_k_schedule, or leave it out to read it.",
+            )
+        self.accumulation_steps = accumulation_steps
         self.log_every_steps = _checks.integer(
             owner, "log_every_steps", log_every_steps, minimum=1, hint="e.g. 100."
         )
@@ -119,56 +171,97 @@ class LRSchedulerCallback(Callback):
             owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
         )
         self._plan_written = False  # by this run, or by the run it is restored from
-        self._targets: list[tuple[str, list[InjectedHyperparams]]] = []
+        self._restored = False
+        self._targets: list[_Target] = []
         self._train_steps = 0
-        self._checked_first_update = False
+        self._updates_per_step = 1  # the resolved accumulation_steps
+        self._position = scheduler.last_epoch  # where the callback last left the scheduler
+        # Checks that read device values without waiting for them (see _verify).
+        self._applied: list[_Applied] = []
+        self._unconfirmed: dict[int, float | None] = {}
+        self._counted: list[tuple[int, Any]] = []  # (train steps, MultiSteps' gradient_step)
+        self._counts_to_check = 0
+        self._gradient_step_offset = 0
+        self._optimizer: Any = None
+
+    @property
+    def train_steps(self) -> int:
+        """Train steps (micro-batches with gradient accumulation) this callback has counted."""
+        return self._train_steps
 
     # -- hooks --
 
     def on_train_begin(self, loop: Any) -> None:
-        """Finds the injected hyperparameters and writes the scheduler's current values."""
+        """Finds the injected hyperparameters and writes the scheduler's current values.
+
+        Raises:
+            ValueError: If the optimizer does not inject what the scheduler sets, its
+                gradient accumulation disagrees with ``accumulation_steps``, the scheduler is
+                shorter than the planned run, or the loop's step disagrees with the
+                scheduler's position.
+            CheckpointError: If a restored state disagrees with itself or with the loop.
+        """
+        owner = type(self).__name__
         optimizer = getattr(loop, "optimizer", None)
         if optimizer is None:
             raise ValueError(
-                f"{type(self).__name__}: the loop has no optimizer yet. Pass optimizer= to the "
+                f"{owner}: the loop has no optimizer yet. Pass optimizer= to the "
                 "CallbackList (or use the Trainer) before training begins."
             )
+        check_optimizer(owner, optimizer)
+        self._optimizer = optimizer
         opt_state = optimizer.opt_state
-        self._check_accumulation(opt_state)
+        self._updates_per_step = self._resolve_accumulation(optimizer)
         injected = find_injected_hyperparams(opt_state)
         if not injected:
             raise ValueError(
-                f"{type(self).__name__}: the optimizer has no injected hyperparameters. Build "
+                f"{owner}: the optimizer has no injected hyperparameters. Build "
                 "its transformation with optax.inject_hyperparams, e.g. "
                 "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)."
             )
-        per_group = self._match_groups(injected)
-        self._targets = [("lr", per_group)]
-        if self.momentum is not None and self.scheduler.get_last_momentum() is not None:
-            self._targets.append(("momentum", per_group))
-        self._resolve_names(per_group)
+        self._targets = self._resolve_targets(self._match_groups(injected))
+        fresh = not self._restored and self._train_steps == 0
+        started_at = self.scheduler.last_epoch
+        self._align_with_loop(loop)
+        self._check_length(loop)
+        self._position = self.scheduler.last_epoch
         self._write()
-        if self.writer is not None and not self._plan_written and jax.process_index() == 0:
+        self._start_verification(opt_state)
+        first_run = fresh and started_at == 0 and not self._plan_written
+        if first_run and self.writer is not None and jax.process_index() == 0:
             self._write_plan()
         self._plan_written = True
 
     def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
+        if not self._targets:
+            raise self._not_begun("on_step_end")
+        if self.scheduler.last_epoch != self._position:
+            raise self._moved_elsewhere()
         self._train_steps += 1
-        if self._train_steps % self.accumulation_steps:
+        if self._counts_to_check:
+            self._verify_accumulation(block=False)
+        if self._train_steps % self._updates_per_step:
             return  # a micro-batch of optax.MultiSteps: no parameter update yet
-        update = self._train_steps // self.accumulation_steps - 1
-        if not self._checked_first_update:
-            self._check_not_overwritten()
+        update = self._train_steps // self._updates_per_step - 1
+        if self._unconfirmed:
+            self._verify_applied(update)
         if self.writer is not None and update % self.log_every_steps == 0:
             self._log(update)
         if self.interval == "step":
             self.scheduler.step()
+            self._position = self.scheduler.last_epoch
             self._write()
 
     def on_train_end(self, loop: Any) -> None:
-        """Flushes the writer."""
-        self._flush()
+        """Finishes the pending checks (waiting for their values now) and flushes the writer."""
+        try:
+            if self._counts_to_check:
+                self._verify_accumulation(block=True)
+            if self._applied:
+                self._check_applied(block=True)
+        finally:
+            self._flush()
 
     def on_exception(self, loop: Any, exception: BaseException) -> None:
         """Flushes the writer, so that nothing logged before the error is lost."""
@@ -182,8 +275,13 @@ class LRSchedulerCallback(Callback):
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Advances a per-epoch scheduler."""
+        if not self._targets:
+            raise self._not_begun("on_epoch_end")
+        if self.scheduler.last_epoch != self._position:
+            raise self._moved_elsewhere()
         if self.interval == "epoch":
             self.scheduler.step()
+            self._position = self.scheduler.last_epoch
             self._write()
 
     # -- state --
@@ -195,36 +293,66 @@ class LRSchedulerCallback(Callback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores [`state_dict`][flax_cyclic.LRSchedulerCallback.state_dict]'s output.
 
-        The scheduler checks its configuration.
+        The scheduler checks its configuration; ``on_train_begin`` then checks the restored
+        position against the loop's step.
+
+        Raises:
+            ValueError: If ``state`` lacks an entry, or the scheduler refuses its state.
         """
-        self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
-        self._plan_written = True
-        self._train_steps = _checks.integer(
-            type(self).__name__,
+        owner = type(self).__name__
+        keys = ("scheduler", "train_steps")
+        missing = [key for key in keys if not isinstance(state, Mapping) or key not in state]
+        if missing:
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(
+                f"{owner}.load_state_dict: the saved state has no {missing} (it has {found}). "
+                "Restore a state made by LRSchedulerCallback.state_dict()."
+            )
+        train_steps = _checks.integer(
+            owner,
             "train_steps",
             state["train_steps"],
             minimum=0,
             maximum=None,
             hint="Restore a state made by LRSchedulerCallback.state_dict().",
         )
+        self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
+        self._position = self.scheduler.last_epoch
+        self._plan_written = True
+        self._restored = True
+        self._train_steps = train_steps
         if self._targets:
             self._write()
 
-    # -- internals --
+    # -- internals: set-up --
 
-    def _check_accumulation(self, opt_state: Any) -> None:
-        accumulates = accumulation_state(opt_state) is not None
-        if accumulates and self.accumulation_steps == 1:
+    def _resolve_accumulation(self, optimizer: Any) -> int:
+        """Train steps per parameter update: 1, or optax.MultiSteps' every_k_schedule."""
+        owner = type(self).__name__
+        given = self.accumulation_steps
+        if accumulation_state(optimizer.opt_state) is None:
+            if given not in (None, 1):
+                raise ValueError(
+                    f"{owner}: accumulation_steps={given} but the optimizer is not an "
+                    "optax.MultiSteps; leave accumulation_steps out (or pass 1)."
+                )
+            return 1
+        read = accumulation_every_k(getattr(optimizer, "tx", None))
+        if given is None and read is None:
             raise ValueError(
-                f"{type(self).__name__}: the optimizer accumulates gradients with "
-                "optax.MultiSteps; pass accumulation_steps=k (its every_k_schedule) so the "
-                "scheduler advances once per parameter update, not per micro-batch."
+                f"{owner}: the optimizer accumulates gradients with optax.MultiSteps, and its "
+                "every_k_schedule cannot be read as one number (a function of the step); pass "
+                "accumulation_steps=k, the train steps per parameter update, so the scheduler "
+                "advances once per update, not per micro-batch."
             )
-        if not accumulates and self.accumulation_steps > 1:
+        if given is not None and read is not None and given != read:
             raise ValueError(
-                f"{type(self).__name__}: accumulation_steps={self.accumulation_steps} but the "
-                "optimizer is not an optax.MultiSteps; pass accumulation_steps=1."
+                f"{owner}: accumulation_steps={given} but the optimizer's optax.MultiSteps "
+                f"updates every {read} train steps (every_k_schedule={read}): the scheduler "
+                f"would run {read / given:g} times too fast. Pass accumulation_steps={read}, or "
+                "leave it out to read it from the optimizer."
             )
+        return read if given is None else given
 
     def _match_groups(self, injected: list[InjectedHyperparams]) -> list[list[InjectedHyperparams]]:
         """For each scheduler group, the injected states it drives."""
@@ -242,7 +370,7 @@ class LRSchedulerCallback(Callback):
         if groups == 1:
             return [injected]
         if groups != len(injected):
-            described = ", ".join(state.label or state.path for state in injected)
+            described = ", ".join(state.label or state.where for state in injected)
             raise ValueError(
                 f"{owner}: the scheduler has {groups} parameter groups but the optimizer has "
                 f"{len(injected)} injected hyperparameter states ({described}). Give the "
@@ -250,35 +378,102 @@ class LRSchedulerCallback(Callback):
             )
         return [[state] for state in injected]
 
-    def _resolve_names(self, per_group: list[list[InjectedHyperparams]]) -> None:
-        owner = type(self).__name__
-        names = {"lr": self.learning_rate}
-        if len(self._targets) > 1:
-            present = set.intersection(
-                *(set(state.variables) for group in per_group for state in group)
-            )
-            if self.momentum == "auto":
-                candidates = [name for name in ("momentum", "b1") if name in present]
-                if not candidates:
-                    raise ValueError(
-                        f"{owner}: the scheduler cycles momentum but the optimizer injects "
-                        f"neither 'momentum' nor 'b1' (it injects {sorted(present)}). Inject "
-                        "one, e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, "
-                        "momentum=0.9), or pass momentum=None."
+    def _resolve_targets(self, per_group: list[list[InjectedHyperparams]]) -> list[_Target]:
+        """The hyperparameters to write, with ``momentum='auto'`` resolved per injected state."""
+        cycles_momentum = (
+            self.momentum is not None and self.scheduler.get_last_momentum() is not None
+        )
+        targets, problems = [], []
+        for group, states in enumerate(per_group):
+            for state in states:
+                names = {"lr": self.learning_rate}
+                if cycles_momentum:
+                    names["momentum"] = self._momentum_name(state)
+                absent = [
+                    f"no {name!r}" if name else "neither 'momentum' nor 'b1'"
+                    for name in names.values()
+                    if name not in state.variables
+                ]
+                if absent:
+                    problems.append(
+                        f"{state.where} has {' and '.join(absent)} (it injects "
+                        f"{sorted(state.variables)})"
                     )
-                names["momentum"] = candidates[0]
-            else:
-                names["momentum"] = self.momentum
-        for group in per_group:
-            for state in group:
-                for name in names.values():
-                    if name not in state.variables:
-                        raise ValueError(
-                            f"{owner}: the injected hyperparameters at {state.path} have no "
-                            f"{name!r}; they are {sorted(state.variables)}. Pass the right name "
-                            "(learning_rate=..., momentum=...) or inject it."
-                        )
-        self._names = names
+                targets.extend(_Target(kind, group, state, name) for kind, name in names.items())
+        if problems:
+            fix = "Pass the right name (learning_rate=..., momentum=...) or inject it"
+            if cycles_momentum:
+                fix += (
+                    ", e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, "
+                    "momentum=0.9); or pass momentum=None to leave momentum alone"
+                )
+            raise ValueError(
+                f"{type(self).__name__}: the optimizer does not inject what the scheduler sets"
+                f"{' (it cycles momentum)' if cycles_momentum else ''}: "
+                + "; ".join(problems)
+                + f". {fix}."
+            )
+        return targets
+
+    def _momentum_name(self, state: InjectedHyperparams) -> str:
+        if self.momentum != "auto":
+            return self.momentum
+        # SGD-like transformations inject 'momentum', Adam-like ones 'b1'.
+        return next((name for name in ("momentum", "b1") if name in state.variables), "")
+
+    def _align_with_loop(self, loop: Any) -> None:
+        """Agrees with the loop on the train step: the loop learns it, or both must match."""
+        per_update = self._updates_per_step
+        position = self.scheduler.last_epoch
+        if self._train_steps == 0 and self.interval == "step":
+            self._train_steps = position * per_update  # a scheduler built with last_epoch=N
+        elif self.interval == "step" and position != self._train_steps // per_update:
+            kind = CheckpointError if self._restored else RuntimeError
+            updates = self._train_steps // per_update
+            raise kind(
+                f"{type(self).__name__}: the scheduler stands at step {position}, but the "
+                f"callback counted {self._train_steps} train steps ({updates} parameter "
+                "updates) with it: the two were saved or changed apart. Restore a "
+                "state saved by this callback unedited, or start a new run."
+            )
+        loop_step = getattr(loop, "step", 0)
+        if loop_step == self._train_steps:
+            return
+        if loop_step == 0 and hasattr(loop, "step"):
+            loop.step = self._train_steps  # e.g. CyclicLR(..., last_epoch=N) in a new loop
+            logger.info(
+                "%s: the loop starts at train step %d, where the scheduler stands.",
+                type(self).__name__,
+                self._train_steps,
+            )
+            return
+        kind = CheckpointError if self._restored else ValueError
+        raise kind(
+            f"{type(self).__name__}: the loop is at train step {loop_step} but the scheduler's "
+            f"position is train step {self._train_steps} (scheduler step {position}): the "
+            "learning rates and the logs would not belong to the steps they are used at. Build "
+            f"the scheduler with last_epoch={loop_step // per_update} to continue at step "
+            f"{loop_step}, or start the loop at step {self._train_steps} (CallbackList(..., "
+            f"step={self._train_steps}))."
+        )
+
+    def _check_length(self, loop: Any) -> None:
+        """Refuses a finite scheduler (``total_steps``) shorter than the loop's planned run."""
+        length = getattr(self.scheduler, "total_steps", None)
+        planned = getattr(loop, "total_steps", None)
+        if self.interval != "step" or length is None or planned is None:
+            return
+        updates = planned // self._updates_per_step
+        if updates > length:
+            name = type(self.scheduler).__name__
+            raise ValueError(
+                f"{type(self).__name__}: the run plans {updates} parameter updates but "
+                f"{name}(total_steps={length}) has {length}: update {length} would fail "
+                f"part-way through training. Build it with total_steps={updates} (or the "
+                "run's epochs and steps_per_epoch), or train for fewer steps."
+            )
+
+    # -- internals: writing and checking --
 
     def _values(self) -> dict[str, list[float]]:
         values = {"lr": self.scheduler.get_last_lr()}
@@ -289,27 +484,104 @@ class LRSchedulerCallback(Callback):
 
     def _write(self) -> None:
         values = self._values()
-        for kind, per_group in self._targets:
-            name = self._names[kind]
-            for value, states in zip(values[kind], per_group, strict=True):
-                for state in states:
-                    state.write(name, value)
+        for target in self._targets:
+            target.state.write(target.name, values[target.kind][target.group])
 
-    def _check_not_overwritten(self) -> None:
-        # One device read, after the first update: a learning rate injected as a schedule is
-        # recomputed by optax inside the update, so writes to it would silently do nothing.
-        self._checked_first_update = True
-        expected = self.scheduler.get_last_lr()
-        for value, states in zip(expected, self._targets[0][1], strict=True):
-            for state in states:
-                held = float(state.variables[self._names["lr"]].get_value())
-                if abs(held - value) > 1e-6 * max(abs(value), 1e-30):
-                    raise ValueError(
-                        f"{type(self).__name__}: the optimizer changed the injected "
-                        f"{self._names['lr']!r} at {state.path} itself (wrote {value}, found "
-                        f"{held}): it was injected as a schedule. Inject a number instead, e.g. "
-                        "inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets it."
-                    )
+    def _start_verification(self, opt_state: Any) -> None:
+        """Arms the checks that compare the optimizer's own counters and values with ours."""
+        self._applied = []
+        self._unconfirmed = {i: None for i in range(len(self._targets))}
+        state = accumulation_state(opt_state)
+        self._counted = []
+        self._counts_to_check = 0
+        if state is not None:
+            k = self._updates_per_step
+            # One device read at the start: the optimizer's update count so far.
+            done = int(_host_value(state.gradient_step.get_value()))
+            self._gradient_step_offset = done - self._train_steps // k
+            self._counts_to_check = 2 * k
+
+    def _verify_applied(self, update: int) -> None:
+        """Records the values the optimizer applied in ``update`` and checks those ready.
+
+        A hyperparameter injected as a schedule is recomputed by optax inside the update, so
+        the value it applied can differ from the one written. The check reads device values
+        only once they are computed (never waiting), and ends for a hyperparameter once it
+        has matched a value that differs from its first one: a schedule that agreed with the
+        scheduler's values at two different points is no longer a suspect.
+        """
+        values = self._values()
+        for index in self._unconfirmed:
+            target = self._targets[index]
+            held = target.state.variables[target.name].get_value()
+            written = values[target.kind][target.group]
+            self._applied.append(_Applied(update, index, held, written))
+        self._check_applied(block=False)
+
+    def _check_applied(self, *, block: bool) -> None:
+        while self._applied and (block or _is_ready(self._applied[0].held)):
+            applied = self._applied.pop(0)
+            if applied.target not in self._unconfirmed:
+                continue
+            target = self._targets[applied.target]
+            held = _host_value(applied.held)
+            written = float(np.asarray(applied.written, dtype=target.state.dtypes[target.name]))
+            if abs(held - written) > 1e-6 * max(abs(written), 1e-30):
+                raise ValueError(
+                    f"{type(self).__name__}: update {applied.update} applied {target.name!r}="
+                    f"{held:.7g} at {target.state.where}, but the scheduler set {written:.7g}: "
+                    "the transformation computes it itself (it was injected as a schedule, "
+                    "e.g. inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))), "
+                    "so the callback's values are neither used nor what is logged. Inject a "
+                    "number instead, e.g. inject_hyperparams(optax.sgd)(learning_rate=0.0); "
+                    "the callback sets it."
+                )
+            first = self._unconfirmed[applied.target]
+            if first is None:
+                self._unconfirmed[applied.target] = written
+            elif written != first:
+                del self._unconfirmed[applied.target]
+        if not self._unconfirmed:
+            self._applied.clear()
+
+    def _verify_accumulation(self, *, block: bool) -> None:
+        """Compares optax.MultiSteps' update count with the one ``accumulation_steps`` implies.
+
+        Over the first ``2 * k`` train steps of a run, without waiting on the device.
+        """
+        state = accumulation_state(self._optimizer.opt_state)
+        if not block and state is not None:
+            self._counted.append((self._train_steps, state.gradient_step.get_value()))
+            self._counts_to_check -= 1
+        while self._counted and (block or _is_ready(self._counted[0][1])):
+            train_steps, gradient_step = self._counted.pop(0)
+            made = int(_host_value(gradient_step)) - self._gradient_step_offset
+            expected = train_steps // self._updates_per_step
+            if made != expected:
+                raise ValueError(
+                    f"{type(self).__name__}: optax.MultiSteps made {made} parameter updates in "
+                    f"the first {train_steps} train steps, but accumulation_steps="
+                    f"{self._updates_per_step} means {expected}: the scheduler would not "
+                    "advance once per update. Pass its every_k_schedule as accumulation_steps."
+                )
+        if block:
+            self._counts_to_check = 0
+
+    def _not_begun(self, hook: str) -> RuntimeError:
+        return RuntimeError(
+            f"{type(self).__name__}.{hook}: called before on_train_begin, so no learning rate "
+            "has been written into the optimizer. Call on_train_begin(loop) once before the "
+            "first step (CallbackList.on_train_begin() does)."
+        )
+
+    def _moved_elsewhere(self) -> RuntimeError:
+        return RuntimeError(
+            f"{type(self).__name__}: the scheduler stands at step {self.scheduler.last_epoch}, "
+            f"but the callback left it at step {self._position}: something else moved it "
+            "(scheduler.step() or load_state_dict in the loop as well?). The callback owns its "
+            "scheduler and steps it after every update; remove the other calls, or drive the "
+            "scheduler yourself without the callback."
+        )
 
     def _write_plan(self) -> None:
         """Writes the configuration as hparams and a picture of the planned schedule, once."""
@@ -356,3 +628,15 @@ class LRSchedulerCallback(Callback):
             if hasattr(self.scheduler, attribute):
                 scalars[tag] = getattr(self.scheduler, attribute)
         self.writer.write_scalars(update, scalars)
+
+
+def _is_ready(value: Any) -> bool:
+    """Whether reading ``value`` would not wait for the device."""
+    return not isinstance(value, jax.Array) or value.is_ready()
+
+
+def _host_value(value: Any) -> float:
+    """A scalar on the host; for a global array, this process's copy of it."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        value = value.addressable_data(0)
+    return float(np.asarray(value))
