@@ -11,8 +11,10 @@ from flax_cyclic.callbacks import CallbackList as CallbackList
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks import ProgressBar as ProgressBar
+from flax_cyclic.callbacks import TerminateOnNaN as TerminateOnNaN
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
+from flax_cyclic.checkpoint import NonFiniteError as NonFiniteError
 from flax_cyclic.lr_finder import LRFinderResult as LRFinderResult
 from flax_cyclic.lr_finder import lr_find as lr_find
 from flax_cyclic.metrics import create_writer as create_writer
@@ -45,8 +47,10 @@ __all__ = [
     "LRScheduler",
     "LRSchedulerCallback",
     "MetricsLogger",
+    "NonFiniteError",
     "OneCycleLR",
     "ProgressBar",
+    "TerminateOnNaN",
     "Trainer",
     "TriangularLR",
     "__version__",

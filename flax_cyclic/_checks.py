@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +25,12 @@ def _got(name: str, value: Any) -> str:
 def integer(
     owner: str, name: str, value: Any, *, minimum: int, maximum: int | None = MAX_STEP, hint: str
 ) -> int:
-    """Returns ``value`` as an int in ``[minimum, maximum]``; bools and floats are rejected."""
+    """Returns ``value`` as an int in ``[minimum, maximum]``; bools and floats are rejected.
+
+    ``maximum=None`` means no upper bound. An out-of-range value raises a ``ValueError`` that
+    states the real range: "an integer in [1, 2**31 - 1]", or "an integer >= 0" without a
+    maximum.
+    """
     if isinstance(value, bool):
         raise TypeError(f"{owner}: `{name}` must be an integer, {_got(name, value)}. {hint}")
     try:
@@ -34,11 +40,19 @@ def integer(
             f"{owner}: `{name}` must be an integer, {_got(name, value)}. {hint}"
         ) from None
     if result < minimum or (maximum is not None and result > maximum):
-        requirement = "a positive integer" if minimum == 1 else "a non-negative integer"
-        if maximum is not None:
-            requirement += " no larger than 2**31 - 1"
-        raise ValueError(f"{owner}: `{name}` must be {requirement}, {_got(name, value)}. {hint}")
+        raise ValueError(
+            f"{owner}: `{name}` must be {_integer_range(minimum, maximum)}, "
+            f"{_got(name, value)}. {hint}"
+        )
     return result
+
+
+def _integer_range(minimum: int, maximum: int | None) -> str:
+    """Describes the integers in ``[minimum, maximum]``: ``'an integer in [1, 2**31 - 1]'``."""
+    if maximum is None:
+        return f"an integer >= {minimum}"
+    upper = "2**31 - 1" if maximum == MAX_STEP else str(maximum)
+    return f"an integer in [{minimum}, {upper}]"
 
 
 def real(owner: str, name: str, value: Any, *, positive: bool = False, hint: str) -> float:
@@ -121,3 +135,53 @@ def per_group(
         else:
             result[name] = (real(owner, name, value, hint=hints[name]),) * groups
     return result
+
+
+def writable_directory(owner: str, name: str, path: Any) -> str:
+    """Creates a local directory if missing; raises a clear error where writing would fail.
+
+    Returns the absolute path. A ``scheme://`` path (``gs://``, ``s3://``) is returned as it
+    is: that file system is the writer's business.
+
+    Raises:
+        NotADirectoryError: If ``path`` is an existing file, or lies under one.
+        PermissionError: If it cannot be created or written to.
+        OSError: If it cannot be created for another reason.
+    """
+    given = os.fspath(path)
+    if "://" in given:
+        return given
+    hint = "Pass a directory path; it is created if missing."
+    absolute = os.path.abspath(given)
+    if os.path.exists(absolute) and not os.path.isdir(absolute):
+        raise NotADirectoryError(
+            f"{owner}: `{name}` must be a directory, got {name}={given!r}, which is a file. {hint}"
+        )
+    existing = absolute
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(
+            f"{owner}: `{name}` must be a directory, got {name}={given!r}, which lies under the "
+            f"file {existing!r}. {hint}"
+        )
+    try:
+        os.makedirs(absolute, exist_ok=True)
+    except PermissionError:
+        raise PermissionError(
+            f"{owner}: `{name}` must be a directory this process can create, got "
+            f"{name}={given!r}, but {existing!r} is not writable. Pass a directory path under "
+            "a writable directory, or change the permissions."
+        ) from None
+    except OSError as error:
+        raise OSError(
+            f"{owner}: `{name}` must be a directory this process can create, got "
+            f"{name}={given!r}: {error.strerror or error}. {hint}"
+        ) from error
+    if not os.access(absolute, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{owner}: `{name}` must be a writable directory, got {name}={given!r}, which this "
+            "process cannot write to. Pass a directory it can write to, or change the "
+            "permissions."
+        )
+    return absolute

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -48,8 +50,14 @@ class Checkpointer:
         async_save: Write in the background (Orbax's async checkpointing): the loop blocks
             only while the arrays are copied off the device.
 
+    A checkpoint is only written when every floating-point array of the model and the
+    optimizer is finite (one reduction on the device per save): a diverged run cannot replace
+    the good checkpoints with NaN weights, and a resume starts from the newest good one.
+
     Raises:
         ValueError, TypeError: For non-positive or non-integer counts.
+        NotADirectoryError, PermissionError: For a ``directory`` that is (or lies under) a
+            file, or that cannot be created or written.
     """
 
     def __init__(
@@ -71,7 +79,7 @@ class Checkpointer:
         self.max_to_keep = _checks.integer(
             owner, "max_to_keep", max_to_keep, minimum=1, hint="e.g. 3."
         )
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = _checks.writable_directory(owner, "directory", directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={
@@ -102,14 +110,27 @@ class Checkpointer:
         callbacks: Mapping[str, Any],
         trainer: Mapping[str, Any],
     ) -> bool:
-        """Saves one checkpoint at ``step`` (asynchronously if enabled); False if it exists."""
+        """Saves one checkpoint at ``step`` (asynchronously if enabled); False if it exists.
+
+        Raises:
+            NonFiniteError: If the model or optimizer state holds a NaN or an infinity; nothing
+                is written then.
+        """
         if step in self.manager.all_steps():
             return False
+        states = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        bad = _non_finite_leaves(states)
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise NonFiniteError(
+                f"Checkpointer.save: the state to save at step {step} is not finite ({shown}), "
+                f"so nothing was written to {self.directory}."
+            )
         saved = self.manager.save(
             step,
             args=ocp.args.Composite(
-                model=ocp.args.StandardSave(nnx.state(model)),
-                optimizer=ocp.args.StandardSave(nnx.state(optimizer)),
+                model=ocp.args.StandardSave(states["model"]),
+                optimizer=ocp.args.StandardSave(states["optimizer"]),
                 callbacks=ocp.args.JsonSave(dict(callbacks)),
                 trainer=ocp.args.JsonSave(dict(trainer)),
             ),
@@ -218,11 +239,40 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
     for path, leaf in leaves:
         dtype = getattr(leaf, "dtype", None)
         is_key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-        names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+        names = [_key_name(k) for k in path]
         if names and names[-1] == "value":  # the Variable wrapper in saved metadata
             names.pop()
         shapes["/".join(names)] = None if is_key else tuple(getattr(leaf, "shape", ()))
     return shapes
+
+
+@jax.jit
+def _finite_flags(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(array)) for array in arrays])
+
+
+def _non_finite_leaves(states: Mapping[str, nnx.State]) -> list[str]:
+    """Paths of the floating-point leaves holding a NaN or an infinity: one device reduction."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(states)
+    floats = [
+        (path, leaf)
+        for path, leaf in leaves
+        if jnp.issubdtype(getattr(leaf, "dtype", np.int32), jnp.inexact)
+    ]
+    if not floats:
+        return []
+    flags = _finite_flags([leaf for _, leaf in floats])
+    if not flags.is_fully_addressable:
+        flags = flags.addressable_data(0)
+    return [
+        "/".join(name for name in map(_key_name, path) if name != "value")
+        for (path, _), finite in zip(floats, np.asarray(flags), strict=True)
+        if not finite
+    ]
+
+
+def _key_name(key: Any) -> str:
+    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
 
 
 def _abstract(state: nnx.State) -> Any:

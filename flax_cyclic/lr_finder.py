@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import CallbackList
+from flax_cyclic.callbacks.base import CallbackList, check_optimizer
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 from flax_cyclic.hyperparams import accumulation_state
 from flax_cyclic.schedulers import LRScheduler
@@ -233,7 +233,8 @@ def lr_find(
             suggestions.
 
     Raises:
-        TypeError: If the train step returns no loss.
+        TypeError: If ``optimizer`` is not an ``nnx.Optimizer``, or the train step returns no
+            loss.
         ValueError: For invalid arguments, an optimizer without an injected learning rate,
             or a loss that is not finite at the first step.
 
@@ -252,6 +253,7 @@ def lr_find(
         0
     """
     owner = "lr_find"
+    check_optimizer(owner, optimizer)
     start_lr = _checks.real(owner, "start_lr", start_lr, positive=True, hint=_LR_HINT)
     end_lr = _checks.real(owner, "end_lr", end_lr, positive=True, hint=_LR_HINT)
     if start_lr >= end_lr:

@@ -7,6 +7,8 @@ from typing import Any
 
 import jax
 
+from flax_cyclic import _checks
+
 __all__ = ["create_writer"]
 
 _EXTRA_HINT = (
@@ -25,6 +27,11 @@ def create_writer(
     A step already in ``logdir`` is never written again for the same tag, so a resumed run
     continues its curves without zig-zags.
 
+    Where it writes event files (``just_logging=False``), a local ``logdir`` is created if
+    missing and checked at once: a file, or a directory that cannot be created or written,
+    raises here with the path, rather than as TensorFlow's ``FailedPreconditionError``. A
+    ``scheme://`` path such as ``gs://bucket/run`` goes to the writer as it is.
+
     Args:
         logdir: The log directory, e.g. ``workdir/tensorboard``; ``tensorboard --logdir`` it.
         asynchronous: Write in a background thread.
@@ -35,6 +42,9 @@ def create_writer(
 
     Raises:
         ImportError: If the ``tensorboard`` extra is not installed; the message names it.
+        NotADirectoryError: If a local ``logdir`` is an existing file, or lies under one.
+        PermissionError: If a local ``logdir`` cannot be created or written to.
+        OSError: If a local ``logdir`` cannot be created for another reason.
     """
     try:
         from flax_cyclic import _tensorboard
@@ -42,6 +52,7 @@ def create_writer(
         raise ImportError(f"create_writer needs CLU and TensorFlow. {_EXTRA_HINT}") from error
     if just_logging is None:
         just_logging = jax.process_index() != 0
-    return _tensorboard.create(
-        os.fspath(logdir), just_logging=just_logging, asynchronous=asynchronous
-    )
+    logdir = os.fspath(logdir)
+    if not just_logging:
+        _checks.writable_directory("create_writer", "logdir", logdir)
+    return _tensorboard.create(logdir, just_logging=just_logging, asynchronous=asynchronous)

@@ -592,8 +592,11 @@ class OneCycleLR(LRScheduler):
             ``steps_per_epoch``.
         epochs: With ``steps_per_epoch``, ``total_steps = epochs * steps_per_epoch``.
         steps_per_epoch: See ``epochs``.
-        pct_start: Fraction of the steps spent rising, in [0, 1] (at most 0.5 with
-            ``three_phase``).
+        pct_start: Fraction of the steps spent rising, in [0, 1) (at most 0.5 with
+            ``three_phase``). 1 is refused: the rise would take every step and leave none to
+            anneal. Any value below 1 reaches the minimum at step ``total_steps - 1``; when
+            ``pct_start * total_steps >= total_steps - 1`` the fall takes that single step
+            and the rise may stop short of ``max_lr``, with PyTorch's numbers.
         anneal_strategy: ``'cos'`` (default) or ``'linear'``.
         cycle_momentum: Whether to cycle the momentum (PyTorch's default: True).
         base_momentum: Momentum at the learning-rate peak; a number or a list per group.
@@ -605,7 +608,11 @@ class OneCycleLR(LRScheduler):
         last_epoch: The step to start at, in ``[0, total_steps]``.
 
     Raises:
-        TypeError, ValueError: For invalid arguments, naming the argument and the fix.
+        TypeError: For an argument of the wrong type (a float ``total_steps``, a string
+            learning rate, a non-bool ``three_phase``, ...), naming the argument.
+        ValueError: For an out-of-range argument, naming the argument and the fix; among
+            them ``pct_start >= 1`` (at 1 no step is left to anneal; PyTorch divides by
+            zero there) and ``pct_start > 0.5`` with ``three_phase=True``.
 
     Examples:
         >>> from flax_cyclic import OneCycleLR

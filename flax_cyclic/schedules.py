@@ -420,12 +420,24 @@ class OneCyclePolicy:
             owner,
             "pct_start",
             pct_start,
-            hint="pct_start is the fraction of the steps spent rising, in [0, 1], e.g. 0.3.",
+            hint="pct_start is the fraction of the steps spent rising, in [0, 1), e.g. 0.3.",
         )
         if fraction > 1:
             raise ValueError(
-                f"{owner}: `pct_start` must be in [0, 1], got pct_start={pct_start!r}. It is "
+                f"{owner}: `pct_start` must be in [0, 1), got pct_start={pct_start!r}. It is "
                 "the fraction of the steps spent rising to max_lr, e.g. 0.3."
+            )
+        if fraction == 1:
+            # The rise would end at step total_steps - 1 and the fall have no length: the value
+            # would hold max_lr to the end. Any pct_start < 1 leaves the fall a positive length
+            # (pct_start * total_steps < total_steps in floating point too), and it reaches the
+            # final learning rate at step total_steps - 1, as in PyTorch.
+            raise ValueError(
+                f"{owner}: `pct_start` must be below 1, got pct_start={pct_start!r} "
+                f"({type(pct_start).__name__}): the rise to max_lr would take every step, "
+                "leaving none to anneal (PyTorch divides by zero there). Pass a value below 1, "
+                "e.g. 0.3; for a pure rise, use a constant or linear warm-up schedule such as "
+                "optax.linear_schedule."
             )
         if not isinstance(three_phase, bool):
             raise TypeError(
@@ -443,8 +455,10 @@ class OneCyclePolicy:
     def progress(self, step: Any, xp: Math) -> tuple[Any, Any]:
         """Returns ``(phase_index, step)``, with the step held at ``total_steps - 1``."""
         step = xp.minimum(step, self.total_steps - 1)
-        # The phase is the first whose end is >= step: count the ends before the step.
-        return sum(xp.where(step > end, 1, 0) for end in self.ends[:-1]), step
+        # The phase is the first whose end is >= step: count the ends before the step. For an
+        # integer step, step > end is step > floor(end), compared exactly in integers: in
+        # float32 an end like 11.999999999999998 (pct_start just below 1) would round to 12.
+        return sum(xp.where(step > math.floor(end), 1, 0) for end in self.ends[:-1]), step
 
     def value(self, progress: tuple[Any, Any], bounds: tuple[float, ...], xp: Math) -> Any:
         """The value for ``bounds = (start_0, end_0, start_1, end_1, ...)``, one pair per phase."""
@@ -458,6 +472,12 @@ class OneCyclePolicy:
         whole, offset, length = self.phases[phase]
         low, high = bounds[2 * phase], bounds[2 * phase + 1]
         if length <= 0:  # An empty phase (pct_start * total_steps == 1): only its end is seen.
+            return xp.full_like(xp.to_float(step), high)
+        if phase == len(self.phases) - 1 and length < 1:
+            # The last phase ends at step total_steps - 1, and one shorter than a step holds no
+            # other step (pct_start * total_steps > total_steps - 1): the fall takes that step
+            # alone, as in PyTorch. Its fraction, 1, would be lost to float32 rounding of the
+            # start in a phase this short.
             return xp.full_like(xp.to_float(step), high)
         fraction = (xp.to_float(step - whole) - offset) / length
         if self.anneal_strategy == "cos":  # PyTorch: high + (low - high) * (1 + cos(pi f)) / 2
@@ -654,8 +674,11 @@ def onecycle_schedule(
     Args:
         max_lr: The peak learning rate; >= 0.
         total_steps: The number of optimizer updates in the run; a positive integer.
-        pct_start: Fraction of the steps spent rising, in [0, 1] (at most 0.5 with
-            ``three_phase``).
+        pct_start: Fraction of the steps spent rising, in [0, 1) (at most 0.5 with
+            ``three_phase``). 1 is refused: the rise would take every step and leave none to
+            anneal. Any value below 1 reaches the minimum at step ``total_steps - 1``; when
+            ``pct_start * total_steps >= total_steps - 1`` the fall takes that single step
+            and the rise may stop short of ``max_lr``, with PyTorch's numbers.
         anneal_strategy: ``'cos'`` or ``'linear'``.
         div_factor: ``max_lr / div_factor`` is the initial learning rate; > 0.
         final_div_factor: ``initial / final_div_factor`` is the final learning rate; > 0.
@@ -665,7 +688,11 @@ def onecycle_schedule(
         An ``optax.Schedule`` of the integer step.
 
     Raises:
-        TypeError, ValueError: For invalid arguments, naming the argument.
+        TypeError: For an argument of the wrong type (a float ``total_steps``, a string
+            learning rate, a non-bool ``three_phase``, ...), naming the argument.
+        ValueError: For an out-of-range argument, naming the argument and the fix; among
+            them ``pct_start >= 1`` (at 1 no step is left to anneal; PyTorch divides by
+            zero there) and ``pct_start > 0.5`` with ``three_phase=True``.
 
     Examples:
         >>> from flax_cyclic import onecycle_schedule

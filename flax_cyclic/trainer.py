@@ -17,10 +17,11 @@ import optax
 from flax import nnx
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import Callback, CallbackList
+from flax_cyclic._errors import CheckpointError, NonFiniteError
+from flax_cyclic.callbacks.base import Callback, CallbackList, check_optimizer
 from flax_cyclic.callbacks.logging import MetricsLogger, mean_metrics
 from flax_cyclic.callbacks.progress import ProgressBar
-from flax_cyclic.checkpoint import Checkpointer, CheckpointError
+from flax_cyclic.checkpoint import Checkpointer
 
 __all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
 
@@ -29,9 +30,31 @@ Metrics = Mapping[str, jax.Array]
 logger = logging.getLogger("flax_cyclic")
 
 
+_BATCH_FORMATS = (
+    "an (inputs, labels) pair, or a mapping with 'image' and 'label' (as the MNIST example's "
+    "pipeline makes); for other batches, pass your own train_step / eval_step"
+)
+
+
 def _inputs_and_labels(batch: Any) -> tuple[jax.Array, jax.Array]:
     if isinstance(batch, Mapping):
+        missing = [key for key in ("image", "label") if key not in batch]
+        if missing:
+            raise ValueError(
+                f"The default train and eval steps take {_BATCH_FORMATS}; got a mapping "
+                f"without {missing} (its keys are {sorted(map(str, batch))})."
+            )
         return batch["image"], batch["label"]
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        if isinstance(batch, (tuple, list)):
+            described = f"a {type(batch).__name__} of {len(batch)} elements"
+        elif hasattr(batch, "shape"):
+            described = f"one array of shape {tuple(batch.shape)}"
+        else:
+            described = f"a {type(batch).__name__}"
+        raise ValueError(
+            f"The default train and eval steps take {_BATCH_FORMATS}; got {described}."
+        )
     inputs, labels = batch
     return inputs, labels
 
@@ -75,7 +98,8 @@ class History:
         eval: One entry per evaluation: ``step``, ``epoch``, and the mean of each eval metric.
         resumed_from: The checkpoint step this run resumed from, or ``None`` if it started
             fresh.
-        preempted: Whether a SIGTERM stopped the run (after saving a checkpoint).
+        preempted: Whether a SIGTERM stopped the run (after saving a checkpoint); in a
+            multi-process job, a SIGTERM to any process stops all of them at the same step.
     """
 
     train: list[dict[str, float]] = dataclasses.field(default_factory=list)
@@ -117,7 +141,8 @@ class Trainer:
         data_axis: The mesh axis the batch dimension is split over.
 
     Raises:
-        TypeError: If a step is not callable or a callback is not a ``Callback``.
+        TypeError: If ``optimizer`` is not an ``nnx.Optimizer``, a step is not callable or a
+            callback is not a ``Callback``.
     """
 
     def __init__(
@@ -135,6 +160,7 @@ class Trainer:
         mesh: jax.sharding.Mesh | None = None,
         data_axis: str = "data",
     ) -> None:
+        check_optimizer("Trainer", optimizer)
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
                 raise TypeError(f"Trainer: `{name}` must be callable, got {step!r}.")
@@ -221,52 +247,33 @@ class Trainer:
         epochs_for = _epoch_source(train_data)
         history = History()
         callbacks = self.callbacks
-        checkpointer = self.checkpointer
         self._place_on_mesh()
         position, data_state = self._resume(history)
         callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
+        if history.resumed_from is not None and not self._more(num_epochs, num_steps):
+            self._say_complete(num_epochs, num_steps)
+        self._unsaved = []
         batches: Iterator[Any] | None = None
-        with _sigterm_requests(enabled=checkpointer is not None) as stop_requested:
+        with _preemption(self.checkpointer is not None, callbacks.step) as preempted:
             try:
                 callbacks.on_train_begin()
-                while self._more(num_epochs, num_steps):
+                stop = False
+                while not stop and self._more(num_epochs, num_steps):
                     callbacks.on_epoch_begin()
                     batches = _seek(iter(epochs_for(callbacks.epoch)), position, data_state)
                     epoch_metrics: list[Metrics] = []
-                    stopped = False
                     for batch in batches:
-                        callbacks.on_step_begin()
-                        metrics = self._train_step(self.model, self.optimizer, self._shard(batch))
-                        if not isinstance(metrics, Mapping):
-                            raise TypeError(
-                                "Trainer.fit: train_step must return a mapping of metric names "
-                                f"to scalars, e.g. {{'loss': loss}}; it returned "
-                                f"{type(metrics).__name__}."
-                            )
-                        callbacks.on_step_end(metrics)
-                        epoch_metrics.append(metrics)
+                        epoch_metrics.append(self._train_one(batch))
                         position += 1
-                        step = callbacks.step
-                        if (
-                            eval_data is not None
-                            and eval_every_steps
-                            and step % eval_every_steps == 0
-                        ):
-                            history.eval.append(self.evaluate(eval_data))
-                        if (
-                            checkpointer
-                            and checkpointer.every_steps
-                            and (step % checkpointer.every_steps == 0)
-                        ):
-                            self._save(position, batches)
-                        if stop_requested():
-                            self._save(position, batches)
-                            checkpointer.wait()
-                            logger.warning("SIGTERM: saved step %d and stopped.", step)
-                            history.preempted = True
-                            return history
-                        if num_steps is not None and step >= num_steps:
-                            stopped = True
+                        self._periodic_actions(
+                            eval_data, eval_every_steps, position, batches, history
+                        )
+                        if preempted(callbacks.step):
+                            history.preempted = stop = True
+                            logger.warning("SIGTERM: saving step %d and stopping.", callbacks.step)
+                            break
+                        if num_steps is not None and callbacks.step >= num_steps:
+                            stop = True  # num_steps reached: the epoch may not be over
                             break
                     if not epoch_metrics and position == 0:
                         raise ValueError(
@@ -280,26 +287,70 @@ class Trainer:
                             {"step": callbacks.step, "epoch": callbacks.epoch}
                             | mean_metrics(epoch_metrics)
                         )
+                    if history.preempted:
+                        break
                     if eval_data is not None and not (
                         eval_every_steps and callbacks.step % eval_every_steps == 0
                     ):
                         history.eval.append(self.evaluate(eval_data))
-                    if stopped:
-                        break  # num_steps reached: the epoch is not over
+                    if stop:
+                        break
                     callbacks.on_epoch_end(history.train[-1] if epoch_metrics else {})
                     position, data_state = 0, None
-                    if checkpointer and checkpointer.every_epoch:
+                    if self.checkpointer and self.checkpointer.every_epoch:
                         self._save(position, None)
-                if checkpointer:
+                if self.checkpointer:
                     self._save(position, batches)
-                    checkpointer.wait()
+                    self.checkpointer.wait()
                 callbacks.on_train_end()
             except BaseException as error:
                 callbacks.on_exception(error)
-                if checkpointer is not None:
-                    checkpointer.wait()  # a save in flight completes: nothing complete is lost
+                if self.checkpointer is not None:
+                    self.checkpointer.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
+
+    def _train_one(self, batch: Any) -> Metrics:
+        """Runs the hooks and the compiled train step for one batch; returns its metrics."""
+        callbacks = self.callbacks
+        callbacks.on_step_begin()
+        metrics = self._train_step(self.model, self.optimizer, self._shard(batch))
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                "Trainer.fit: train_step must return a mapping of metric names "
+                f"to scalars, e.g. {{'loss': loss}}; it returned {type(metrics).__name__}."
+            )
+        if self.checkpointer is not None:
+            self._unsaved.append((callbacks.step, metrics))  # kept until the next good save
+        callbacks.on_step_end(metrics)
+        return metrics
+
+    def _periodic_actions(
+        self,
+        eval_data: Iterable[Any] | None,
+        eval_every_steps: int | None,
+        position: int,
+        batches: Any,
+        history: History,
+    ) -> None:
+        """Evaluates and saves every N steps, as configured."""
+        step = self.callbacks.step
+        if eval_data is not None and eval_every_steps and step % eval_every_steps == 0:
+            history.eval.append(self.evaluate(eval_data))
+        every = self.checkpointer.every_steps if self.checkpointer else None
+        if every and step % every == 0:
+            self._save(position, batches)
+
+    def _say_complete(self, num_epochs: int | None, num_steps: int | None) -> None:
+        length = f"num_steps={num_steps}" if num_steps is not None else f"num_epochs={num_epochs}"
+        logger.warning(
+            "The run in %s is complete at step %d (%s): nothing left to train. Raise %s to "
+            "train longer, or use a new checkpoint directory to start over.",
+            self.checkpointer.directory,
+            self.callbacks.step,
+            length,
+            length.split("=")[0],
+        )
 
     def _place_on_mesh(self) -> None:
         """Replicates every model and optimizer array that is not yet sharded on the mesh."""
@@ -335,12 +386,19 @@ class Trainer:
             return 0, None
         try:
             self.callbacks.load_state_dict(restored.callbacks)
-        except (ValueError, TypeError) as error:
+            trainer = {key: restored.trainer[key] for key in _TRAINER_KEYS}
+        except (ValueError, TypeError, KeyError) as error:
             raise CheckpointError(
                 f"The checkpoint at step {restored.step} in {self.checkpointer.directory} does "
-                f"not fit this run's callbacks: {error}"
+                f"not fit this run: {_reason(error)}"
             ) from error
-        trainer = restored.trainer
+        if trainer["step"] != restored.step:
+            raise CheckpointError(
+                f"The checkpoint at step {restored.step} in {self.checkpointer.directory} says "
+                f"the trainer had completed {trainer['step']} steps: it was edited or mixed "
+                "with another run's files. Remove that step directory to resume from the one "
+                "before, or use a new checkpoint directory."
+            )
         self.callbacks.step, self.callbacks.epoch = trainer["step"], trainer["epoch"]
         history.resumed_from = restored.step
         logger.info(
@@ -354,6 +412,13 @@ class Trainer:
 
     def _save(self, position: int, batches: Any) -> None:
         get_state = getattr(batches, "get_state", None)
+        try:
+            self._save_checked(position, batches, get_state)
+        except NonFiniteError as error:
+            raise self._diverged(error) from error
+        self._unsaved = []
+
+    def _save_checked(self, position: int, batches: Any, get_state: Any) -> None:
         self.checkpointer.save(
             self.callbacks.step,
             model=self.model,
@@ -365,6 +430,33 @@ class Trainer:
                 "position": position,
                 "data_state": get_state() if position and callable(get_state) else None,
             },
+        )
+
+    def _diverged(self, error: NonFiniteError) -> NonFiniteError:
+        """The error for a save refused as non-finite, naming the first non-finite step."""
+        first = None
+        host = jax.device_get([metrics for _, metrics in self._unsaved])  # one transfer
+        for (step, _), metrics in zip(self._unsaved, host, strict=True):
+            bad = {name: float(v) for name, v in metrics.items() if not np.all(np.isfinite(v))}
+            if bad:
+                first = (step, bad)
+                break
+        if first is None:
+            seen = "no train metric was non-finite since the last checkpoint"
+        else:
+            step, bad = first
+            shown = ", ".join(f"{name}={value}" for name, value in bad.items())
+            seen = f"the metrics were first non-finite at train step {step} ({shown})"
+        latest = self.checkpointer.latest_step()
+        kept = (
+            f"the newest checkpoint, step {latest}, is good and a resume starts there"
+            if latest is not None
+            else "there is no earlier checkpoint"
+        )
+        return NonFiniteError(
+            f"Trainer.fit: training diverged: {seen}. {error} So {kept}. Lower the learning "
+            "rate (e.g. max_lr), clip the gradients (optax.clip_by_global_norm), or add "
+            "TerminateOnNaN() to stop at the first non-finite loss."
         )
 
     def _more(self, num_epochs: int | None, num_steps: int | None) -> bool:
@@ -412,6 +504,15 @@ class Trainer:
         return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
 
 
+_TRAINER_KEYS = ("step", "epoch", "position", "data_state")
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, KeyError):
+        return f"its saved state has no entry {error.args[0]!r}."
+    return str(error)
+
+
 def _seek(batches: Iterator[Any], position: int, data_state: Any) -> Iterator[Any]:
     """Moves a fresh epoch iterator to ``position`` batches in."""
     if position == 0:
@@ -432,15 +533,38 @@ _END = object()
 
 
 @contextlib.contextmanager
-def _sigterm_requests(*, enabled: bool) -> Iterator[Callable[[], bool]]:
-    """Turns SIGTERM into a request the loop polls after each step (main thread only)."""
+def _preemption(enabled: bool, start: int) -> Iterator[Callable[[int], bool]]:
+    """Turns SIGTERM into a stop that the loop polls after each step: ``preempted(step)``.
+
+    One process: a SIGTERM handler sets a flag (main thread only). Several processes
+    (``jax.distributed``): JAX's preemption service hears a SIGTERM to any of them and picks a
+    step that all reach (``multihost_utils.reached_preemption_sync_point``), so every
+    process stops and saves the same step.
+    """
+    if not enabled:
+        yield lambda step: False
+        return
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        try:
+            at_start = multihost_utils.reached_preemption_sync_point(start)
+        except RuntimeError as error:  # the preemption service is off
+            logger.warning(
+                "No SIGTERM handling across processes (%s): a SIGTERM stops no process.",
+                str(error).splitlines()[0],
+            )
+            yield lambda step: False
+            return
+        yield lambda step: at_start or multihost_utils.reached_preemption_sync_point(step)
+        return
     requested = threading.Event()
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield requested.is_set
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda step: False
         return
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
     try:
-        yield requested.is_set
+        yield lambda step: requested.is_set()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -64,6 +64,9 @@ class Progress(Callback):
         print(f"step {step}", flush=True)
         time.sleep(self.sleep)
 
+    def on_train_end(self, loop):
+        print(f"train end at step {loop.step}", flush=True)
+
 
 def data(epoch: int) -> list:
     rng = np.random.default_rng(epoch)  # deterministic per epoch, different across epochs

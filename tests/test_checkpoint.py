@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import raises_exactly
 
 from flax_cyclic import (
     Callback,
@@ -24,6 +25,8 @@ from flax_cyclic import (
     CheckpointError,
     CyclicLR,
     LRSchedulerCallback,
+    NonFiniteError,
+    TerminateOnNaN,
     Trainer,
 )
 
@@ -329,8 +332,10 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, process_reference):
     process.send_signal(signal.SIGTERM)
     output = _finish(process)
     assert "preempted" in output
-    saved = int(output.split("SIGTERM: saved step ")[1].split()[0])
+    saved = int(output.split("SIGTERM: saving step ")[1].split()[0])
     assert 7 <= saved < 20  # the step in flight finished, then the loop saved and stopped
+    # Through the normal end: on_train_end ran (writers flushed, progress bar stopped).
+    assert f"train end at step {saved}" in output
     output = _finish(_worker(tmp_path, 20, 5, "--ballast", "48"))
     assert f"Resumed from the checkpoint at step {saved}" in output
     _assert_same_final(tmp_path, process_reference)
@@ -368,3 +373,139 @@ def test_resume_without_the_lr_callback_state_is_an_error(tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"no saved state for the callbacks \['lr'\]"):
         other.fit(DATA["list"], num_steps=6)
+
+
+# -- guarantees: nothing non-finite is saved; a checkpoint that disagrees with itself is refused --
+
+
+class PoisonAt(Callback):
+    """Makes the model non-finite after train step `step`, as a diverging run would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, loop, step, metrics):
+        if step == self.step:
+            kernel = loop.model.hidden.kernel
+            kernel.set_value(kernel.get_value() * np.float32(np.inf))
+
+
+def test_a_diverged_run_keeps_its_good_checkpoints_and_names_the_first_bad_step(
+    tmp_path, reference
+):
+    trainer, _ = _trainer(tmp_path, extra=[PoisonAt(9)])
+    with raises_exactly(
+        NonFiniteError,
+        "Trainer.fit: training diverged: the metrics were first non-finite at train step 10 "
+        "(loss=nan). Checkpointer.save: the state to save at step 12 is not finite "
+        "(model/hidden/bias, model/hidden/kernel, model/out/bias, model/out/kernel, "
+        "optimizer/opt_state/inner_state/0/trace/hidden/bias and 3 more), so nothing was "
+        f"written to {tmp_path}. So the newest checkpoint, step 8, is good and a resume starts "
+        "there. Lower the learning rate (e.g. max_lr), clip the gradients "
+        "(optax.clip_by_global_norm), or add TerminateOnNaN() to stop at the first non-finite "
+        "loss.",
+    ):
+        trainer.fit(DATA["list"], num_steps=22)
+    # The save at step 12 was refused: the checkpoints on disk are those before the divergence.
+    assert Checkpointer(tmp_path).manager.all_steps() == [4, 6, 8]
+    resumed, _ = _trainer(tmp_path)
+    assert resumed.fit(DATA["list"], num_steps=22).resumed_from == 8
+    _assert_bitwise_equal(_leaves(resumed), reference["list"][0])
+
+
+def test_checkpointer_save_refuses_a_non_finite_state(tmp_path):
+    model = MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    model.out.bias.set_value(model.out.bias.get_value().at[1].set(np.nan))
+    checkpointer = Checkpointer(tmp_path)
+    with raises_exactly(
+        NonFiniteError,
+        f"Checkpointer.save: the state to save at step 3 is not finite (model/out/bias), so "
+        f"nothing was written to {tmp_path}.",
+    ):
+        checkpointer.save(3, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    checkpointer.wait()
+    assert checkpointer.manager.all_steps() == []
+
+
+def test_terminate_on_nan_stops_at_the_first_non_finite_step(tmp_path):
+    trainer, _ = _trainer(tmp_path, extra=[PoisonAt(6), TerminateOnNaN(monitor=["loss"])])
+    with raises_exactly(
+        NonFiniteError,
+        "TerminateOnNaN: train step 7 gave loss=nan (hooks count steps from 0). Training "
+        "stopped at once; lower the learning rate (e.g. max_lr) or clip the gradients "
+        "(optax.clip_by_global_norm).",
+    ):
+        trainer.fit(DATA["list"], num_steps=22)
+    assert trainer.step == 7  # stopped inside step 7, before counting it
+    assert Checkpointer(tmp_path).manager.all_steps() == [4, 6]
+
+
+def test_terminate_on_nan_names_a_metric_the_step_does_not_return(tmp_path):
+    trainer, _ = _trainer(tmp_path, extra=[TerminateOnNaN(monitor=["lost"])])
+    with pytest.raises(KeyError, match=r"returned no \['lost'\].*\['accuracy', 'loss'\]"):
+        trainer.fit(DATA["list"], num_steps=2)
+
+
+def _edit_saved_callbacks(step_dir: pathlib.Path, edit) -> None:
+    path = step_dir / "callbacks" / "metadata"
+    states = json.loads(path.read_text())
+    edit(states)
+    path.write_text(json.dumps(states))
+
+
+def test_a_checkpoint_whose_scheduler_disagrees_with_the_step_is_refused(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=8)
+
+    def move(states):
+        states["LRSchedulerCallback"]["scheduler"]["last_epoch"] = 5
+
+    _edit_saved_callbacks(tmp_path / "8", move)
+    resumed, _ = _trainer(tmp_path)
+    with raises_exactly(
+        CheckpointError,
+        "LRSchedulerCallback: the scheduler stands at step 5, but the callback counted 8 train "
+        "steps (8 parameter updates) with it: the two were saved or changed apart. Restore a "
+        "state saved by this callback unedited, or start a new run.",
+    ):
+        resumed.fit(DATA["list"], num_steps=12)
+
+
+def test_a_checkpoint_without_the_scheduler_entry_is_refused(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=8)
+    _edit_saved_callbacks(tmp_path / "8", lambda states: states["LRSchedulerCallback"].clear())
+    resumed, _ = _trainer(tmp_path)
+    with raises_exactly(
+        CheckpointError,
+        f"The checkpoint at step 8 in {tmp_path} does not fit this run: "
+        "LRSchedulerCallback.load_state_dict: the saved state has no ['scheduler', "
+        "'train_steps'] (it has []). Restore a state made by LRSchedulerCallback.state_dict().",
+    ):
+        resumed.fit(DATA["list"], num_steps=12)
+
+
+def test_a_checkpoint_directory_that_is_a_file_is_refused_at_once(tmp_path):
+    path = tmp_path / "run.txt"
+    path.write_text("not a directory")
+    with raises_exactly(
+        NotADirectoryError,
+        f"Checkpointer: `directory` must be a directory, got directory={str(path)!r}, which "
+        "is a file. Pass a directory path; it is created if missing.",
+    ):
+        Checkpointer(path)
+    with pytest.raises(NotADirectoryError, match="which lies under the file"):
+        Checkpointer(path / "checkpoints")
+
+
+def test_a_finished_run_says_it_is_complete(tmp_path, caplog):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=6)
+    again, _ = _trainer(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="flax_cyclic"):
+        again.fit(DATA["list"], num_steps=6)
+    assert (
+        f"The run in {tmp_path} is complete at step 6 (num_steps=6): nothing left to train. "
+        "Raise num_steps to train longer, or use a new checkpoint directory to start over."
+    ) in caplog.messages

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from fractions import Fraction
 
 import jax
@@ -40,6 +41,8 @@ COS_ULPS = 4
 # The host path agrees to two float64 ulps with the formulas written out PyTorch's way and
 # evaluated in extended precision (np.longdouble).
 F64 = 2 * 2.0**-52
+# The largest float below 1, the largest pct_start OneCycleLR accepts.
+ALMOST_1 = float(np.nextafter(1.0, 0.0))
 PI = np.longdouble("3.14159265358979323846264338327950288")
 
 
@@ -147,17 +150,99 @@ def test_onecycle_edge_phases():
     # pct_start * total_steps == 1: the rise has no length; PyTorch divides by zero there.
     scheduler = OneCycleLR(max_lr=2.0, total_steps=10, pct_start=0.1)
     assert scheduler.get_last_lr() == [2.0]
-    # pct_start == 0 and == 1 are valid; a one-step schedule too.
-    assert OneCycleLR(max_lr=2.0, total_steps=4, pct_start=1.0, anneal_strategy="linear").get_lr()[
+    # pct_start == 0 and just below 1 are valid; a one-step schedule too.
+    assert OneCycleLR(max_lr=2.0, total_steps=4, pct_start=0.0, anneal_strategy="linear").get_lr()[
         0
-    ] == pytest.approx(0.08)
+    ] == pytest.approx(2.0 - (2.0 - 0.08 / 1e4) / 4)
     assert OneCycleLR(max_lr=2.0, total_steps=1).get_last_lr() == [2.0 / 25 / 1e4]
-    for config in (dict(pct_start=0.0), dict(pct_start=1.0), dict(pct_start=0.5, three_phase=True)):
+    for config in (
+        dict(pct_start=0.0),
+        dict(pct_start=0.95),
+        dict(pct_start=ALMOST_1),
+        dict(pct_start=0.5, three_phase=True),
+    ):
         scheduler = OneCycleLR(max_lr=2.0, total_steps=13, **config)
         lrs = [lr[0] for lr in host_lrs(scheduler, 13)]
         assert all(0 < lr <= 2.0 for lr in lrs)
         jitted = jit_values(scheduler.as_schedule(), np.arange(13))
         np.testing.assert_allclose(jitted, lrs, rtol=0, atol=COS_ULPS * float32_ulp(2.0))
+
+
+PCT_START_1_MESSAGE = (
+    "{owner}: `pct_start` must be below 1, got pct_start={value!r} ({kind}): the rise to "
+    "max_lr would take every step, leaving none to anneal (PyTorch divides by zero there). "
+    "Pass a value below 1, e.g. 0.3; for a pure rise, use a constant or linear warm-up "
+    "schedule such as optax.linear_schedule."
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "owner"),
+    [
+        (lambda pct: OneCycleLR(max_lr=2.0, total_steps=10, pct_start=pct), "OneCycleLR"),
+        (
+            lambda pct: OneCycleLR(max_lr=2.0, epochs=2, steps_per_epoch=5, pct_start=pct),
+            "OneCycleLR",
+        ),
+        (lambda pct: OneCycleLR(max_lr=2.0, total_steps=1, pct_start=pct), "OneCycleLR"),
+        (
+            lambda pct: onecycle_schedule(2.0, total_steps=10, pct_start=pct),
+            "onecycle_schedule",
+        ),
+        (
+            lambda pct: onecycle_schedule(2.0, total_steps=1, pct_start=pct),
+            "onecycle_schedule",
+        ),
+    ],
+)
+@pytest.mark.parametrize("value", [1.0, 1, np.float32(1.0)], ids=["float", "int", "float32"])
+def test_onecycle_refuses_pct_start_1(make, owner, value):
+    # With pct_start == 1 the rise ends at step total_steps - 1: the value would hold max_lr to
+    # the end instead of annealing.
+    message = PCT_START_1_MESSAGE.format(owner=owner, value=value, kind=type(value).__name__)
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        make(value)
+    assert str(caught.value) == message
+
+
+def test_onecycle_pct_start_above_1_names_the_range():
+    message = (
+        "OneCycleLR: `pct_start` must be in [0, 1), got pct_start=1.5. It is the fraction of "
+        "the steps spent rising to max_lr, e.g. 0.3."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        OneCycleLR(max_lr=0.1, total_steps=10, pct_start=1.5)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "pct_start", "lrs"),
+    [
+        # PyTorch's numbers (torch 2.13): the rise ends at step pct_start * total_steps - 1 >=
+        # total_steps - 2, and the fall to the minimum takes the last step alone.
+        (10, 0.9, [1.0, 4.0, 7.0, 10.0, 13.0, 16.0, 19.0, 22.0, 25.0, 0.5]),
+        (10, 0.95, [1 + i * 24 / 8.5 for i in range(9)] + [0.5]),
+        (3, 0.7, [1.0, 1 + 24 / 1.1, 0.5]),
+        (2, 0.9, [1.0, 0.5]),
+        (1, 0.99, [0.5]),
+        # The largest float below 1: the rise ends at step 11.999999999999998, which float32
+        # rounds to 12, the last step.
+        (13, ALMOST_1, [1 + i * 24 / (ALMOST_1 * 13 - 1) for i in range(12)] + [0.5]),
+    ],
+)
+def test_onecycle_pct_start_near_1_falls_in_the_last_step(total_steps, pct_start, lrs):
+    config = dict(
+        max_lr=25.0,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy="linear",
+        final_div_factor=2.0,
+    )
+    got = [lr[0] for lr in host_lrs(OneCycleLR(**config), total_steps)]
+    np.testing.assert_allclose(got, lrs, rtol=0, atol=F64 * 25)
+    jitted = jit_values(onecycle_schedule(**config), np.arange(total_steps + 2))
+    np.testing.assert_allclose(jitted[:total_steps], lrs, rtol=0, atol=COS_ULPS * float32_ulp(25))
+    np.testing.assert_array_equal(jitted[total_steps - 1 :], np.float32(0.5))
 
 
 def test_cosine_annealing_closed_form_and_periodicity():
@@ -437,15 +522,22 @@ def test_each_scheduler_drives_the_optimizer_and_resumes_exactly(tmp_path, name)
     assert all(log.scalars[s] == reference_log.scalars[s] for s in log.scalars)
 
 
-def test_onecycle_run_longer_than_its_schedule_fails_clearly(tmp_path):
+@pytest.mark.parametrize(("num_steps", "refused"), [(5, False), (6, True)])
+def test_onecycle_run_longer_than_its_schedule_is_refused_before_training(num_steps, refused):
     model = MLP(nnx.Rngs(0))
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     callback = LRSchedulerCallback(OneCycleLR(max_lr=0.1, total_steps=5))
-    trainer = Trainer(model, optimizer, callbacks=[callback])
-    with pytest.raises(ValueError, match="step 6 is past the end of the schedule: total_steps=5"):
-        trainer.fit(_data(), num_steps=8)
-    assert int(optimizer.step.get_value()) == 6
+    trainer = Trainer(model, optimizer, callbacks=[callback], progress=False)
+    if not refused:  # total_steps updates: the whole schedule
+        trainer.fit(_data(), num_steps=num_steps)
+        assert int(optimizer.step.get_value()) == 5
+        return
+    with pytest.raises(
+        ValueError, match=r"plans 6 parameter updates but OneCycleLR\(total_steps=5"
+    ):
+        trainer.fit(_data(), num_steps=num_steps)
+    assert int(optimizer.step.get_value()) == 0  # before the first update
 
 
 def test_onecycle_momentum_reaches_adam_b1():
@@ -465,7 +557,11 @@ def test_onecycle_momentum_reaches_adam_b1():
 BAD = [
     (lambda: OneCycleLR(max_lr=0.1), ValueError, "pass total_steps, or both epochs"),
     (lambda: OneCycleLR(max_lr=0.1, epochs=3), ValueError, "steps_per_epoch=None"),
-    (lambda: OneCycleLR(max_lr=0.1, total_steps=0), ValueError, "`total_steps` must be a positive"),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=0),
+        ValueError,
+        "`total_steps` must be an integer in [1, 2**31 - 1], got total_steps=0 (int).",
+    ),
     (lambda: OneCycleLR(max_lr=0.1, total_steps=-3), ValueError, "total_steps=-3"),
     (lambda: OneCycleLR(max_lr=0.1, total_steps=10.0), TypeError, "must be an integer"),
     (
@@ -503,11 +599,23 @@ BAD = [
         ValueError,
         "same length",
     ),
-    (lambda: CosineAnnealingLR(0.1, T_max=0), ValueError, "`T_max` must be a positive"),
-    (lambda: CosineAnnealingLR(0.1, T_max=2**30), ValueError, "no larger than"),
+    (
+        lambda: CosineAnnealingLR(0.1, T_max=0),
+        ValueError,
+        "`T_max` must be an integer in [1, 1073741823], got T_max=0 (int).",
+    ),
+    (
+        lambda: CosineAnnealingLR(0.1, T_max=2**30),
+        ValueError,
+        "`T_max` must be an integer in [1, 1073741823], got T_max=1073741824 (int).",
+    ),
     (lambda: CosineAnnealingLR(-0.1, T_max=5), ValueError, "base_lr=-0.1"),
     (lambda: CosineAnnealingLR(0.1, T_max=5, eta_min=math.nan), ValueError, "eta_min=nan"),
-    (lambda: CosineAnnealingWarmRestarts(0.1, T_0=0), ValueError, "`T_0` must be a positive"),
+    (
+        lambda: CosineAnnealingWarmRestarts(0.1, T_0=0),
+        ValueError,
+        "`T_0` must be an integer in [1, 2**31 - 1], got T_0=0 (int).",
+    ),
     (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, T_mult=0), ValueError, "`T_mult`"),
     (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, T_mult=1.5), TypeError, "T_mult=1.5"),
     (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, decay=1.5), ValueError, "decay=1.5"),
@@ -522,7 +630,11 @@ BAD = [
         ValueError,
         "'first', 'every'",
     ),
-    (lambda: TriangularLR(0.1, 0.2, step_size=0), ValueError, "`step_size` must be a positive"),
+    (
+        lambda: TriangularLR(0.1, 0.2, step_size=0),
+        ValueError,
+        "`step_size` must be an integer in [1, 1073741823], got step_size=0 (int).",
+    ),
     (lambda: triangular_schedule([0.1], 0.2), TypeError, "flax_cyclic.TriangularLR"),
     (lambda: onecycle_schedule(0.1, total_steps=None), ValueError, "pass total_steps"),
     (lambda: cosine_annealing_schedule(0.1, T_max=3.5), TypeError, "T_max=3.5"),

@@ -7,7 +7,8 @@ test_torch_oracle.py). Its trajectory is read the way a training loop sees it: t
 each ``step()``, starting at step 0.
 
 The deliberate differences are tested as such: at step ``total_steps`` OneCycleLR holds the
-minimum (PyTorch extrapolates), refuses ``three_phase`` with ``pct_start > 0.5``, and gives
+minimum (PyTorch extrapolates), refuses ``three_phase`` with ``pct_start > 0.5`` and
+``pct_start=1`` (PyTorch divides by zero on the step after the last update), and gives
 ``max_lr`` at step 0 where the rise has no length (PyTorch divides by zero).
 """
 
@@ -95,7 +96,11 @@ def onecycle_configs(draw):
     )
     config = dict(
         max_lr=_group_lists(draw, groups, lrs),
-        pct_start=draw(st.floats(min_value=0.0, max_value=0.5 if three_phase else 1.0)),
+        pct_start=draw(  # pct_start=1 is refused; see test_onecycle_pct_start_1_is_refused...
+            st.floats(min_value=0.0, max_value=0.5)
+            if three_phase
+            else st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
+        ),
         anneal_strategy=draw(st.sampled_from(["cos", "linear"])),
         base_momentum=[low for low, _ in momentums],
         max_momentum=[high for _, high in momentums],
@@ -157,7 +162,7 @@ def test_onecycle_matches_pytorch_from_step_0_and_from_last_epoch(config, cycle_
         (10, 0.1, False, "cos"),
         (20, 0.05, True, "cos"),
         (4, 0.25, False, "linear"),
-        (1, 1.0, False, "cos"),
+        (2, 0.5, False, "cos"),
     ],
 )
 def test_onecycle_zero_length_phase(total_steps, pct_start, three_phase, anneal_strategy):
@@ -196,6 +201,38 @@ def test_onecycle_deliberate_differences():
     )
     with pytest.raises(ValueError, match=r"at most 0\.5"):
         OneCycleLR(1.0, 10, pct_start=0.6, three_phase=True)
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "pct_start"),
+    [(10, 0.9), (10, 0.95), (3, 0.7), (2, 0.9), (1, 0.99), (13, float(np.nextafter(1.0, 0.0)))],
+)
+@pytest.mark.parametrize("anneal_strategy", ["cos", "linear"])
+def test_onecycle_pct_start_near_1_matches_pytorch(total_steps, pct_start, anneal_strategy):
+    # pct_start * total_steps >= total_steps - 1: the fall takes the last step alone.
+    config = dict(total_steps=total_steps, pct_start=pct_start, anneal_strategy=anneal_strategy)
+    theirs, _ = _torch_trajectory(
+        lambda o: lr_scheduler.OneCycleLR(o, 2.0, **config), [0.1], total_steps
+    )
+    ours = OneCycleLR(2.0, **config)
+    _assert_same(host_lrs(ours, total_steps), theirs, 2.0, _CLOSED_FORM_TOL)
+    jitted = jit_values(ours.as_schedule(), np.arange(total_steps))
+    np.testing.assert_allclose(jitted, [lr[0] for lr in theirs], rtol=0, atol=4 * float32_ulp(2.0))
+    last = OneCycleLR(2.0, **config, last_epoch=total_steps - 1)
+    assert last.get_last_lr() == [2.0 / 25 / 1e4]  # the minimum, at the last step
+
+
+def test_onecycle_pct_start_1_is_refused_where_pytorch_divides_by_zero():
+    # PyTorch rises to max_lr at step total_steps - 1, holds no step to anneal, and divides by
+    # zero on the step() after the last update; ours refuses pct_start=1 up front.
+    theirs, _ = _torch_trajectory(
+        lambda o: lr_scheduler.OneCycleLR(o, 2.0, 10, pct_start=1.0), [0.1], 10
+    )
+    assert theirs[-1] == [2.0]
+    with pytest.raises(ZeroDivisionError):
+        _torch_trajectory(lambda o: lr_scheduler.OneCycleLR(o, 2.0, 10, pct_start=1.0), [0.1], 11)
+    with pytest.raises(ValueError, match=r"`pct_start` must be below 1, got pct_start=1\.0"):
+        OneCycleLR(2.0, 10, pct_start=1.0)
 
 
 # -- CosineAnnealingLR ------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -211,3 +213,109 @@ def test_a_writer_over_existing_steps_says_it_will_not_rewrite_them(logdir, capl
     assert f"already holds steps up to {STEPS - 1}" in caplog.text
     steps = [step for step, _ in tensorboard_series(logdir)["learning_rate"]]
     assert steps == [*range(STEPS), STEPS]
+
+
+# -- a log directory that cannot be one: a clear error at create_writer time ---------------------
+
+
+def _refused(error: type[Exception], message: str, logdir) -> None:
+    with pytest.raises(error, match=re.escape(message)) as caught:
+        create_writer(logdir)
+    assert str(caught.value) == message
+
+
+def test_create_writer_refuses_a_file_as_logdir(tmp_path):
+    path = tmp_path / "run.txt"
+    path.write_text("not a log directory")
+    message = (
+        f"create_writer: `logdir` must be a directory, got logdir={str(path)!r}, which is a "
+        "file. Pass a directory path; it is created if missing."
+    )
+    _refused(NotADirectoryError, message, path)
+    _refused(NotADirectoryError, message, str(path))
+    assert path.read_text() == "not a log directory"
+
+
+def test_create_writer_refuses_a_logdir_under_a_file(tmp_path):
+    # Fails for every user, root included: no directory can be made under a file.
+    path = tmp_path / "run.txt"
+    path.write_text("")
+    logdir = path / "tensorboard" / "train"
+    message = (
+        f"create_writer: `logdir` must be a directory, got logdir={str(logdir)!r}, which lies "
+        f"under the file {str(path)!r}. Pass a directory path; it is created if missing."
+    )
+    _refused(NotADirectoryError, message, logdir)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root writes to a directory whatever its permission bits",
+)
+def test_create_writer_refuses_a_directory_it_cannot_write(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        _refused(
+            PermissionError,
+            f"create_writer: `logdir` must be a writable directory, got logdir={str(locked)!r}, "
+            "which this process cannot write to. Pass a directory it can write to, or change "
+            "the permissions.",
+            locked,
+        )
+        _refused(
+            PermissionError,
+            "create_writer: `logdir` must be a directory this process can create, got "
+            f"logdir={str(locked / 'run')!r}, but {str(locked)!r} is not writable. Pass a "
+            "directory path under a writable directory, or change the permissions.",
+            locked / "run",
+        )
+    finally:
+        locked.chmod(0o700)
+
+
+def test_create_writer_refuses_a_directory_the_os_reports_unwritable(tmp_path, monkeypatch):
+    # The same check as above, exercised for root too: os.access is what it asks.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: path != str(locked) and access(path, mode, **kw)
+    )
+    _refused(
+        PermissionError,
+        f"create_writer: `logdir` must be a writable directory, got logdir={str(locked)!r}, "
+        "which this process cannot write to. Pass a directory it can write to, or change "
+        "the permissions.",
+        locked,
+    )
+
+
+def test_create_writer_names_a_logdir_it_cannot_create(tmp_path):
+    logdir = tmp_path / ("x" * 300)  # longer than a file name may be
+    _refused(
+        OSError,
+        f"create_writer: `logdir` must be a directory this process can create, got "
+        f"logdir={str(logdir)!r}: {os.strerror(errno.ENAMETOOLONG)}. Pass a directory path; "
+        "it is created if missing.",
+        logdir,
+    )
+
+
+def test_create_writer_creates_a_missing_logdir_and_writes_there(tmp_path):
+    logdir = tmp_path / "runs" / "first"
+    writer = create_writer(logdir, asynchronous=False)
+    assert logdir.is_dir()
+    writer.write_scalars(0, {"learning_rate": 0.5})
+    writer.close()
+    assert tensorboard_series(logdir)["learning_rate"] == [(0, 0.5)]
+
+
+def test_create_writer_that_only_logs_does_not_touch_logdir(tmp_path):
+    path = tmp_path / "run.txt"
+    path.write_text("")
+    writer = create_writer(path / "sub", just_logging=True)  # no event files: nothing to check
+    writer.write_scalars(0, {"learning_rate": 0.5})
+    writer.close()
+    assert path.read_text() == ""

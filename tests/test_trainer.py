@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import count_compilations, host_lrs
+from helpers import count_compilations, host_lrs, raises_exactly
 
-from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback, Trainer
+from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback, Trainer, lr_find
 
 
 class MLP(nnx.Module):
@@ -227,3 +227,63 @@ def test_bad_mesh_arguments():
     Trainer(model, optimizer, mesh=mesh, data_axis="batch", progress=False).fit(
         _data(2), num_steps=2
     )
+
+
+# -- bad input: clear errors before anything is trained --
+
+
+OPTAX_HINT = (
+    "It looks like an optax transformation: wrap it, e.g. nnx.Optimizer(model, "
+    "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param)."
+)
+
+
+def test_a_transformation_in_place_of_an_optimizer_is_refused():
+    model = MLP(nnx.Rngs(0))
+    with raises_exactly(
+        TypeError,
+        "Trainer: `optimizer` must be an nnx.Optimizer, got GradientTransformationExtraArgs. "
+        + OPTAX_HINT,
+    ):
+        Trainer(model, optax.sgd(0.1))
+    with raises_exactly(
+        TypeError,
+        "lr_find: `optimizer` must be an nnx.Optimizer, got GradientTransformationExtraArgs. "
+        + OPTAX_HINT,
+    ):
+        lr_find(model, optax.sgd(0.1), _data(4))
+
+
+FORMATS = (
+    "The default train and eval steps take an (inputs, labels) pair, or a mapping with 'image' "
+    "and 'label' (as the MNIST example's pipeline makes); for other batches, pass your own "
+    "train_step / eval_step; got "
+)
+
+
+@pytest.mark.parametrize(
+    ("batch", "described"),
+    [
+        ((np.ones((4, 8), np.float32),), "a tuple of 1 elements."),
+        ({"x": np.ones((4, 8), np.float32), "y": np.zeros(4, np.int32)}, None),
+        (np.ones((4, 8), np.float32), "one array of shape (4, 8)."),
+    ],
+)
+def test_a_batch_the_default_steps_cannot_read_is_named(batch, described):
+    model, optimizer = _setup()
+    trainer = Trainer(model, optimizer, progress=False)
+    if described is None:
+        described = "a mapping without ['image', 'label'] (its keys are ['x', 'y'])."
+    with raises_exactly(ValueError, FORMATS + described):
+        trainer.fit([batch], num_steps=1)
+    with raises_exactly(ValueError, FORMATS + described):
+        trainer.evaluate([batch])
+
+
+def test_the_default_steps_read_both_batch_formats():
+    model, optimizer = _setup()
+    (x, y), *_ = _data(1)
+    history = Trainer(model, optimizer, progress=False).fit(
+        [(x, y), {"image": x, "label": y}], num_steps=2
+    )
+    assert history.train[-1]["step"] == 2

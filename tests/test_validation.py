@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flax_cyclic import CyclicLR, cyclic_schedule
+from flax_cyclic import (
+    CosineAnnealingLR,
+    CyclicLR,
+    cosine_warm_restarts_schedule,
+    cyclic_schedule,
+    lr_find,
+)
 
 # (keyword arguments, exception, fragments the message must contain)
 SHARED_BAD_INPUT = [
-    ({"step_size_up": 0}, ValueError, ["step_size_up", "step_size_up=0", "positive integer"]),
+    (
+        {"step_size_up": 0},
+        ValueError,
+        ["`step_size_up` must be an integer in [1, 2**31 - 1], got step_size_up=0 (int)."],
+    ),
     ({"step_size_up": -5}, ValueError, ["step_size_up=-5"]),
     ({"step_size_up": 2.5}, TypeError, ["step_size_up=2.5", "float", "integer"]),
     ({"step_size_up": 2000.0}, TypeError, ["step_size_up=2000.0"]),
@@ -58,7 +69,11 @@ SCHEDULER_BAD_INPUT = [
         ValueError,
         ["base_lr has 2", "base_momentum has 3"],
     ),
-    ({"last_epoch": -1}, ValueError, ["last_epoch=-1", "non-negative integer"]),
+    (
+        {"last_epoch": -1},
+        ValueError,
+        ["`last_epoch` must be an integer >= 0, got last_epoch=-1 (int)."],
+    ),
     ({"last_epoch": 3.0}, TypeError, ["last_epoch=3.0"]),
     ({"last_epoch": "3"}, TypeError, ["last_epoch='3'"]),
     ({"base_momentum": -0.1}, ValueError, ["base_momentum=-0.1"]),
@@ -124,3 +139,67 @@ def test_inverted_bounds_are_allowed_and_cycle_downwards():
     assert scheduler.get_lr() == [0.9]
     scheduler.step(epoch=2)
     assert scheduler.get_last_lr() == [0.8]
+
+
+# -- integer ranges: the message states the real minimum and maximum ----------------------------
+
+INTEGER_RANGE_MESSAGES = [
+    pytest.param(
+        lambda: cosine_warm_restarts_schedule(0.1, T_0=4, warmup_steps=-1),
+        "cosine_warm_restarts_schedule: `warmup_steps` must be an integer in [0, 2**31 - 1], "
+        "got warmup_steps=-1 (int). Pass the number of warm-up steps at the start of a cycle, "
+        "or 0.",
+        id="minimum-0",
+    ),
+    pytest.param(
+        lambda: CyclicLR(step_size_up=0),
+        "CyclicLR: `step_size_up` must be an integer in [1, 2**31 - 1], got step_size_up=0 "
+        "(int). Pass the number of steps in the rising half of a cycle, e.g. 2000.",
+        id="minimum-1",
+    ),
+    pytest.param(
+        # The arguments are checked before the model and the optimizer are used.
+        lambda: lr_find(None, None, [], num_steps=1),
+        "lr_find: `num_steps` must be an integer in [2, 2**31 - 1], got num_steps=1 (int). "
+        "The ramp needs at least 2 steps; 100 is typical.",
+        id="minimum-2",
+    ),
+    pytest.param(
+        lambda: CyclicLR(last_epoch=-1),
+        "CyclicLR: `last_epoch` must be an integer >= 0, got last_epoch=-1 (int). Steps count "
+        "from 0; a scheduler built with last_epoch=N stands at step N.",
+        id="no-maximum",
+    ),
+    pytest.param(
+        lambda: CyclicLR(step_size_up=2**31),
+        "CyclicLR: `step_size_up` must be an integer in [1, 2**31 - 1], got "
+        "step_size_up=2147483648 (int). Pass the number of steps in the rising half of a "
+        "cycle, e.g. 2000.",
+        id="maximum-max-step",
+    ),
+    pytest.param(
+        lambda: CosineAnnealingLR(0.1, T_max=2**30),
+        "CosineAnnealingLR: `T_max` must be an integer in [1, 1073741823], got "
+        "T_max=1073741824 (int). Pass the number of steps from base_lr down to eta_min, e.g. "
+        "the run length.",
+        id="maximum-below-max-step",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), INTEGER_RANGE_MESSAGES)
+def test_an_out_of_range_integer_names_the_real_range(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_a_negative_step_names_the_range_without_a_maximum():
+    scheduler = CyclicLR(0.1, 0.5, step_size_up=3)
+    message = (
+        "CyclicLR: `epoch` must be an integer >= 0, got epoch=-1 (int). Steps count from 0; a "
+        "scheduler built with last_epoch=N stands at step N."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        scheduler.step(epoch=-1)
+    assert str(info.value) == message

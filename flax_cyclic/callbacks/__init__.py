@@ -5,5 +5,13 @@ from flax_cyclic.callbacks.base import CallbackList as CallbackList
 from flax_cyclic.callbacks.logging import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks.lr import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks.progress import ProgressBar as ProgressBar
+from flax_cyclic.callbacks.stopping import TerminateOnNaN as TerminateOnNaN
 
-__all__ = ["Callback", "CallbackList", "LRSchedulerCallback", "MetricsLogger", "ProgressBar"]
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "LRSchedulerCallback",
+    "MetricsLogger",
+    "ProgressBar",
+    "TerminateOnNaN",
+]

@@ -146,7 +146,6 @@ class CallbackList:
         self.total_steps: int | None = None  # planned train steps, when known
         self._began = False
 
-
     def on_train_begin(self) -> None:
         """Calls ``on_train_begin`` on every callback."""
         self._began = True
