@@ -23,7 +23,16 @@ from flax import nnx
 from helpers import host_lrs, tensorboard_series
 from rich.console import Console
 
-from flax_cyclic import CyclicLR, LRSchedulerCallback, ProgressBar, Trainer, create_writer
+from flax_cyclic import (
+    CallbackList,
+    CyclicLR,
+    LRSchedulerCallback,
+    MetricsLogger,
+    ProgressBar,
+    Trainer,
+    create_writer,
+)
+from flax_cyclic.trainer import classification_train_step
 
 WORKER = pathlib.Path(__file__).with_name("checkpoint_worker.py")
 SCHEDULE = dict(base_lr=0.01, max_lr=0.1, step_size_up=4, step_size_down=6, mode="triangular2")
@@ -319,3 +328,44 @@ def test_create_writer_that_only_logs_does_not_touch_logdir(tmp_path):
     writer.write_scalars(0, {"learning_rate": 0.5})
     writer.close()
     assert path.read_text() == ""
+
+
+def _hand_written_run(logdir, scheduler, steps):
+    """A hand-written loop (no Trainer) logging through the LR callback and a MetricsLogger."""
+    model = nnx.Sequential(
+        nnx.Linear(8, 16, rngs=nnx.Rngs(0)), jax.nn.relu, nnx.Linear(16, 3, rngs=nnx.Rngs(1))
+    )
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    writer = create_writer(logdir)
+    callbacks = [
+        LRSchedulerCallback(scheduler, writer=writer),
+        MetricsLogger(writer, every_steps=1),
+    ]
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    step_fn = nnx.jit(classification_train_step)
+    loop.on_train_begin()
+    batches = _batches()
+    for _ in range(steps):
+        loop.on_step_begin()
+        loop.on_step_end(step_fn(model, optimizer, batches[loop.step % len(batches)]))
+    loop.on_train_end()
+    writer.close()
+    return loop
+
+
+def test_a_run_resumed_with_last_epoch_continues_the_curves(tmp_path):
+    first = _hand_written_run(tmp_path, CyclicLR(**SCHEDULE), 13)
+    assert first.step == 13
+    # A new process: the same command with the scheduler built at step 13, into the same logdir.
+    second = _hand_written_run(tmp_path, CyclicLR(**SCHEDULE, last_epoch=13), 17)
+    assert second.step == 30  # the loop learnt its starting step from the scheduler
+    series = tensorboard_series(tmp_path)
+    assert [step for step, _ in series["learning_rate"]] == list(range(30))
+    expected = [lrs[0] for lrs in host_lrs(CyclicLR(**SCHEDULE), 30)]
+    np.testing.assert_allclose([v for _, v in series["learning_rate"]], expected, rtol=1e-6)
+    # The loop's other tags are on the same index, continuous too.
+    assert [step for step, _ in series["train/loss"]] == list(range(30))
+    # The configuration and the plan belong to the run that started at step 0: written once.
+    assert [step for step, _ in series["lr_schedule"]] == [0]
+    assert [step for step, _ in series["_hparams_/session_start_info"]] == [0]
