@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -78,28 +80,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _distributed(workdir: pathlib.Path, steps: int, processes: int = 2) -> list[dict]:
-    """Runs every process of one job to the end; kills them all if any fails or hangs."""
+def _start_job(workdir: pathlib.Path, steps: int, *extra: str, processes: int = 2) -> list:
     workdir.mkdir(parents=True, exist_ok=True)
     port = str(_free_port())
-    procs = [
+    command = [str(DISTRIBUTED), str(processes), port, str(workdir), str(steps), "4", *extra]
+    return [
         subprocess.Popen(
-            [
-                sys.executable,
-                str(DISTRIBUTED),
-                str(i),
-                str(processes),
-                port,
-                str(workdir),
-                str(steps),
-                "4",
-            ],
+            [sys.executable, command[0], str(i), *command[1:]],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(processes)
     ]
+
+
+def _finish_job(procs: list) -> list[dict]:
+    """Waits for every process of one job; kills them all if any fails or hangs."""
     try:
         outputs = [proc.communicate(timeout=240) for proc in procs]
     finally:
@@ -110,6 +107,11 @@ def _distributed(workdir: pathlib.Path, steps: int, processes: int = 2) -> list[
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+
+def _distributed(workdir: pathlib.Path, steps: int, processes: int = 2) -> list[dict]:
+    """Runs every process of one job to the end."""
+    return _finish_job(_start_job(workdir, steps, processes=processes))
 
 
 @pytest.mark.slow
@@ -136,3 +138,32 @@ def test_two_processes_checkpoint_stop_restart_and_finish(tmp_path):
     assert len(events) == 2
     # events.out.tfevents.<time>.<host>.<pid>.<n>.v2
     assert {re.search(r"\.(\d+)\.\d+\.v2$", e.name)[1] for e in events} == writers
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    procs = _start_job(tmp_path / "run", 40, "0.25")
+    marker = tmp_path / "run" / "process-1.step"
+    deadline = time.monotonic() + 180
+    while not (marker.exists() and marker.read_text() and int(marker.read_text()) >= 3):
+        assert time.monotonic() < deadline, "the job did not reach step 3"
+        assert all(proc.poll() is None for proc in procs), procs[0].communicate()[1][-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    stopped = _finish_job(procs)
+    # Both processes stopped at the one step they agreed on, saved it, and ended normally.
+    assert all(r["preempted"] for r in stopped)
+    step = stopped[0]["last_epoch"]
+    assert 3 < step < 40
+    assert {r["last_epoch"] for r in stopped} == {step}
+    assert {r["train_end_at"] for r in stopped} == {step}
+    assert all(step in r["saved_steps"] for r in stopped)
+    # Resumed, the job finishes equal to an uninterrupted one.
+    resumed = _distributed(tmp_path / "run", 12 if step < 12 else step + 4)
+    total = 12 if step < 12 else step + 4
+    assert all(r["resumed_from"] == step for r in resumed)
+    _distributed(tmp_path / "uninterrupted", total)
+    for a, b in zip(
+        _params(tmp_path / "run", total), _params(tmp_path / "uninterrupted", total), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
