@@ -102,7 +102,7 @@ class LRSchedulerCallback(Callback):
             bad option types.
         ValueError: For unknown ``interval`` values or non-positive counts.
 
-    Example:
+    Examples:
         >>> import optax
         >>> from flax import nnx
         >>> from flax_cyclic import CallbackList, CyclicLR, LRSchedulerCallback
@@ -112,7 +112,7 @@ class LRSchedulerCallback(Callback):
         >>> callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=4, last_epoch=2))
         >>> loop = CallbackList([callback], model=model, optimizer=optimizer)
         >>> loop.on_train_begin()  # the loop learns its step from the scheduler
-        >>> loop.step, float(optimizer.opt_state.hyperparams["learning_rate"][...])
+        >>> loop.step, float(optimizer.opt_state.hyperparams["learning_rate"].get_value())
         (2, 0.055)
     """
 
@@ -437,6 +437,8 @@ class LRSchedulerCallback(Callback):
                 "state saved by this callback unedited, or start a new run."
             )
         loop_step = getattr(loop, "step", 0)
+        if self.interval == "epoch" and self._train_steps == 0:
+            self._train_steps = loop_step  # epochs, not steps, position an epoch scheduler
         if loop_step == self._train_steps:
             return
         if loop_step == 0 and hasattr(loop, "step"):

@@ -32,7 +32,7 @@ class TerminateOnNaN(Callback):
     Args:
         monitor: The metric names to watch; ``None`` watches every metric of the step.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from flax_cyclic import TerminateOnNaN
         >>> callback = TerminateOnNaN(monitor=["loss"])
