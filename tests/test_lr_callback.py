@@ -668,3 +668,29 @@ def test_a_transformation_in_place_of_an_optimizer_is_refused():
         "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param).",
     ):
         CallbackList([], model=Revealer(), optimizer=optax.sgd(0.1))
+
+
+def test_accumulation_steps_that_disagree_are_refused_in_the_trainer():
+    model = tiny_mlp()
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    tx = optax.MultiSteps(inner, every_k_schedule=4).gradient_transformation()
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    callback = LRSchedulerCallback(CyclicLR(), accumulation_steps=2)
+    with pytest.raises(ValueError, match=r"accumulation_steps=2 but .* every 4 train steps"):
+        Trainer(model, optimizer, callbacks=[callback], progress=False).fit(
+            tiny_batches(), num_steps=8
+        )
+    assert int(optimizer.opt_state.mini_step.get_value()) == 0  # refused before training
+
+
+def test_an_epoch_interval_callback_takes_the_loop_step():
+    model = Revealer()
+    writer = Recorder()
+    callback = LRSchedulerCallback(CyclicLR(**CONFIG), interval="epoch", writer=writer)
+    optimizer = nnx.Optimizer(
+        model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
+    )
+    loop = CallbackList([callback], model=model, optimizer=optimizer, step=5)
+    loop.on_train_begin()
+    _steps(loop, model, 2)
+    assert [step for step, _ in writer.scalars] == [5, 6]
