@@ -15,3 +15,7 @@ class NonFiniteError(FloatingPointError):
     Nothing non-finite is ever written as a checkpoint, so the newest checkpoint on disk is
     still a good one to resume from.
     """
+
+
+# Shown as flax_cyclic.CheckpointError in tracebacks, where users import them from.
+CheckpointError.__module__ = NonFiniteError.__module__ = "flax_cyclic"

@@ -253,7 +253,6 @@ def lr_find(
         0
     """
     owner = "lr_find"
-    check_optimizer(owner, optimizer)
     start_lr = _checks.real(owner, "start_lr", start_lr, positive=True, hint=_LR_HINT)
     end_lr = _checks.real(owner, "end_lr", end_lr, positive=True, hint=_LR_HINT)
     if start_lr >= end_lr:
@@ -286,6 +285,7 @@ def lr_find(
             f"{diverge_threshold!r}: the test stops once the smoothed loss exceeds this "
             "multiple of its minimum, e.g. 4."
         )
+    check_optimizer(owner, optimizer)
     if accumulation_state(optimizer.opt_state) is not None:
         raise ValueError(
             f"{owner}: the optimizer accumulates gradients with optax.MultiSteps; run the range "

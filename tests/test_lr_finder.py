@@ -313,7 +313,7 @@ def test_optimizer_problems_are_named():
     renamed = nnx.Optimizer(
         model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
     )
-    with pytest.raises(ValueError, match="have no 'lr'"):
+    with pytest.raises(ValueError, match="root of the optimizer state has no 'lr'"):
         lr_find(model, renamed, TARGETS, train_step=quadratic_step, learning_rate="lr")
     accumulating = nnx.Optimizer(
         model,

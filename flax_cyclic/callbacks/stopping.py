@@ -36,10 +36,10 @@ class TerminateOnNaN(Callback):
         >>> import numpy as np
         >>> from flax_cyclic import TerminateOnNaN
         >>> callback = TerminateOnNaN(monitor=["loss"])
-        >>> callback.on_step_end(None, 7, {"loss": np.float32(np.nan)})
+        >>> callback.on_step_end(None, 7, {"loss": np.float32(np.nan)})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        flax_cyclic._errors.NonFiniteError: TerminateOnNaN: train step 7 gave loss=nan ...
+        flax_cyclic.NonFiniteError: TerminateOnNaN: train step 7 gave loss=nan (hooks count ...
     """
 
     def __init__(self, *, monitor: Sequence[str] | None = None) -> None:
