@@ -257,6 +257,12 @@ def test_create_writer_refuses_a_logdir_under_a_file(tmp_path):
     _refused(NotADirectoryError, message, logdir)
 
 
+UNWRITABLE = (
+    "create_writer: `logdir` must be a writable directory, got logdir={!r}, which this process "
+    "cannot write to. Pass a directory it can write to, or change the permissions."
+)
+
+
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() == 0,
     reason="root writes to a directory whatever its permission bits",
@@ -266,13 +272,7 @@ def test_create_writer_refuses_a_directory_it_cannot_write(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        _refused(
-            PermissionError,
-            f"create_writer: `logdir` must be a writable directory, got logdir={str(locked)!r}, "
-            "which this process cannot write to. Pass a directory it can write to, or change "
-            "the permissions.",
-            locked,
-        )
+        _refused(PermissionError, UNWRITABLE.format(str(locked)), locked)
         _refused(
             PermissionError,
             "create_writer: `logdir` must be a directory this process can create, got "
@@ -292,13 +292,7 @@ def test_create_writer_refuses_a_directory_the_os_reports_unwritable(tmp_path, m
     monkeypatch.setattr(
         os, "access", lambda path, mode, **kw: path != str(locked) and access(path, mode, **kw)
     )
-    _refused(
-        PermissionError,
-        f"create_writer: `logdir` must be a writable directory, got logdir={str(locked)!r}, "
-        "which this process cannot write to. Pass a directory it can write to, or change "
-        "the permissions.",
-        locked,
-    )
+    _refused(PermissionError, UNWRITABLE.format(str(locked)), locked)
 
 
 def test_create_writer_names_a_logdir_it_cannot_create(tmp_path):
