@@ -566,7 +566,8 @@ def _preemption(enabled: bool, start: int) -> Iterator[Callable[[int], bool]]:
     try:
         yield lambda step: requested.is_set()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: the previous handler was not installed from Python and cannot be put back.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _epoch_length(train_data: Any, num_epochs: int | None) -> int | None:
