@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from flax_cyclic import (
     CheckpointError,
     CyclicLR,
     LRSchedulerCallback,
+    MetricsLogger,
     NonFiniteError,
     TerminateOnNaN,
     Trainer,
@@ -509,3 +511,35 @@ def test_a_finished_run_says_it_is_complete(tmp_path, caplog):
         f"The run in {tmp_path} is complete at step 6 (num_steps=6): nothing left to train. "
         "Raise num_steps to train longer, or use a new checkpoint directory to start over."
     ) in caplog.messages
+
+
+class ScalarLog:
+    """Every scalar written, by tag and step (the part of a MetricWriter the logger uses)."""
+
+    def __init__(self):
+        self.scalars: dict[str, dict[int, float]] = {}
+
+    def write_scalars(self, step, scalars):
+        for tag, value in scalars.items():
+            self.scalars.setdefault(tag, {})[int(step)] = value
+
+    def flush(self):
+        pass
+
+
+def test_train_means_across_a_resume_equal_an_uninterrupted_run(tmp_path):
+    def run(directory, crash_at=None):
+        log = ScalarLog()
+        extra = [MetricsLogger(log, every_steps=5)]
+        if crash_at is not None:
+            extra.append(CrashAt(crash_at))
+        trainer, _ = _trainer(directory, extra=extra)
+        with contextlib.suppress(KeyboardInterrupt):
+            trainer.fit(DATA["list"], num_steps=20)
+        return log.scalars
+
+    reference = run(tmp_path / "reference")
+    first = run(tmp_path / "run", crash_at=7)  # saved at 4 and 6: the window 5..6 is in it
+    second = run(tmp_path / "run")
+    assert first["train/loss"] == {4: reference["train/loss"][4]}
+    assert second["train/loss"] == {s: v for s, v in reference["train/loss"].items() if s > 4}

@@ -30,6 +30,9 @@ class MetricsLogger(Callback):
     metrics stay on the device between writes: one transfer per write, none per step. Only
     process 0 writes. The writer is flushed at the end of training and when the loop raises.
 
+    The steps since the last write are part of the checkpointed state, so a run resumed
+    between two writes writes the same means as an uninterrupted run.
+
     Args:
         writer: A CLU ``MetricWriter``, e.g. from [`create_writer`][flax_cyclic.create_writer].
         every_steps: Write every this many train steps.
@@ -58,8 +61,28 @@ class MetricsLogger(Callback):
 
     def on_train_begin(self, loop: Any) -> None:
         """Starts the steps/s clock."""
-        self._window = []
         self._since = (loop.step, self.clock())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The metrics of the steps since the last write (host floats and their dtypes).
+
+        Empty when there are none, so that a run can be resumed with a logger added.
+        """
+        if not self._window:
+            return {}
+        host = jax.device_get(list(self._window))
+        return {
+            "window": [{name: float(value) for name, value in m.items()} for m in host],
+            "dtypes": {name: str(np.asarray(value).dtype) for name, value in host[0].items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores [`state_dict`][flax_cyclic.MetricsLogger.state_dict]'s output."""
+        dtypes = state.get("dtypes", {})
+        self._window = [
+            {name: np.asarray(value, dtype=dtypes.get(name)) for name, value in m.items()}
+            for m in state.get("window", [])
+        ]
 
     def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
         """Keeps the step's metrics; every ``every_steps`` steps writes their means."""
