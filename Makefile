@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: test lint bench demo data clean docs
+.PHONY: test lint bench demo data clean docs dist platforms
 
 # Where `make demo` keeps its checkpoints and TensorBoard logs; run it again to resume.
 DEMO_WORKDIR ?= runs/mnist
@@ -46,7 +46,11 @@ data:
 		|| (apt-get update -q >/dev/null && \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null); \
 	else \
-		echo "Fashion-MNIST: not found, and not root on Debian/Ubuntu to apt-get it (see above)."; \
+		echo "Fashion-MNIST: not found, and no apt-get to install Debian's package here. The"; \
+		echo "example downloads the four files itself where a network exists (into"; \
+		echo "\$$FLAX_CYCLIC_DATA or ~/.cache/flax_cyclic/datasets/fashion_mnist, each checked"; \
+		echo "against its SHA-256): run 'make demo' online, or put the IDX files in a directory"; \
+		echo "and pass --config.data_dir=DIR to examples/mnist/main.py."; \
 		exit 1; \
 	fi
 
@@ -54,8 +58,19 @@ data:
 docs: $(DEV_STAMP)
 	$(BIN)/python -m mkdocs build --strict --site-dir site
 
+# A wheel and an sdist in dist/, checked by twine.
+dist: $(DEV_STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
+# Every extra resolves to wheels on macOS arm64, Linux aarch64 and Linux x86_64 (needs the
+# package index; reads metadata only, installs nothing).
+platforms: $(DEV_STAMP)
+	$(BIN)/python .ci/check_platforms.py
+
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run.py --output docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache runs
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache runs dist build
