@@ -29,6 +29,8 @@ from flax_cyclic.schedules import cosine_warm_restarts_schedule as cosine_warm_r
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
 from flax_cyclic.schedules import onecycle_schedule as onecycle_schedule
 from flax_cyclic.schedules import triangular_schedule as triangular_schedule
+from flax_cyclic.steps import classification_eval_step as classification_eval_step
+from flax_cyclic.steps import classification_train_step as classification_train_step
 from flax_cyclic.trainer import History as History
 from flax_cyclic.trainer import Trainer as Trainer
 
@@ -54,6 +56,8 @@ __all__ = [
     "Trainer",
     "TriangularLR",
     "__version__",
+    "classification_eval_step",
+    "classification_train_step",
     "cosine_annealing_schedule",
     "cosine_warm_restarts_schedule",
     "create_writer",

@@ -20,12 +20,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _figures
 from flax_cyclic.callbacks.base import CallbackList, check_optimizer
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 from flax_cyclic.hyperparams import accumulation_state
 from flax_cyclic.schedulers import LRScheduler
 from flax_cyclic.schedules import RampPolicy
+from flax_cyclic.steps import classification_train_step
 
 __all__ = ["LRFinderResult", "lr_find"]
 
@@ -175,9 +176,28 @@ class LRFinderResult:
         Raises:
             ImportError: If matplotlib is not installed.
         """
-        from flax_cyclic.plotting import plot_lr_find
-
-        return plot_lr_find(self, path=path, title=title)
+        canvas = _figures.figure("LRFinderResult.plot")
+        axes = canvas.add_subplot()
+        axes.plot(self.lrs, self.losses, color="0.75", linewidth=1, label="loss")
+        axes.plot(self.lrs, self.smoothed_losses, color="C0", linewidth=1.8, label="smoothed")
+        markers = {**self.suggestions, "minimum": self.minimum}
+        for (name, lr), color in zip(markers.items(), ("C1", "C2", "C3", "C4"), strict=True):
+            if lr is not None:
+                axes.axvline(
+                    lr, color=color, linestyle="--", linewidth=1, label=f"{name}: {lr:.3g}"
+                )
+        axes.set_xscale("log")
+        axes.set_xlabel("learning rate")
+        axes.set_ylabel("loss")
+        # Past the minimum the loss explodes; show the range up to twice the early loss.
+        smoothed = np.asarray(self.smoothed_losses)
+        low = min(float(np.min(self.losses)), float(smoothed.min()))
+        high = max(2 * float(np.max(smoothed[: max(1, len(smoothed) // 2)])), low + 1e-12)
+        axes.set_ylim(low - 0.05 * (high - low), high)
+        axes.set_title(title or f"LR range test ({self.stop_reason}, {len(self.lrs)} steps)")
+        axes.grid(alpha=0.3, which="both")
+        axes.legend(loc="upper left", fontsize="small")
+        return _figures.render(canvas, path)
 
 
 def lr_find(
@@ -253,6 +273,56 @@ def lr_find(
         0
     """
     owner = "lr_find"
+    start_lr, end_lr, num_steps, mode, smoothing, diverge_threshold = _checked_arguments(
+        start_lr, end_lr, num_steps, mode, smoothing, diverge_threshold
+    )
+    check_optimizer(owner, optimizer)
+    if accumulation_state(optimizer.opt_state) is not None:
+        raise ValueError(
+            f"{owner}: the optimizer accumulates gradients with optax.MultiSteps; run the range "
+            "test on the optimizer without it (the test needs one update per batch)."
+        )
+    if train_step is None:
+        train_step = classification_train_step
+    step_fn = nnx.jit(train_step)
+
+    saved = _snapshot(model, optimizer)
+    callback = LRSchedulerCallback(
+        RangeTestLR(start_lr, end_lr, num_steps, mode), learning_rate=learning_rate, momentum=None
+    )
+    loop = CallbackList([callback], model=model, optimizer=optimizer)
+    try:
+        try:
+            loop.on_train_begin()
+        except ValueError as error:
+            raise ValueError(f"{owner}: {error}") from error
+        lrs, losses, smoothed, stop_reason = _sweep(
+            loop, callback, step_fn, _batches(train_data), num_steps, smoothing, diverge_threshold
+        )
+    finally:
+        _restore(model, optimizer, saved)
+    if not lrs:
+        raise ValueError(f"{owner}: `train_data` yielded no batches; pass the training batches.")
+    return LRFinderResult(
+        lrs=tuple(lrs),
+        losses=tuple(losses),
+        smoothed_losses=tuple(smoothed),
+        stop_reason=stop_reason,
+        smoothing=smoothing,
+        diverge_threshold=diverge_threshold,
+    )
+
+
+def _checked_arguments(
+    start_lr: Any,
+    end_lr: Any,
+    num_steps: Any,
+    mode: Any,
+    smoothing: Any,
+    diverge_threshold: Any,
+) -> tuple[float, float, int, str, float, float]:
+    """``lr_find``'s numeric arguments, checked."""
+    owner = "lr_find"
     start_lr = _checks.real(owner, "start_lr", start_lr, positive=True, hint=_LR_HINT)
     end_lr = _checks.real(owner, "end_lr", end_lr, positive=True, hint=_LR_HINT)
     if start_lr >= end_lr:
@@ -285,71 +355,46 @@ def lr_find(
             f"{diverge_threshold!r}: the test stops once the smoothed loss exceeds this "
             "multiple of its minimum, e.g. 4."
         )
-    check_optimizer(owner, optimizer)
-    if accumulation_state(optimizer.opt_state) is not None:
-        raise ValueError(
-            f"{owner}: the optimizer accumulates gradients with optax.MultiSteps; run the range "
-            "test on the optimizer without it (the test needs one update per batch)."
-        )
-    if train_step is None:
-        from flax_cyclic.trainer import classification_train_step
+    return start_lr, end_lr, num_steps, mode, smoothing, diverge_threshold
 
-        train_step = classification_train_step
-    step_fn = nnx.jit(train_step)
 
-    saved = _snapshot(model, optimizer)
-    callback = LRSchedulerCallback(
-        RangeTestLR(start_lr, end_lr, num_steps, mode), learning_rate=learning_rate, momentum=None
-    )
-    loop = CallbackList([callback], model=model, optimizer=optimizer)
+def _sweep(
+    loop: CallbackList,
+    callback: LRSchedulerCallback,
+    step_fn: Callable[..., Any],
+    batches: Iterator[Any],
+    num_steps: int,
+    smoothing: float,
+    diverge_threshold: float,
+) -> tuple[list[float], list[float], list[float], str]:
+    """Trains one batch per learning rate of the ramp; returns the curve and why it stopped."""
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
-    stop_reason = "completed"
-    try:
-        try:
-            loop.on_train_begin()
-        except ValueError as error:
-            raise ValueError(f"{owner}: {error}") from error
-        average, best = 0.0, math.inf
-        batches = _batches(train_data)
-        for i in range(num_steps):
-            batch = next(batches, _END)
-            if batch is _END:
-                stop_reason = "data exhausted"
-                break
-            lr = callback.scheduler.get_last_lr()[0]
-            loss = _loss_of(step_fn(model, optimizer, batch))
-            if not math.isfinite(loss):
-                if i == 0:
-                    raise ValueError(
-                        f"{owner}: the loss of the first step (lr={lr:g}) is {loss}: the model, "
-                        "the data or the train step is broken, or start_lr is far too large."
-                    )
-                stop_reason = "non-finite loss"
-                break
-            average = smoothing * average + (1 - smoothing) * loss
-            value = average / (1 - smoothing ** (i + 1))
-            lrs.append(lr)
-            losses.append(loss)
-            smoothed.append(value)
-            best = min(best, value)
-            if value > diverge_threshold * best:
-                stop_reason = "diverged"
-                break
-            loop.on_step_end({})
-    finally:
-        _restore(model, optimizer, saved)
-    if not lrs:
-        raise ValueError(f"{owner}: `train_data` yielded no batches; pass the training batches.")
-    return LRFinderResult(
-        lrs=tuple(lrs),
-        losses=tuple(losses),
-        smoothed_losses=tuple(smoothed),
-        stop_reason=stop_reason,
-        smoothing=smoothing,
-        diverge_threshold=diverge_threshold,
-    )
+    average, best = 0.0, math.inf
+    for i in range(num_steps):
+        batch = next(batches, _END)
+        if batch is _END:
+            return lrs, losses, smoothed, "data exhausted"
+        lr = callback.scheduler.get_last_lr()[0]
+        loss = _loss_of(step_fn(loop.model, loop.optimizer, batch))
+        if not math.isfinite(loss):
+            if i == 0:
+                raise ValueError(
+                    f"lr_find: the loss of the first step (lr={lr:g}) is {loss}: the model, "
+                    "the data or the train step is broken, or start_lr is far too large."
+                )
+            return lrs, losses, smoothed, "non-finite loss"
+        average = smoothing * average + (1 - smoothing) * loss
+        value = average / (1 - smoothing ** (i + 1))
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(value)
+        best = min(best, value)
+        if value > diverge_threshold * best:
+            return lrs, losses, smoothed, "diverged"
+        loop.on_step_end({})
+    return lrs, losses, smoothed, "completed"
 
 
 _LR_HINT = "Learning rates are finite numbers > 0, e.g. 1e-7 and 10."

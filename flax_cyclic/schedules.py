@@ -70,28 +70,7 @@ class CyclePolicy:
         scale_mode: Any,
     ) -> CyclePolicy:
         """Validates the cycle arguments of ``owner`` (a function or class name)."""
-        up = _checks.integer(
-            owner,
-            "step_size_up",
-            step_size_up,
-            minimum=1,
-            hint="Pass the number of steps in the rising half of a cycle, e.g. 2000.",
-        )
-        down = up
-        if step_size_down is not None:
-            down = _checks.integer(
-                owner,
-                "step_size_down",
-                step_size_down,
-                minimum=1,
-                hint="Pass the number of steps in the falling half of a cycle, "
-                "or None to use step_size_up.",
-            )
-        if up + down > _checks.MAX_STEP:
-            raise ValueError(
-                f"{owner}: a cycle of step_size_up + step_size_down = {up + down} steps is longer "
-                "than 2**31 - 1, the largest step count optax can represent. Use shorter cycles."
-            )
+        up, down = _step_sizes(owner, step_size_up, step_size_down)
         return cls(
             step_size_up=up,
             step_size_down=down,
@@ -155,6 +134,33 @@ class CyclePolicy:
             "scale_fn": None if fn is None else getattr(fn, "__qualname__", type(fn).__qualname__),
             "scale_mode": self.scale_mode,
         }
+
+
+def _step_sizes(owner: str, step_size_up: Any, step_size_down: Any) -> tuple[int, int]:
+    """The checked rising and falling lengths of a cycle; ``None`` falls as long as it rises."""
+    up = _checks.integer(
+        owner,
+        "step_size_up",
+        step_size_up,
+        minimum=1,
+        hint="Pass the number of steps in the rising half of a cycle, e.g. 2000.",
+    )
+    down = up
+    if step_size_down is not None:
+        down = _checks.integer(
+            owner,
+            "step_size_down",
+            step_size_down,
+            minimum=1,
+            hint="Pass the number of steps in the falling half of a cycle, "
+            "or None to use step_size_up.",
+        )
+    if up + down > _checks.MAX_STEP:
+        raise ValueError(
+            f"{owner}: a cycle of step_size_up + step_size_down = {up + down} steps is longer "
+            "than 2**31 - 1, the largest step count optax can represent. Use shorter cycles."
+        )
+    return up, down
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,33 +395,7 @@ class OneCyclePolicy:
         three_phase: Any,
     ) -> OneCyclePolicy:
         """Validates the arguments of ``owner``; ``total_steps`` may come from the epochs."""
-        hint = "Pass the number of optimizer updates in the run."
-        if total_steps is not None and (epochs is not None or steps_per_epoch is not None):
-            raise ValueError(
-                f"{owner}: pass either total_steps or epochs and steps_per_epoch, not both; got "
-                f"total_steps={total_steps!r}, epochs={epochs!r}, "
-                f"steps_per_epoch={steps_per_epoch!r}."
-            )
-        if total_steps is None:
-            if epochs is None or steps_per_epoch is None:
-                raise ValueError(
-                    f"{owner}: the length of the schedule is missing: pass total_steps, or both "
-                    f"epochs and steps_per_epoch (total_steps = epochs * steps_per_epoch); got "
-                    f"epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}."
-                )
-            epochs = _checks.integer(owner, "epochs", epochs, minimum=1, hint=hint)
-            per_epoch = _checks.integer(
-                owner, "steps_per_epoch", steps_per_epoch, minimum=1, hint=hint
-            )
-            total_steps = _checks.integer(
-                owner,
-                "total_steps",
-                epochs * per_epoch,
-                minimum=1,
-                hint=f"epochs * steps_per_epoch = {epochs} * {per_epoch} is too many steps.",
-            )
-        else:
-            total_steps = _checks.integer(owner, "total_steps", total_steps, minimum=1, hint=hint)
+        total_steps = _one_cycle_length(owner, total_steps, epochs, steps_per_epoch)
         fraction = _checks.real(
             owner,
             "pct_start",
@@ -515,6 +495,36 @@ class OneCyclePolicy:
         if self.three_phase:
             return (max_momentum, base_momentum, base_momentum, max_momentum) + (max_momentum,) * 2
         return (max_momentum, base_momentum, base_momentum, max_momentum)
+
+
+def _one_cycle_length(owner: str, total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
+    """``total_steps``, given as such or as ``epochs * steps_per_epoch``, checked."""
+    hint = "Pass the number of optimizer updates in the run."
+    if total_steps is not None and (epochs is not None or steps_per_epoch is not None):
+        raise ValueError(
+            f"{owner}: pass either total_steps or epochs and steps_per_epoch, not both; got "
+            f"total_steps={total_steps!r}, epochs={epochs!r}, "
+            f"steps_per_epoch={steps_per_epoch!r}."
+        )
+    if total_steps is None:
+        if epochs is None or steps_per_epoch is None:
+            raise ValueError(
+                f"{owner}: the length of the schedule is missing: pass total_steps, or both "
+                f"epochs and steps_per_epoch (total_steps = epochs * steps_per_epoch); got "
+                f"epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}."
+            )
+        epochs = _checks.integer(owner, "epochs", epochs, minimum=1, hint=hint)
+        per_epoch = _checks.integer(owner, "steps_per_epoch", steps_per_epoch, minimum=1, hint=hint)
+        total_steps = _checks.integer(
+            owner,
+            "total_steps",
+            epochs * per_epoch,
+            minimum=1,
+            hint=f"epochs * steps_per_epoch = {epochs} * {per_epoch} is too many steps.",
+        )
+    else:
+        total_steps = _checks.integer(owner, "total_steps", total_steps, minimum=1, hint=hint)
+    return total_steps
 
 
 def cyclic_schedule(

@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from flax_cyclic import _checks
@@ -22,70 +20,11 @@ from flax_cyclic.callbacks.base import Callback, CallbackList, check_optimizer
 from flax_cyclic.callbacks.logging import MetricsLogger, mean_metrics
 from flax_cyclic.callbacks.progress import ProgressBar
 from flax_cyclic.checkpoint import Checkpointer
+from flax_cyclic.steps import Metrics, classification_eval_step, classification_train_step
 
 __all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
 
-Metrics = Mapping[str, jax.Array]
-
 logger = logging.getLogger("flax_cyclic")
-
-
-_BATCH_FORMATS = (
-    "an (inputs, labels) pair, or a mapping with 'image' and 'label' (as the MNIST example's "
-    "pipeline makes); for other batches, pass your own train_step / eval_step"
-)
-
-
-def _inputs_and_labels(batch: Any) -> tuple[jax.Array, jax.Array]:
-    if isinstance(batch, Mapping):
-        missing = [key for key in ("image", "label") if key not in batch]
-        if missing:
-            raise ValueError(
-                f"The default train and eval steps take {_BATCH_FORMATS}; got a mapping "
-                f"without {missing} (its keys are {sorted(map(str, batch))})."
-            )
-        return batch["image"], batch["label"]
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        if isinstance(batch, (tuple, list)):
-            described = f"a {type(batch).__name__} of {len(batch)} elements"
-        elif hasattr(batch, "shape"):
-            described = f"one array of shape {tuple(batch.shape)}"
-        else:
-            described = f"a {type(batch).__name__}"
-        raise ValueError(
-            f"The default train and eval steps take {_BATCH_FORMATS}; got {described}."
-        )
-    inputs, labels = batch
-    return inputs, labels
-
-
-def _classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-    return {"loss": loss, "accuracy": accuracy}
-
-
-def classification_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: Any) -> Metrics:
-    """The default train step: softmax cross-entropy on integer labels.
-
-    ``batch`` is ``(inputs, labels)`` or a mapping with ``'image'`` and ``'label'``; the model
-    maps inputs to logits. Returns the batch's ``loss`` and ``accuracy``.
-    """
-    inputs, labels = _inputs_and_labels(batch)
-
-    def loss_fn(model: nnx.Module) -> tuple[jax.Array, dict[str, jax.Array]]:
-        metrics = _classification_metrics(model(inputs), labels)
-        return metrics["loss"], metrics
-
-    (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    optimizer.update(model, grads)
-    return metrics
-
-
-def classification_eval_step(model: nnx.Module, batch: Any) -> Metrics:
-    """The default eval step: ``loss`` and ``accuracy`` of one batch."""
-    inputs, labels = _inputs_and_labels(batch)
-    return _classification_metrics(model(inputs), labels)
 
 
 @dataclasses.dataclass
@@ -244,71 +183,78 @@ class Trainer:
             eval_every_steps = _checks.integer(
                 "Trainer.fit", "eval_every_steps", eval_every_steps, minimum=1, hint="e.g. 500."
             )
-        epochs_for = _epoch_source(train_data)
         history = History()
-        callbacks = self.callbacks
         self._place_on_mesh()
         position, data_state = self._resume(history)
-        callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
+        self.callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
         if history.resumed_from is not None and not self._more(num_epochs, num_steps):
             self._say_complete(num_epochs, num_steps)
         self._unsaved = []
-        batches: Iterator[Any] | None = None
-        with _preemption(self.checkpointer is not None, callbacks.step) as preempted:
+        with _preemption(self.checkpointer is not None, self.callbacks.step) as preempted:
+            run = _Run(
+                _epoch_source(train_data), num_epochs, num_steps, eval_data, eval_every_steps,
+                preempted, history, position, data_state,
+            )  # fmt: skip
             try:
-                callbacks.on_train_begin()
-                stop = False
-                while not stop and self._more(num_epochs, num_steps):
-                    callbacks.on_epoch_begin()
-                    batches = _seek(iter(epochs_for(callbacks.epoch)), position, data_state)
-                    epoch_metrics: list[Metrics] = []
-                    for batch in batches:
-                        epoch_metrics.append(self._train_one(batch))
-                        position += 1
-                        self._periodic_actions(
-                            eval_data, eval_every_steps, position, batches, history
-                        )
-                        if preempted(callbacks.step):
-                            history.preempted = stop = True
-                            logger.warning("SIGTERM: saving step %d and stopping.", callbacks.step)
-                            break
-                        if num_steps is not None and callbacks.step >= num_steps:
-                            stop = True  # num_steps reached: the epoch may not be over
-                            break
-                    if not epoch_metrics and position == 0:
-                        raise ValueError(
-                            f"Trainer.fit: epoch {callbacks.epoch} has no batches. If "
-                            "train_data is an iterator, pass a re-iterable (a list, a grain "
-                            "dataset) or a function epoch -> iterable instead: an iterator is "
-                            "exhausted after one epoch."
-                        )
-                    if epoch_metrics:
-                        history.train.append(
-                            {"step": callbacks.step, "epoch": callbacks.epoch}
-                            | mean_metrics(epoch_metrics)
-                        )
-                    if history.preempted:
-                        break
-                    if eval_data is not None and not (
-                        eval_every_steps and callbacks.step % eval_every_steps == 0
-                    ):
-                        history.eval.append(self.evaluate(eval_data))
-                    if stop:
-                        break
-                    callbacks.on_epoch_end(history.train[-1] if epoch_metrics else {})
-                    position, data_state = 0, None
-                    if self.checkpointer and self.checkpointer.every_epoch:
-                        self._save(position, None)
+                self.callbacks.on_train_begin()
+                while not run.stop and self._more(num_epochs, num_steps):
+                    self._run_epoch(run)
                 if self.checkpointer:
-                    self._save(position, batches)
+                    self._save(run.position, run.batches)
                     self.checkpointer.wait()
-                callbacks.on_train_end()
+                self.callbacks.on_train_end()
             except BaseException as error:
-                callbacks.on_exception(error)
+                self.callbacks.on_exception(error)
                 if self.checkpointer is not None:
                     self.checkpointer.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
+
+    def _run_epoch(self, run: _Run) -> None:
+        """Trains (the rest of) one epoch, then evaluates and saves as configured."""
+        callbacks = self.callbacks
+        callbacks.on_epoch_begin()
+        run.batches = _seek(iter(run.epochs_for(callbacks.epoch)), run.position, run.data_state)
+        epoch_metrics: list[Metrics] = []
+        for batch in run.batches:
+            epoch_metrics.append(self._train_one(batch))
+            run.position += 1
+            self._periodic_actions(run)
+            if self._should_stop(run):
+                break
+        if not epoch_metrics and run.position == 0:
+            raise ValueError(
+                f"Trainer.fit: epoch {callbacks.epoch} has no batches. If train_data is an "
+                "iterator, pass a re-iterable (a list, a grain dataset) or a function epoch -> "
+                "iterable instead: an iterator is exhausted after one epoch."
+            )
+        if epoch_metrics:
+            summary = {"step": callbacks.step, "epoch": callbacks.epoch}
+            run.history.train.append(summary | mean_metrics(epoch_metrics))
+        if run.history.preempted:
+            return
+        if run.eval_data is not None and not self._every(run.eval_every_steps):
+            run.history.eval.append(self.evaluate(run.eval_data))
+        if run.stop:
+            return  # num_steps reached: the epoch is not over
+        callbacks.on_epoch_end(run.history.train[-1] if epoch_metrics else {})
+        run.position, run.data_state = 0, None
+        if self.checkpointer and self.checkpointer.every_epoch:
+            self._save(0, None)
+
+    def _should_stop(self, run: _Run) -> bool:
+        """After a step: a SIGTERM (agreed across processes), or ``num_steps`` reached."""
+        step = self.callbacks.step
+        if run.preempted(step):
+            run.history.preempted = run.stop = True
+            logger.warning("SIGTERM: saving step %d and stopping.", step)
+        elif run.num_steps is not None and step >= run.num_steps:
+            run.stop = True
+        return run.stop
+
+    def _every(self, interval: int | None) -> bool:
+        """Whether the steps done so far are a multiple of ``interval`` (never for ``None``)."""
+        return bool(interval) and self.callbacks.step % interval == 0
 
     def _train_one(self, batch: Any) -> Metrics:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
@@ -325,21 +271,12 @@ class Trainer:
         callbacks.on_step_end(metrics)
         return metrics
 
-    def _periodic_actions(
-        self,
-        eval_data: Iterable[Any] | None,
-        eval_every_steps: int | None,
-        position: int,
-        batches: Any,
-        history: History,
-    ) -> None:
+    def _periodic_actions(self, run: _Run) -> None:
         """Evaluates and saves every N steps, as configured."""
-        step = self.callbacks.step
-        if eval_data is not None and eval_every_steps and step % eval_every_steps == 0:
-            history.eval.append(self.evaluate(eval_data))
-        every = self.checkpointer.every_steps if self.checkpointer else None
-        if every and step % every == 0:
-            self._save(position, batches)
+        if run.eval_data is not None and self._every(run.eval_every_steps):
+            run.history.eval.append(self.evaluate(run.eval_data))
+        if self.checkpointer and self._every(self.checkpointer.every_steps):
+            self._save(run.position, run.batches)
 
     def _say_complete(self, num_epochs: int | None, num_steps: int | None) -> None:
         length = f"num_steps={num_steps}" if num_steps is not None else f"num_epochs={num_epochs}"
@@ -502,6 +439,23 @@ class Trainer:
                 "Trainer.fit", "num_epochs", num_epochs, minimum=1, hint=hint
             ), None
         return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One call of ``fit``: what it runs, and where it stands."""
+
+    epochs_for: Callable[[int], Iterator[Any]]
+    num_epochs: int | None
+    num_steps: int | None
+    eval_data: Iterable[Any] | None
+    eval_every_steps: int | None
+    preempted: Callable[[int], bool]
+    history: History
+    position: int = 0  # batches done in the current epoch
+    data_state: Any = None  # a grain iterator's saved state, to resume the epoch
+    batches: Any = None  # the current epoch's iterator
+    stop: bool = False
 
 
 _TRAINER_KEYS = ("step", "epoch", "position", "data_state")

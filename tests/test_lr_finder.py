@@ -166,7 +166,7 @@ def _noisy_setup():
     tx = optax.inject_hyperparams(optax.adamw)(learning_rate=3e-4, weight_decay=1e-4)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     # Train a little first, so that the state to restore is not the initial one.
-    from flax_cyclic.trainer import classification_train_step
+    from flax_cyclic.steps import classification_train_step
 
     nnx.jit(classification_train_step)(model, optimizer, _classification_batches()[0])
     return model, optimizer

@@ -10,7 +10,7 @@ from flax import nnx
 from helpers import raises_exactly, tiny_batches, tiny_mlp
 
 from flax_cyclic import CallbackList, NonFiniteError, TerminateOnNaN
-from flax_cyclic.trainer import classification_train_step
+from flax_cyclic.steps import classification_train_step
 
 
 def test_a_hand_written_loop_stops_at_the_first_non_finite_loss():

@@ -32,7 +32,7 @@ from flax_cyclic import (
     Trainer,
     create_writer,
 )
-from flax_cyclic.trainer import classification_train_step
+from flax_cyclic.steps import classification_train_step
 
 WORKER = pathlib.Path(__file__).with_name("checkpoint_worker.py")
 SCHEDULE = dict(base_lr=0.01, max_lr=0.1, step_size_up=4, step_size_down=6, mode="triangular2")

@@ -42,8 +42,8 @@ class CNN(nnx.Module):
 
 # The train and eval steps are the Trainer's defaults (softmax cross-entropy, accuracy) on
 # batches {'image': (b, 28, 28, 1) float32, 'label': (b,) int32}.
-train_step = flax_cyclic.trainer.classification_train_step
-eval_step = flax_cyclic.trainer.classification_eval_step
+train_step = flax_cyclic.steps.classification_train_step
+eval_step = flax_cyclic.steps.classification_eval_step
 
 SCHEDULES = ("cyclic", "onecycle", "constant")
 

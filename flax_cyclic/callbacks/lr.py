@@ -170,13 +170,16 @@ class LRSchedulerCallback(Callback):
         self.plot_steps = _checks.integer(
             owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
         )
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._plan_written = False  # by this run, or by the run it is restored from
         self._restored = False
         self._targets: list[_Target] = []
         self._train_steps = 0
         self._updates_per_step = 1  # the resolved accumulation_steps
-        self._position = scheduler.last_epoch  # where the callback last left the scheduler
-        # Checks that read device values without waiting for them (see _verify).
+        self._position = self.scheduler.last_epoch  # where the callback last left the scheduler
+        # Checks that read device values without waiting for them (see _verify_*).
         self._applied: list[_Applied] = []
         self._unconfirmed: dict[int, float | None] = {}
         self._counted: list[tuple[int, Any]] = []  # (train steps, MultiSteps' gradient_step)
@@ -599,7 +602,7 @@ class LRSchedulerCallback(Callback):
             )
         if not self.plot_steps or not callable(getattr(self.writer, "write_images", None)):
             return
-        from flax_cyclic.plotting import plot_schedule
+        from flax_cyclic._figures import plot_schedule
 
         logdir = getattr(self.writer, "logdir", None)
         path = os.path.join(logdir, "lr_schedule.png") if logdir else None

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flax_cyclic import _checks
 from flax_cyclic.callbacks.base import Callback
-from flax_cyclic.callbacks.lr import LRSchedulerCallback
+from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["ProgressBar"]
 
@@ -51,11 +51,12 @@ class ProgressBar(Callback):
         if not self.enabled or jax.process_index() != 0:
             return
 
+        # The scheduler an LR callback of the loop owns (any callback with one).
         self._scheduler = next(
             (
                 c.scheduler
                 for c in getattr(loop, "callbacks", [])
-                if isinstance(c, LRSchedulerCallback)
+                if isinstance(getattr(c, "scheduler", None), LRScheduler)
             ),
             None,
         )
