@@ -8,6 +8,7 @@ integer phase arithmetic.
 
 from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
+from flax_cyclic.callbacks import LearningRateMonitor as LearningRateMonitor
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks import ProgressBar as ProgressBar
@@ -48,6 +49,7 @@ __all__ = [
     "LRFinderResult",
     "LRScheduler",
     "LRSchedulerCallback",
+    "LearningRateMonitor",
     "MetricsLogger",
     "NonFiniteError",
     "OneCycleLR",

@@ -18,6 +18,8 @@ from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic.callbacks.base import Callback, CallbackList, check_optimizer
 from flax_cyclic.callbacks.logging import MetricsLogger, mean_metrics
+from flax_cyclic.callbacks.lr import LRSchedulerCallback
+from flax_cyclic.callbacks.monitor import LearningRateMonitor
 from flax_cyclic.callbacks.progress import ProgressBar
 from flax_cyclic.checkpoint import Checkpointer
 from flax_cyclic.steps import Metrics, classification_eval_step, classification_train_step
@@ -67,7 +69,10 @@ class Trainer:
             resume from its newest checkpoint.
         writer: A CLU ``MetricWriter`` (e.g. [`create_writer`][flax_cyclic.create_writer]):
             train metrics every ``log_every_steps`` steps, steps/s and eval metrics go to it,
-            through a [`MetricsLogger`][flax_cyclic.MetricsLogger] added after ``callbacks``.
+            through a [`MetricsLogger`][flax_cyclic.MetricsLogger] added after ``callbacks``;
+            and the learning rate the optimizer used, through a
+            [`LearningRateMonitor`][flax_cyclic.LearningRateMonitor] added before them, unless
+            a callback already logs it (an LR callback or a monitor with a writer).
         log_every_steps: How often the train metrics are written.
         progress: A [`ProgressBar`][flax_cyclic.ProgressBar] on the terminal: ``None`` shows it
             when standard error is a terminal, ``False`` never, ``True`` always.
@@ -113,6 +118,10 @@ class Trainer:
         self.checkpointer = checkpointer
         callbacks = list(callbacks)
         if writer is not None:
+            if not any(getattr(c, "writer", None) is not None for c in callbacks if _logs_lr(c)):
+                # Nothing logs the learning rate yet: read it from the optimizer (first, so
+                # that it reads before a scheduler callback writes the next update's value).
+                callbacks.insert(0, LearningRateMonitor(writer, log_every_steps=log_every_steps))
             callbacks.append(MetricsLogger(writer, every_steps=log_every_steps))
         if progress is not False:
             callbacks.append(ProgressBar(enabled=progress))
@@ -439,6 +448,10 @@ class Trainer:
                 "Trainer.fit", "num_epochs", num_epochs, minimum=1, hint=hint
             ), None
         return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
+
+
+def _logs_lr(callback: Callback) -> bool:
+    return isinstance(callback, (LRSchedulerCallback, LearningRateMonitor))
 
 
 @dataclasses.dataclass

@@ -287,3 +287,46 @@ def test_the_default_steps_read_both_batch_formats():
         [(x, y), {"image": x, "label": y}], num_steps=2
     )
     assert history.train[-1]["step"] == 2
+
+
+class _Scalars:
+    def __init__(self):
+        self.scalars: dict[str, dict[int, float]] = {}
+
+    def write_scalars(self, step, scalars):
+        for tag, value in scalars.items():
+            self.scalars.setdefault(tag, {})[int(step)] = value
+
+    def flush(self):
+        pass
+
+
+def test_a_trainer_with_a_writer_logs_the_lr_whichever_way_it_is_set():
+    from flax_cyclic import cyclic_schedule
+
+    schedule = cyclic_schedule(0.01, 0.1, step_size_up=4)
+    model = MLP(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    writer = _Scalars()
+    Trainer(model, optimizer, writer=writer, log_every_steps=1, progress=False).fit(
+        _data(10), num_steps=10
+    )
+    logged = writer.scalars["learning_rate"]
+    assert sorted(logged) == list(range(10))
+    np.testing.assert_allclose(
+        [logged[k] for k in range(10)], [float(schedule(k)) for k in range(10)], rtol=1e-6
+    )
+
+
+def test_an_lr_callback_with_the_writer_is_not_logged_twice():
+    model, optimizer = _setup()
+    writer = _Scalars()
+    callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=4), writer=writer)
+    trainer = Trainer(model, optimizer, callbacks=[callback], writer=writer, progress=False)
+    assert [type(c).__name__ for c in trainer.callbacks.callbacks] == [
+        "LRSchedulerCallback",
+        "MetricsLogger",
+    ]
+    trainer.fit(_data(4), num_steps=4)
+    assert sorted(writer.scalars["learning_rate"]) == [0, 1, 2, 3]

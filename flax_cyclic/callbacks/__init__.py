@@ -4,6 +4,7 @@ from flax_cyclic.callbacks.base import Callback as Callback
 from flax_cyclic.callbacks.base import CallbackList as CallbackList
 from flax_cyclic.callbacks.logging import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks.lr import LRSchedulerCallback as LRSchedulerCallback
+from flax_cyclic.callbacks.monitor import LearningRateMonitor as LearningRateMonitor
 from flax_cyclic.callbacks.progress import ProgressBar as ProgressBar
 from flax_cyclic.callbacks.stopping import TerminateOnNaN as TerminateOnNaN
 
@@ -11,6 +12,7 @@ __all__ = [
     "Callback",
     "CallbackList",
     "LRSchedulerCallback",
+    "LearningRateMonitor",
     "MetricsLogger",
     "ProgressBar",
     "TerminateOnNaN",
