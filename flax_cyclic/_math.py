@@ -91,8 +91,11 @@ class _JaxMath:
     cos = staticmethod(jnp.cos)
     sin = staticmethod(jnp.sin)
     minimum = staticmethod(jnp.minimum)
-    where = staticmethod(jnp.where)
     full_like = staticmethod(jnp.full_like)
+
+    @staticmethod
+    def where(condition: Any, if_true: Any, if_false: Any) -> jax.Array:
+        return jnp.where(condition, if_true, if_false)
 
     @staticmethod
     def to_float(value: jax.Array) -> jax.Array:
@@ -131,9 +134,27 @@ class _JaxMath:
         return jnp.asarray(value)
 
 
-HOST = _HostMath()
-JAX = _JaxMath()
-Math = _HostMath | _JaxMath
+class Math(Protocol):
+    """The arithmetic a formula computes with: ``HOST`` (exact Python) or ``JAX`` (traceable)."""
+
+    pi: float
+
+    def cos(self, x: Any, /) -> Any: ...
+    def sin(self, x: Any, /) -> Any: ...
+    def minimum(self, a: Any, b: Any, /) -> Any: ...
+    def where(self, condition: Any, if_true: Any, if_false: Any, /) -> Any: ...
+    def full_like(self, like: Any, value: float, /) -> Any: ...
+    def to_float(self, value: Any, /) -> Any: ...
+    def half_power(self, k: Any, /) -> Any: ...
+    def power(self, base: float, exponent: Any, /) -> Any: ...
+    def switch(self, index: Any, branch: Callable[[int], Any], count: int, /) -> Any: ...
+    def search(self, boundaries: Sequence[int], value: Any, /) -> tuple[Any, Any]: ...
+    def take(self, values: Sequence[Any], index: Any, /) -> Any: ...
+    def scale_fn_value(self, value: Any, scale_fn: Callable, argument: Any, /) -> Any: ...
+
+
+HOST: Math = _HostMath()
+JAX: Math = _JaxMath()
 
 
 class Policy(Protocol):
@@ -169,6 +190,7 @@ def interpolate(low: float, high: float, weight: Any, xp: Math) -> Any:
 def step_array(owner: str, count: Any) -> jax.Array:
     """Converts a schedule's ``count`` to an integer array, rejecting values it cannot hold."""
     if isinstance(count, numbers.Integral) and not isinstance(count, bool):
+        count = int(count)
         limit = jnp.iinfo(jax.dtypes.canonicalize_dtype(jnp.int64)).max
         if not 0 <= count <= limit:
             raise ValueError(

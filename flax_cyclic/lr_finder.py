@@ -43,6 +43,8 @@ class RangeTestLR(LRScheduler):
         mode: ``'exponential'`` or ``'linear'``.
     """
 
+    _policy: RampPolicy
+
     def __init__(self, start_lr: float, end_lr: float, num_steps: int, mode: str) -> None:
         self._start_lr, self._end_lr = start_lr, end_lr
         super().__init__(RampPolicy(num_steps, mode), [(start_lr, end_lr)])

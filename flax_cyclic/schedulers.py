@@ -11,7 +11,7 @@ step. Calling a scheduler, ``scheduler(count)``, evaluates the same formula for 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -60,8 +60,8 @@ class LRScheduler(abc.ABC):
     def __init__(
         self,
         policy: Policy,
-        lr_bounds: Sequence[tuple[float, ...]],
-        momentum_bounds: Sequence[tuple[float, ...]] | None = None,
+        lr_bounds: Iterable[tuple[float, ...]],
+        momentum_bounds: Iterable[tuple[float, ...]] | None = None,
         last_epoch: int = 0,
     ) -> None:
         owner = type(self).__name__
@@ -385,6 +385,8 @@ class CyclicLR(LRScheduler):
         >>> optimizer = optax.sgd(learning_rate=scheduler, momentum=0.9)
     """
 
+    _policy: CyclePolicy
+
     def __init__(
         self,
         base_lr: float | list[float] = 1e-3,
@@ -633,6 +635,8 @@ class OneCycleLR(LRScheduler):
         ValueError: OneCycleLR: step 11 is past the end of the schedule: total_steps=10 ...
     """
 
+    _policy: OneCyclePolicy
+
     def __init__(
         self,
         max_lr: float | list[float] = 1e-2,
@@ -785,6 +789,8 @@ class CosineAnnealingLR(_CosineScheduler):
         [0.75]
     """
 
+    _policy: CosinePolicy
+
     def __init__(
         self,
         base_lr: float | list[float],
@@ -836,6 +842,8 @@ class CosineAnnealingWarmRestarts(_CosineScheduler):
         >>> scheduler.get_last_lr(), scheduler.cycle, scheduler.cycle_position
         ([0.5], 2, 0.0)
     """
+
+    _policy: RestartPolicy
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from flax import nnx
 
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError, NonFiniteError
-from flax_cyclic.callbacks.base import Callback, CallbackList, check_optimizer
+from flax_cyclic.callbacks.base import Callback, CallbackList, MetricWriter, check_optimizer
 from flax_cyclic.callbacks.logging import MetricsLogger, mean_metrics
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 from flax_cyclic.callbacks.monitor import LearningRateMonitor
@@ -98,7 +98,7 @@ class Trainer:
         eval_step: Callable[..., Metrics] = classification_eval_step,
         callbacks: Sequence[Callback] = (),
         checkpointer: Checkpointer | None = None,
-        writer: Any = None,
+        writer: MetricWriter | None = None,
         log_every_steps: int = 50,
         progress: bool | None = None,
         mesh: jax.sharding.Mesh | None = None,
@@ -198,7 +198,7 @@ class Trainer:
         self.callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
         if history.resumed_from is not None and not self._more(num_epochs, num_steps):
             self._say_complete(num_epochs, num_steps)
-        self._unsaved = []
+        self._unsaved: list[tuple[int, Metrics]] = []
         with _preemption(self.checkpointer is not None, self.callbacks.step) as preempted:
             run = _Run(
                 _epoch_source(train_data), num_epochs, num_steps, eval_data, eval_every_steps,
@@ -263,7 +263,7 @@ class Trainer:
 
     def _every(self, interval: int | None) -> bool:
         """Whether the steps done so far are a multiple of ``interval`` (never for ``None``)."""
-        return bool(interval) and self.callbacks.step % interval == 0
+        return interval is not None and self.callbacks.step % interval == 0
 
     def _train_one(self, batch: Any) -> Metrics:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
@@ -288,6 +288,7 @@ class Trainer:
             self._save(run.position, run.batches)
 
     def _say_complete(self, num_epochs: int | None, num_steps: int | None) -> None:
+        assert self.checkpointer is not None  # only a resumed run is complete
         length = f"num_steps={num_steps}" if num_steps is not None else f"num_epochs={num_epochs}"
         logger.warning(
             "The run in %s is complete at step %d (%s): nothing left to train. Raise %s to "
@@ -365,6 +366,7 @@ class Trainer:
         self._unsaved = []
 
     def _save_checked(self, position: int, batches: Any, get_state: Any) -> None:
+        assert self.checkpointer is not None
         self.checkpointer.save(
             self.callbacks.step,
             model=self.model,
@@ -393,7 +395,7 @@ class Trainer:
             step, bad = first
             shown = ", ".join(f"{name}={value}" for name, value in bad.items())
             seen = f"the metrics were first non-finite at train step {step} ({shown})"
-        latest = self.checkpointer.latest_step()
+        latest = self.checkpointer.latest_step() if self.checkpointer else None
         kept = (
             f"the newest checkpoint, step {latest}, is good and a resume starts there"
             if latest is not None
@@ -408,6 +410,7 @@ class Trainer:
     def _more(self, num_epochs: int | None, num_steps: int | None) -> bool:
         if num_steps is not None:
             return self.callbacks.step < num_steps
+        assert num_epochs is not None  # one of the two is given
         return self.callbacks.epoch < num_epochs
 
     def evaluate(self, eval_data: Iterable[Any]) -> dict[str, float]:
@@ -430,7 +433,7 @@ class Trainer:
         metrics = [self._eval_step(self.model, self._shard(batch)) for batch in eval_data]
         if not metrics:
             raise ValueError("Trainer.evaluate: eval_data has no batches.")
-        summary = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
+        summary: dict[str, float] = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
         summary |= mean_metrics(metrics)
         self.callbacks.on_eval_end(summary)
         return summary
@@ -484,8 +487,9 @@ def _seek(batches: Iterator[Any], position: int, data_state: Any) -> Iterator[An
     """Moves a fresh epoch iterator to ``position`` batches in."""
     if position == 0:
         return batches
-    if data_state is not None and callable(getattr(batches, "set_state", None)):
-        batches.set_state(data_state)  # e.g. a grain DatasetIterator
+    set_state = getattr(batches, "set_state", None)
+    if data_state is not None and callable(set_state):
+        set_state(data_state)  # e.g. a grain DatasetIterator
         return batches
     for consumed in range(position):  # replay: the order is the same on every pass
         if next(batches, _END) is _END:

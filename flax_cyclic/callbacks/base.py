@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from flax import nnx
 
 from flax_cyclic import _checks
 
-__all__ = ["Callback", "CallbackList"]
+__all__ = ["Callback", "CallbackList", "Loop", "MetricWriter"]
 
 logger = logging.getLogger("flax_cyclic")
+
+
+class MetricWriter(Protocol):
+    """What a callback writes metrics through: CLU's ``MetricWriter``, or any ``write_scalars``.
+
+    ``flush``, ``write_hparams`` and ``write_images`` are used where present.
+    """
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """Writes scalar values at ``step``."""
+
+
+class Loop(Protocol):
+    """What the hooks read from the loop that calls them (a ``CallbackList``).
+
+    ``step`` is the number of train steps done; a callback may set it in ``on_train_begin``
+    (the LR callback does, for a scheduler that starts part-way). ``total_steps`` is the planned
+    length of the whole run, when known.
+    """
+
+    model: Any
+    optimizer: Any
+    step: int
+    epoch: int
+    total_steps: int | None
+    callbacks: list[Callback]
 
 
 class Callback:
@@ -40,31 +66,31 @@ class Callback:
         """The key of this callback's state in a checkpoint; unique within a loop."""
         return type(self).__name__
 
-    def on_train_begin(self, loop: Any) -> None:
+    def on_train_begin(self, loop: Loop) -> None:
         """Called once before the first step."""
 
-    def on_train_end(self, loop: Any) -> None:
+    def on_train_end(self, loop: Loop) -> None:
         """Called once after the last step."""
 
-    def on_epoch_begin(self, loop: Any, epoch: int) -> None:
+    def on_epoch_begin(self, loop: Loop, epoch: int) -> None:
         """Called before the first step of each epoch."""
 
-    def on_epoch_end(self, loop: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
+    def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Called after the last step (and evaluation) of each epoch."""
 
-    def on_step_begin(self, loop: Any, step: int) -> None:
+    def on_step_begin(self, loop: Loop, step: int) -> None:
         """Called before train step ``step`` (counted from 0 over the whole run)."""
 
-    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Called after train step ``step`` with the metrics it returned (device arrays)."""
 
-    def on_eval_begin(self, loop: Any) -> None:
+    def on_eval_begin(self, loop: Loop) -> None:
         """Called before an evaluation."""
 
-    def on_eval_end(self, loop: Any, metrics: Mapping[str, Any]) -> None:
+    def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Called after an evaluation with its metrics."""
 
-    def on_exception(self, loop: Any, exception: BaseException) -> None:
+    def on_exception(self, loop: Loop, exception: BaseException) -> None:
         """Called when the loop raises; the exception propagates afterwards."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -232,6 +258,13 @@ class CallbackList:
         for callback in self.callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
+
+
+def flush_writer(writer: MetricWriter | None) -> None:
+    """Flushes ``writer`` if it can be flushed: ``write_scalars`` is all a writer must have."""
+    flush = getattr(writer, "flush", None)
+    if callable(flush):
+        flush()
 
 
 def _not_begun(hook: str) -> RuntimeError:

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import Callback
+from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer
 
 __all__ = ["MetricsLogger", "mean_metrics"]
 
@@ -41,7 +41,7 @@ class MetricsLogger(Callback):
 
     def __init__(
         self,
-        writer: Any,
+        writer: MetricWriter,
         *,
         every_steps: int = 50,
         clock: Callable[[], float] = time.perf_counter,
@@ -59,7 +59,7 @@ class MetricsLogger(Callback):
         self._window: list[Mapping[str, Any]] = []
         self._since: tuple[int, float] | None = None
 
-    def on_train_begin(self, loop: Any) -> None:
+    def on_train_begin(self, loop: Loop) -> None:
         """Starts the steps/s clock."""
         self._since = (loop.step, self.clock())
 
@@ -84,7 +84,7 @@ class MetricsLogger(Callback):
             for m in state.get("window", [])
         ]
 
-    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Keeps the step's metrics; every ``every_steps`` steps writes their means."""
         self._window.append(metrics)
         done = step + 1
@@ -92,6 +92,7 @@ class MetricsLogger(Callback):
             return
         scalars = {f"train/{name}": value for name, value in mean_metrics(self._window).items()}
         now = self.clock()
+        assert self._since is not None, "on_train_begin starts the clock"
         first_step, since = self._since
         if now > since:
             scalars["steps_per_sec"] = (done - first_step) / (now - since)
@@ -100,7 +101,7 @@ class MetricsLogger(Callback):
         if jax.process_index() == 0:
             self.writer.write_scalars(step, scalars)
 
-    def on_eval_end(self, loop: Any, metrics: Mapping[str, Any]) -> None:
+    def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Writes the evaluation's metrics."""
         scalars = {
             f"eval/{name}": float(value)
@@ -110,10 +111,10 @@ class MetricsLogger(Callback):
         if jax.process_index() == 0 and loop.step > 0:
             self.writer.write_scalars(loop.step - 1, scalars)
 
-    def on_train_end(self, loop: Any) -> None:
+    def on_train_end(self, loop: Loop) -> None:
         """Flushes the writer."""
-        self.writer.flush()
+        flush_writer(self.writer)
 
-    def on_exception(self, loop: Any, exception: BaseException) -> None:
+    def on_exception(self, loop: Loop, exception: BaseException) -> None:
         """Flushes the writer, so that nothing logged before the error is lost."""
-        self.writer.flush()
+        flush_writer(self.writer)

@@ -12,7 +12,7 @@ import numpy as np
 
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError
-from flax_cyclic.callbacks.base import Callback, check_optimizer
+from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
 from flax_cyclic.hyperparams import (
     InjectedHyperparams,
     accumulation_every_k,
@@ -125,7 +125,7 @@ class LRSchedulerCallback(Callback):
         momentum: str | None = "auto",
         groups: Sequence[str] | None = None,
         accumulation_steps: int | None = None,
-        writer: Any = None,
+        writer: MetricWriter | None = None,
         log_every_steps: int = 1,
         strict: bool = True,
         plot_steps: int | None = None,
@@ -194,7 +194,7 @@ class LRSchedulerCallback(Callback):
 
     # -- hooks --
 
-    def on_train_begin(self, loop: Any) -> None:
+    def on_train_begin(self, loop: Loop) -> None:
         """Finds the injected hyperparameters and writes the scheduler's current values.
 
         Raises:
@@ -235,7 +235,7 @@ class LRSchedulerCallback(Callback):
             self._write_plan()
         self._plan_written = True
 
-    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
         if not self._targets:
             raise self._not_begun("on_step_end")
@@ -256,7 +256,7 @@ class LRSchedulerCallback(Callback):
             self._position = self.scheduler.last_epoch
             self._write()
 
-    def on_train_end(self, loop: Any) -> None:
+    def on_train_end(self, loop: Loop) -> None:
         """Finishes the pending checks (waiting for their values now) and flushes the writer."""
         try:
             if self._counts_to_check:
@@ -264,19 +264,13 @@ class LRSchedulerCallback(Callback):
             if self._applied:
                 self._check_applied(block=True)
         finally:
-            self._flush()
+            flush_writer(self.writer)
 
-    def on_exception(self, loop: Any, exception: BaseException) -> None:
+    def on_exception(self, loop: Loop, exception: BaseException) -> None:
         """Flushes the writer, so that nothing logged before the error is lost."""
-        self._flush()
+        flush_writer(self.writer)
 
-    def _flush(self) -> None:
-        # write_scalars is all a writer must have; the rest of CLU's interface is optional.
-        flush = getattr(self.writer, "flush", None)
-        if callable(flush):
-            flush()
-
-    def on_epoch_end(self, loop: Any, epoch: int, metrics: Mapping[str, Any]) -> None:
+    def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Advances a per-epoch scheduler."""
         if not self._targets:
             raise self._not_begun("on_epoch_end")
@@ -355,7 +349,10 @@ class LRSchedulerCallback(Callback):
                 f"would run {read / given:g} times too fast. Pass accumulation_steps={read}, or "
                 "leave it out to read it from the optimizer."
             )
-        return read if given is None else given
+        if given is None:
+            assert read is not None  # refused above otherwise
+            return read
+        return given
 
     def _match_groups(self, injected: list[InjectedHyperparams]) -> list[list[InjectedHyperparams]]:
         """For each scheduler group, the injected states it drives."""
@@ -386,7 +383,8 @@ class LRSchedulerCallback(Callback):
         cycles_momentum = (
             self.momentum is not None and self.scheduler.get_last_momentum() is not None
         )
-        targets, problems = [], []
+        targets: list[_Target] = []
+        problems: list[str] = []
         for group, states in enumerate(per_group):
             for state in states:
                 names = {"lr": self.learning_rate}
@@ -419,12 +417,12 @@ class LRSchedulerCallback(Callback):
         return targets
 
     def _momentum_name(self, state: InjectedHyperparams) -> str:
-        if self.momentum != "auto":
+        if self.momentum is not None and self.momentum != "auto":
             return self.momentum
         # SGD-like transformations inject 'momentum', Adam-like ones 'b1'.
         return next((name for name in ("momentum", "b1") if name in state.variables), "")
 
-    def _align_with_loop(self, loop: Any) -> None:
+    def _align_with_loop(self, loop: Loop) -> None:
         """Agrees with the loop on the train step: the loop learns it, or both must match."""
         per_update = self._updates_per_step
         position = self.scheduler.last_epoch
@@ -452,8 +450,8 @@ class LRSchedulerCallback(Callback):
                 self._train_steps,
             )
             return
-        kind = CheckpointError if self._restored else ValueError
-        raise kind(
+        error: type[Exception] = CheckpointError if self._restored else ValueError
+        raise error(
             f"{type(self).__name__}: the loop is at train step {loop_step} but the scheduler's "
             f"position is train step {self._train_steps} (scheduler step {position}): the "
             "learning rates and the logs would not belong to the steps they are used at. Build "
@@ -462,7 +460,7 @@ class LRSchedulerCallback(Callback):
             f"step={self._train_steps}))."
         )
 
-    def _check_length(self, loop: Any) -> None:
+    def _check_length(self, loop: Loop) -> None:
         """Refuses a finite scheduler (``total_steps``) shorter than the loop's planned run."""
         length = getattr(self.scheduler, "total_steps", None)
         planned = getattr(loop, "total_steps", None)
@@ -600,7 +598,8 @@ class LRSchedulerCallback(Callback):
                     for key, value in config.items()
                 }
             )
-        if not self.plot_steps or not callable(getattr(self.writer, "write_images", None)):
+        write_images = getattr(self.writer, "write_images", None)
+        if not self.plot_steps or not callable(write_images):
             return
         from flax_cyclic._figures import plot_schedule
 
@@ -611,7 +610,7 @@ class LRSchedulerCallback(Callback):
         except ImportError as error:
             logger.warning("No picture of the planned schedule: %s", error)
             return
-        self.writer.write_images(0, {"lr_schedule": image[None]})
+        write_images(0, {"lr_schedule": image[None]})
 
     def _log(self, update: int) -> None:
         if jax.process_index() != 0:
@@ -632,12 +631,13 @@ class LRSchedulerCallback(Callback):
         for attribute, tag in (("cycle", "lr_cycle"), ("cycle_position", "lr_cycle_position")):
             if hasattr(self.scheduler, attribute):
                 scalars[tag] = getattr(self.scheduler, attribute)
+        assert self.writer is not None  # _log runs only with a writer
         self.writer.write_scalars(update, scalars)
 
 
 def _is_ready(value: Any) -> bool:
     """Whether reading ``value`` would not wait for the device."""
-    return not isinstance(value, jax.Array) or value.is_ready()
+    return not isinstance(value, jax.Array) or bool(value.is_ready())  # type: ignore[attr-defined]
 
 
 def _host_value(value: Any) -> float:

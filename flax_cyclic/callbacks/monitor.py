@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import Callback, check_optimizer
+from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 from flax_cyclic.hyperparams import (
     InjectedHyperparams,
@@ -116,7 +116,7 @@ class LearningRateMonitor(Callback):
         5 {'learning_rate': 0.0775, 'momentum': 0.9}
     """
 
-    def __init__(self, writer: Any = None, *, log_every_steps: int = 1) -> None:
+    def __init__(self, writer: MetricWriter | None = None, *, log_every_steps: int = 1) -> None:
         owner = type(self).__name__
         if writer is not None and not callable(getattr(writer, "write_scalars", None)):
             raise TypeError(
@@ -136,7 +136,7 @@ class LearningRateMonitor(Callback):
 
     # -- hooks --
 
-    def on_train_begin(self, loop: Any) -> None:
+    def on_train_begin(self, loop: Loop) -> None:
         """Finds the injected learning rates (and momentums) to read.
 
         Raises:
@@ -160,7 +160,7 @@ class LearningRateMonitor(Callback):
         self._last_update = -1
         self._active = self.writer is None or jax.process_index() == 0
 
-    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """At the last train step of each window, reads the values used and logs them."""
         if self._reads is None:
             raise RuntimeError(
@@ -186,23 +186,17 @@ class LearningRateMonitor(Callback):
         else:
             self.writer.write_scalars(update, scalars)
 
-    def on_train_end(self, loop: Any) -> None:
+    def on_train_end(self, loop: Loop) -> None:
         """Flushes the writer."""
-        self._flush()
+        flush_writer(self.writer)
 
-    def on_exception(self, loop: Any, exception: BaseException) -> None:
+    def on_exception(self, loop: Loop, exception: BaseException) -> None:
         """Flushes the writer, so that nothing logged before the error is lost."""
-        self._flush()
+        flush_writer(self.writer)
 
     # -- internals --
 
-    def _flush(self) -> None:
-        # write_scalars is all a writer must have; the rest of CLU's interface is optional.
-        flush = getattr(self.writer, "flush", None)
-        if callable(flush):
-            flush()
-
-    def _check_order(self, loop: Any) -> None:
+    def _check_order(self, loop: Loop) -> None:
         """Refuses a per-step LRSchedulerCallback that runs before the monitor."""
         callbacks = list(getattr(loop, "callbacks", None) or ())
         mine = next((i for i, c in enumerate(callbacks) if c is self), None)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import Callback
+from flax_cyclic.callbacks.base import Callback, Loop
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["ProgressBar"]
@@ -46,7 +46,7 @@ class ProgressBar(Callback):
         self._task: Any = None
         self._scheduler: Any = None
 
-    def on_train_begin(self, loop: Any) -> None:
+    def on_train_begin(self, loop: Loop) -> None:
         """Starts the bar at the loop's step (a resumed run starts part-way)."""
         if not self.enabled or jax.process_index() != 0:
             return
@@ -73,7 +73,7 @@ class ProgressBar(Callback):
         )
         self._progress.start()
 
-    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Advances the bar; refreshes the numbers every ``every_steps`` steps."""
         if self._progress is None:
             return
@@ -89,11 +89,11 @@ class ProgressBar(Callback):
                 parts.append(f"cycle {self._scheduler.cycle}")
         self._progress.update(self._task, completed=step + 1, info="  ".join(parts))
 
-    def on_train_end(self, loop: Any) -> None:
+    def on_train_end(self, loop: Loop) -> None:
         """Stops the bar."""
         self._stop()
 
-    def on_exception(self, loop: Any, exception: BaseException) -> None:
+    def on_exception(self, loop: Loop, exception: BaseException) -> None:
         """Stops the bar, leaving the terminal usable."""
         self._stop()
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from flax_cyclic._errors import NonFiniteError
-from flax_cyclic.callbacks.base import Callback
+from flax_cyclic.callbacks.base import Callback, Loop
 
 __all__ = ["TerminateOnNaN"]
 
@@ -52,7 +52,7 @@ class TerminateOnNaN(Callback):
             )
         self.monitor = None if monitor is None else list(monitor)
 
-    def on_step_end(self, loop: Any, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Reads the metrics (a device sync) and raises if one of them is not finite."""
         names = list(metrics) if self.monitor is None else self.monitor
         absent = [name for name in names if name not in metrics]
