@@ -25,6 +25,7 @@ $(DEV_STAMP): pyproject.toml Makefile
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
@@ -57,6 +58,14 @@ data:
 # The documentation site (mkdocs-material + mkdocstrings), built strictly into site/.
 docs: $(DEV_STAMP)
 	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+# Redraws the figures of the docs that the code draws (docs/images: the scheduler curves and the
+# LR range test) with the installed matplotlib. tests/test_docs_plots.py fails when the committed
+# ones no longer look like what the code draws; the site build draws its own, outside docs/.
+.PHONY: figures
+figures: $(DEV_STAMP)
+	$(BIN)/python docs/tools/plot_schedules.py --output docs/images
+	$(BIN)/python docs/tools/plot_lr_find.py --output docs/images
 
 # A wheel and an sdist in dist/, checked by twine.
 dist: $(DEV_STAMP)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +53,7 @@ class CNN(nnx.Module):
 
 MODELS = {
     # name: (model class, input shape, steps per timing round, rounds). Many short rounds for
-    # the CNN: its ~60 ms steps make a long round likely to catch other load on the machine.
+    # the CNN: its steps are slow, so a long round would likely catch other load on the machine.
     "tiny MLP, batch 64": (MLP, (64, 32), 300, 30),
     "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 1, 150),
 }
@@ -96,8 +97,23 @@ def _runner(variant: str, model_cls: type, x: jax.Array, y: jax.Array) -> Callab
     return run
 
 
-def measure() -> tuple[list[str], int]:
-    """Returns Markdown table lines and the number of compilations during the timed rounds.
+class Result(NamedTuple):
+    """What :func:`measure` measured."""
+
+    lines: list[str]
+    """The Markdown table, then a line with the callback's host time per step."""
+    compilations: int
+    """XLA compilations during the timed rounds, all models and variants."""
+    models: dict[str, dict[str, float]]
+    """Per model: the median steps/s of each variant (keyed by its name in ``VARIANTS``) and
+    the paired ratios "callback / in-graph schedule", "callback / constant" and
+    "in-graph schedule / constant"."""
+    host_us: float
+    """Host time the callback adds per step, in microseconds."""
+
+
+def measure() -> Result:
+    """Times every variant on every model, and the callback's host cost on its own.
 
     Steps/s are medians over the rounds; each ratio is the median of per-round ratios, since
     the variants of one round run back to back under the same load.
@@ -113,6 +129,7 @@ def measure() -> tuple[list[str], int]:
         "| callback / in-graph | callback / constant |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    models: dict[str, dict[str, float]] = {}
     for name, (model_cls, shape, steps, rounds) in MODELS.items():
         x, y = jnp.ones(shape), jnp.zeros((shape[0],), jnp.int32)
         runners = {variant: _runner(variant, model_cls, x, y) for variant in VARIANTS}
@@ -128,18 +145,31 @@ def measure() -> tuple[list[str], int]:
                 rates[variant].append(runners[variant](steps))
         jax.monitoring.unregister_event_duration_listener(listener)
         a, b, c = (statistics.median(rates[variant]) for variant in VARIANTS)
-        # Paired ratios: each round's callback rate over the same round's other rates.
-        c_b, c_a = (
-            statistics.median(x / y for x, y in zip(rates["callback"], rates[other], strict=True))
-            for other in ("in-graph schedule", "constant")
+        # Paired ratios: each round's rate over the same round's rate of the other variant.
+        c_b, c_a, b_a = (
+            statistics.median(x / y for x, y in zip(rates[mine], rates[other], strict=True))
+            for mine, other in (
+                ("callback", "in-graph schedule"),
+                ("callback", "constant"),
+                ("in-graph schedule", "constant"),
+            )
         )
+        models[name] = {
+            "constant": a,
+            "in-graph schedule": b,
+            "callback": c,
+            "callback / in-graph schedule": c_b,
+            "callback / constant": c_a,
+            "in-graph schedule / constant": b_a,
+        }
         lines.append(f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {c_b:.3f} | {c_a:.3f} |")
+    host_us = host_overhead_us()
     lines.append("")
     lines.append(
         f"Host time the callback adds per step (hooks, scheduler step, hyperparameter writes; "
-        f"measured alone): {host_overhead_us():.1f} µs."
+        f"measured alone): {host_us:.1f} µs."
     )
-    return lines, len(compilations)
+    return Result(lines, len(compilations), models, host_us)
 
 
 def host_overhead_us(steps: int = 20_000) -> float:

@@ -1,4 +1,5 @@
-"""The figures of docs/schedulers.md: the tool draws them, and the page finds them."""
+"""The figures of the docs: the tools draw them, the pages find them, and the committed copies
+in docs/images still look like what the code draws."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import importlib.util
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+matplotlib = pytest.importorskip("matplotlib")
 imread = pytest.importorskip("matplotlib.image").imread
+from matplotlib import ft2font  # noqa: E402
+from matplotlib.testing.compare import calculate_rms  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "docs" / "tools" / "plot_schedules.py"
@@ -25,6 +31,16 @@ EXPECTED = {
     "schedule_warm_restarts.png": (560, 640),
 }
 
+# Root-mean-square difference (0-255 scale, over the RGB values of every pixel, as matplotlib's
+# own image tests measure it) allowed between a committed figure and a fresh drawing by the same
+# matplotlib release. Agg draws the same pixels for the same data, so the difference is 0.0 here;
+# the allowance is for data that differ in their last bits (another CPU, another XLA): scaling
+# the plotted values by 1 + 1e-6 still gives 0.0, by 1 + 1e-5 at most 0.07, by 1 + 1e-4 at most
+# 0.2. The smallest changes tried that a reader can see all exceed 1.2: one character of a title
+# (1.4 to 3.0), the grid's alpha 0.3 -> 0.4 (1.2 to 1.5), a colour (2.8 to 4.8), a parameter of
+# a curve (9 to 23).
+TOLERANCE = 0.5
+
 
 def load_tool():
     spec = importlib.util.spec_from_file_location("plot_schedules", TOOL)
@@ -37,6 +53,15 @@ def load_tool():
 def drawn(tmp_path_factory):
     output = tmp_path_factory.mktemp("images")
     return output, load_tool().main(output)
+
+
+@pytest.fixture(scope="module")
+def drawn_lr_find(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("plot_lr_find", TOOL.with_name("plot_lr_find.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output = tmp_path_factory.mktemp("lr_find")
+    return output, module.main(output)
 
 
 def page_images() -> list[str]:
@@ -85,10 +110,50 @@ def test_every_image_of_every_page_exists():
             assert (page.parent / reference).is_file(), f"{page.name}: {reference} is missing"
 
 
-def test_the_range_test_figure_is_drawn(tmp_path):
-    spec = importlib.util.spec_from_file_location("plot_lr_find", TOOL.with_name("plot_lr_find.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    path = module.main(tmp_path)
-    assert path == tmp_path / "lr_find.png"
+def test_the_range_test_figure_is_drawn(drawn_lr_find):
+    output, path = drawn_lr_find
+    assert path == output / "lr_find.png"
     assert imread(path).shape[:2] == imread(IMAGES / "lr_find.png").shape[:2] == (320, 800)
+
+
+def drawn_with(path: Path) -> str:
+    """The matplotlib release (major.minor) that drew a PNG, from its "Software" entry."""
+    with Image.open(path) as image:
+        software = image.info.get("Software", "")
+    match = re.search(r"Matplotlib version\s*(\d+\.\d+)", software)
+    assert match, f"{path.name} does not say which matplotlib drew it: run make figures"
+    return match[1]
+
+
+def rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("name", [*EXPECTED, "lr_find.png"])
+def test_the_committed_figure_is_what_the_code_draws(drawn, drawn_lr_find, name):
+    # The copies in docs/images are what the README and GitHub show (the site build draws its
+    # own); they must be redrawn (make figures) whenever the code changes a picture.
+    committed = IMAGES / name
+    release = drawn_with(committed)
+    installed = ".".join(matplotlib.__version__.split(".")[:2])
+    if release != installed or getattr(ft2font, "__freetype_build_type__", None) != "local":
+        # Text renders differently in another release (another FreeType): 3.10 and 3.11 draw
+        # the same figures 37 to 48 apart, more than any change of the content.
+        pytest.skip(
+            f"docs/images was drawn by matplotlib {release} with its own FreeType; this is "
+            f"{matplotlib.__version__} (FreeType {ft2font.__freetype_version__}): compare there, "
+            "or redraw the figures with this one (make figures)"
+        )
+    output = drawn_lr_find[0] if name == "lr_find.png" else drawn[0]
+    expected, actual = rgb(committed), rgb(output / name)
+    assert actual.shape == expected.shape, (
+        f"{name}: {actual.shape} drawn, {expected.shape} committed"
+    )
+    rms = calculate_rms(expected, actual)
+    changed = int(np.any(expected != actual, axis=-1).sum())
+    assert rms <= TOLERANCE, (
+        f"docs/images/{name} is not what the code draws now: RMS difference {rms:.2f} > "
+        f"{TOLERANCE} ({changed} pixels differ). If the change is intended, redraw the committed "
+        "figures: make figures"
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,20 +34,43 @@ DOCSTRINGS = {
 }
 
 
+# The figures docs/tools/mkdocs_hooks.py draws from the code on every build.
+DRAWN = (
+    "schedule_triangular.png",
+    "schedule_cyclic_modes.png",
+    "schedule_onecycle.png",
+    "schedule_cosine.png",
+    "schedule_warm_restarts.png",
+    "lr_find.png",
+)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def build(tmp_path_factory) -> dict:
     site_dir = tmp_path_factory.mktemp("site")
+    figures = tmp_path_factory.mktemp("figures")
+    images = ROOT / "docs" / "images"
+    before = digests(images)
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site_dir)],
         cwd=ROOT,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "FLAX_CYCLIC_DOCS_FIGURES": str(figures)},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}{result.stderr}"
-    return site_dir
+    return {"site": site_dir, "figures": figures, "before": before, "after": digests(images)}
+
+
+@pytest.fixture(scope="module")
+def site(build) -> Path:
+    return build["site"]
 
 
 def test_every_page_is_built(site):
@@ -68,10 +93,61 @@ def test_the_api_page_documents_every_public_name(site):
         assert text in html, f"the docstring of {name} is not on the API page"
 
 
-def test_the_figures_are_drawn_at_build_time(site):
-    # docs/tools/mkdocs_hooks.py draws them from the code on every build; the drawings are
-    # deterministic, so the committed copies are the built ones.
-    for name in ("schedule_triangular.png", "schedule_onecycle.png", "lr_find.png"):
-        built = site / "images" / name
+def test_the_site_shows_the_figures_drawn_by_this_build(build):
+    # docs/tools/mkdocs_hooks.py draws them from the code, into $FLAX_CYCLIC_DOCS_FIGURES here,
+    # and the site publishes those drawings, not the committed copies. Whether the committed
+    # copies still look like them is tests/test_docs_plots.py's check.
+    assert sorted(path.name for path in build["figures"].iterdir()) == sorted(DRAWN)
+    for name in DRAWN:
+        built = build["site"] / "images" / name
         assert built.is_file(), name
-        assert built.read_bytes() == (ROOT / "docs" / "images" / name).read_bytes()
+        assert built.read_bytes() == (build["figures"] / name).read_bytes(), name
+
+
+def test_the_build_writes_nothing_into_docs_images(build):
+    assert build["after"] == build["before"]
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["FLAX_CYCLIC_DOCS_FIGURES", "temporary"])
+def test_the_hook_publishes_its_drawings_in_place_of_the_committed_copies(
+    tmp_path, monkeypatch, kept
+):
+    # The hook run in process with stand-in drawing tools, so that the drawings differ from the
+    # committed copies: the site's images/ must come from the drawings.
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import get_files
+
+    config = load_config(str(ROOT / "mkdocs.yml"), site_dir=str(tmp_path / "site"))
+    (hooks,) = config["hooks"].values()
+    names = {"plot_schedules": "schedule_cosine.png", "plot_lr_find": "lr_find.png"}
+
+    def tool(name):
+        def main(output):
+            path = Path(output) / names[name]
+            path.write_bytes(b"drawn by this build")
+            return [path] if name == "plot_schedules" else path
+
+        return SimpleNamespace(main=main)
+
+    monkeypatch.setattr(hooks, "_tool", tool)
+    if kept:
+        monkeypatch.setenv("FLAX_CYCLIC_DOCS_FIGURES", str(tmp_path / "figures"))
+        (tmp_path / "figures").mkdir()
+    else:
+        monkeypatch.delenv("FLAX_CYCLIC_DOCS_FIGURES", raising=False)
+    before = digests(ROOT / "docs" / "images")
+    config.plugins.on_pre_build(config=config)
+    try:
+        files = config.plugins.on_files(get_files(config), config=config)
+        published = [files.get_file_from_path(f"images/{name}") for name in names.values()]
+        assert [file.content_bytes for file in published] == [b"drawn by this build"] * 2
+        folders = {Path(file.abs_src_path).parent for file in published}
+        assert len(folders) == 1
+        (folder,) = folders
+        assert folder != ROOT / "docs" / "images"
+        if kept:
+            assert folder == tmp_path / "figures"
+    finally:
+        hooks.on_post_build(config)  # the hook's alone: the other plugins expect a whole build
+    assert folder.is_dir() == kept  # a temporary folder goes once the site is built
+    assert digests(ROOT / "docs" / "images") == before

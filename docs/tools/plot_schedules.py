@@ -80,8 +80,9 @@ def _save(name: str, draw: Callable[[Figure], None], output_dir: pathlib.Path) -
     draw(figure)
     figure.tight_layout()
     path = output_dir / name
-    # No "Software" entry: the file does not change with the matplotlib version.
-    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+    # matplotlib's "Software" entry records its version: text renders differently from one
+    # release to the next, and tests/test_docs_plots.py compares with drawings of the same one.
+    figure.savefig(path, dpi=DPI)
     return path
 
 
