@@ -18,7 +18,6 @@ from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.checkpoint import NonFiniteError as NonFiniteError
 from flax_cyclic.lr_finder import LRFinderResult as LRFinderResult
 from flax_cyclic.lr_finder import lr_find as lr_find
-from flax_cyclic.metrics import create_writer as create_writer
 from flax_cyclic.schedulers import CosineAnnealingLR as CosineAnnealingLR
 from flax_cyclic.schedulers import CosineAnnealingWarmRestarts as CosineAnnealingWarmRestarts
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
@@ -34,6 +33,7 @@ from flax_cyclic.steps import classification_eval_step as classification_eval_st
 from flax_cyclic.steps import classification_train_step as classification_train_step
 from flax_cyclic.trainer import History as History
 from flax_cyclic.trainer import Trainer as Trainer
+from flax_cyclic.writers import create_writer as create_writer
 
 __version__ = "0.1.0"
 

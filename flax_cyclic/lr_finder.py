@@ -21,16 +21,20 @@ import numpy as np
 from flax import nnx
 
 from flax_cyclic import _checks, _figures
+from flax_cyclic._hyperparams import accumulation_state
+from flax_cyclic._policies import RampPolicy
 from flax_cyclic.callbacks.base import CallbackList, check_optimizer
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
-from flax_cyclic.hyperparams import accumulation_state
 from flax_cyclic.schedulers import LRScheduler
-from flax_cyclic.schedules import RampPolicy
 from flax_cyclic.steps import classification_train_step
 
 __all__ = ["LRFinderResult", "lr_find"]
 
 RAMP_MODES = ("exponential", "linear")
+
+
+_LR_HINT = "Learning rates are finite numbers > 0, e.g. 1e-7 and 10."
+_END = object()  # the end of the batches
 
 
 class RangeTestLR(LRScheduler):
@@ -397,10 +401,6 @@ def _sweep(
             return lrs, losses, smoothed, "diverged"
         loop.on_step_end({})
     return lrs, losses, smoothed, "completed"
-
-
-_LR_HINT = "Learning rates are finite numbers > 0, e.g. 1e-7 and 10."
-_END = object()
 
 
 def _batches(train_data: Iterable[Any]) -> Iterator[Any]:

@@ -19,13 +19,13 @@ import optax
 
 from flax_cyclic import _checks
 from flax_cyclic._math import HOST, Policy, make_schedule
-from flax_cyclic.schedules import (
+from flax_cyclic._policies import (
     LR_HINT,
     CosinePolicy,
     CyclePolicy,
     OneCyclePolicy,
     RestartPolicy,
-    triangular_policy,
+    triangular_step_size,
 )
 
 __all__ = [
@@ -108,7 +108,7 @@ class LRScheduler(abc.ABC):
         return len(self._lr_bounds)
 
     @property
-    def cycles_momentum(self) -> bool:
+    def cycle_momentum(self) -> bool:
         """Whether the scheduler sets the momentum too (``get_last_momentum()`` is not None)."""
         return self._momentum_bounds is not None
 
@@ -156,10 +156,6 @@ class LRScheduler(abc.ABC):
     def get_last_lr(self) -> list[float]:
         """The learning rate of each parameter group at ``last_epoch``, as last computed."""
         return list(self._last_lr)
-
-    def get_momentum(self) -> list[float] | None:
-        """Computes the momentum of each group at ``last_epoch``; ``None`` if not cycled."""
-        return self._values_at(self._last_epoch)[1]
 
     def get_last_momentum(self) -> list[float] | None:
         """Each group's momentum at ``last_epoch``, as last computed; ``None`` if not cycled."""
@@ -484,11 +480,6 @@ class CyclicLR(LRScheduler):
         return self._policy.scale_mode
 
     @property
-    def cycle_momentum(self) -> bool:
-        """Whether the momentum cycles inversely to the learning rate."""
-        return self.cycles_momentum
-
-    @property
     def base_momentums(self) -> tuple[float, ...]:
         """Momentum of each group at the learning-rate peaks."""
         return self._base_momentums
@@ -520,7 +511,7 @@ class CyclicLR(LRScheduler):
             "base_lrs": list(self._base_lrs),
             "max_lrs": list(self._max_lrs),
             **self._policy.config(),
-            "cycle_momentum": self.cycles_momentum,
+            "cycle_momentum": self.cycle_momentum,
             "base_momentums": list(self._base_momentums),
             "max_momentums": list(self._max_momentums),
         }
@@ -559,8 +550,8 @@ class TriangularLR(CyclicLR):
         step_size: int = 2000,
         last_epoch: int = 0,
     ) -> None:
-        policy = triangular_policy(type(self).__name__, step_size)
-        super().__init__(base_lr, max_lr, policy.step_size_up, last_epoch=last_epoch)
+        size = triangular_step_size(type(self).__name__, step_size)
+        super().__init__(base_lr, max_lr, size, last_epoch=last_epoch)
 
     @property
     def step_size(self) -> int:
@@ -725,7 +716,7 @@ class OneCycleLR(LRScheduler):
             **self._policy.config(),
             "div_factor": self._div_factor,
             "final_div_factor": self._final_div_factor,
-            "cycle_momentum": self.cycles_momentum,
+            "cycle_momentum": self.cycle_momentum,
             "base_momentums": list(self._base_momentums),
             "max_momentums": list(self._max_momentums),
         }

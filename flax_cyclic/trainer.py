@@ -16,9 +16,10 @@ from flax import nnx
 
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError, NonFiniteError
+from flax_cyclic._metrics import mean_metrics
 from flax_cyclic.callbacks.base import Callback, CallbackList, MetricWriter, check_optimizer
-from flax_cyclic.callbacks.logging import MetricsLogger, mean_metrics
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
+from flax_cyclic.callbacks.metrics_logger import MetricsLogger
 from flax_cyclic.callbacks.monitor import LearningRateMonitor
 from flax_cyclic.callbacks.progress import ProgressBar
 from flax_cyclic.checkpoint import Checkpointer

@@ -12,13 +12,13 @@ import numpy as np
 
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError
-from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
-from flax_cyclic.hyperparams import (
+from flax_cyclic._hyperparams import (
     InjectedHyperparams,
     accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
 )
+from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]

@@ -9,13 +9,13 @@ import jax
 import numpy as np
 
 from flax_cyclic import _checks
-from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
-from flax_cyclic.callbacks.lr import LRSchedulerCallback
-from flax_cyclic.hyperparams import (
+from flax_cyclic._hyperparams import (
     InjectedHyperparams,
     accumulation_state,
     find_injected_hyperparams,
 )
+from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
+from flax_cyclic.callbacks.lr import LRSchedulerCallback
 
 __all__ = ["LearningRateMonitor"]
 

@@ -10,15 +10,10 @@ import jax
 import numpy as np
 
 from flax_cyclic import _checks
+from flax_cyclic._metrics import mean_metrics
 from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer
 
-__all__ = ["MetricsLogger", "mean_metrics"]
-
-
-def mean_metrics(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
-    """The mean of each metric over steps: one device-to-host transfer, nothing to compile."""
-    host = jax.device_get(metrics)
-    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+__all__ = ["MetricsLogger"]
 
 
 class MetricsLogger(Callback):
