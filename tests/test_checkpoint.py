@@ -18,62 +18,32 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import raises_exactly
+from helpers import MLP, CrashAt, RecordingWriter, raises_exactly, tiny_batches
 
 from flax_cyclic import (
     Callback,
     Checkpointer,
     CheckpointError,
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
     CyclicLR,
     LRSchedulerCallback,
     MetricsLogger,
     NonFiniteError,
+    OneCycleLR,
     TerminateOnNaN,
     Trainer,
+    TriangularLR,
 )
 
-WORKER = pathlib.Path(__file__).with_name("checkpoint_worker.py")
+WORKER = pathlib.Path(__file__).parent / "workers" / "checkpoint_worker.py"
 SCHEDULE = dict(base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=4, mode="triangular2")
 
 
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs, hidden: int = 16):
-        self.hidden = nnx.Linear(8, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-class LRLog:
-    def __init__(self):
-        self.lrs: dict[int, float] = {}
-
-    def write_scalars(self, step, scalars):
-        self.lrs[int(step)] = scalars["learning_rate"]
-
-
-class CrashAt(Callback):
-    """Stops the run like Ctrl-C after `step` steps (and the saves those steps made)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_begin(self, loop, step):
-        if step == self.step:
-            raise KeyboardInterrupt(f"simulated crash after {self.step} steps")
-
-
-def _batches(seed: int, count: int = 6) -> list:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(count, 16, 8)).astype(np.float32)
-    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
-
-
 DATA = {
-    "list": _batches(0),
+    "list": tiny_batches(16),
     # A grain iterator is resumed from its own saved state, with a different shuffle each epoch.
-    "grain": lambda epoch: grain.MapDataset.source(_batches(0)).shuffle(seed=epoch),
+    "grain": lambda epoch: grain.MapDataset.source(tiny_batches(16)).shuffle(seed=epoch),
 }
 
 
@@ -81,7 +51,7 @@ def _trainer(directory, *, every_steps=4, extra=(), hidden=16, schedule=SCHEDULE
     model = MLP(nnx.Rngs(0), hidden)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    log = LRLog()
+    log = RecordingWriter()
     callback = LRSchedulerCallback(CyclicLR(**schedule), writer=log, strict=strict)
     checkpointer = Checkpointer(directory, every_steps=every_steps, max_to_keep=10)
     trainer = Trainer(model, optimizer, callbacks=[callback, *extra], checkpointer=checkpointer)
@@ -358,7 +328,7 @@ def test_resume_with_stateless_callbacks_added_or_removed(tmp_path, caplog):
 def test_resume_without_the_lr_callback_state_is_an_error(tmp_path):
     trainer, _ = _trainer(tmp_path)
     trainer.fit(DATA["list"], num_steps=4)
-    model = MLP(nnx.Rngs(0))
+    model = MLP(nnx.Rngs(0), hidden=16)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
@@ -416,7 +386,7 @@ def test_a_diverged_run_keeps_its_good_checkpoints_and_names_the_first_bad_step(
 
 
 def test_checkpointer_save_refuses_a_non_finite_state(tmp_path):
-    model = MLP(nnx.Rngs(0))
+    model = MLP(nnx.Rngs(0), hidden=16)
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     model.out.bias.set_value(model.out.bias.get_value().at[1].set(np.nan))
     checkpointer = Checkpointer(tmp_path)
@@ -513,33 +483,72 @@ def test_a_finished_run_says_it_is_complete(tmp_path, caplog):
     ) in caplog.messages
 
 
-class ScalarLog:
-    """Every scalar written, by tag and step (the part of a MetricWriter the logger uses)."""
-
-    def __init__(self):
-        self.scalars: dict[str, dict[int, float]] = {}
-
-    def write_scalars(self, step, scalars):
-        for tag, value in scalars.items():
-            self.scalars.setdefault(tag, {})[int(step)] = value
-
-    def flush(self):
-        pass
-
-
 def test_train_means_across_a_resume_equal_an_uninterrupted_run(tmp_path):
     def run(directory, crash_at=None):
-        log = ScalarLog()
+        log = RecordingWriter()
         extra = [MetricsLogger(log, every_steps=5)]
         if crash_at is not None:
             extra.append(CrashAt(crash_at))
         trainer, _ = _trainer(directory, extra=extra)
         with contextlib.suppress(KeyboardInterrupt):
             trainer.fit(DATA["list"], num_steps=20)
-        return log.scalars
+        return log.by_tag()
 
     reference = run(tmp_path / "reference")
     first = run(tmp_path / "run", crash_at=7)  # saved at 4 and 6: the window 5..6 is in it
     second = run(tmp_path / "run")
     assert first["train/loss"] == {4: reference["train/loss"][4]}
     assert second["train/loss"] == {s: v for s, v in reference["train/loss"].items() if s > 4}
+
+
+# -- each scheduler of the family through the callback, a crash and a resume -------------------
+
+
+SINGLE = {
+    "OneCycleLR": lambda: OneCycleLR(max_lr=0.1, total_steps=20),
+    "CosineAnnealingLR": lambda: CosineAnnealingLR(base_lr=0.1, T_max=20, eta_min=0.001),
+    "CosineAnnealingWarmRestarts": lambda: CosineAnnealingWarmRestarts(
+        base_lr=0.1, T_0=3, T_mult=2, decay=0.7, warmup_steps=1
+    ),
+    "TriangularLR": lambda: TriangularLR(base_lr=0.01, max_lr=0.1, step_size=4),
+}
+
+
+def _family_trainer(directory, name, crash_at=None):
+    model = MLP(nnx.Rngs(0), hidden=16)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    log = RecordingWriter()
+    callbacks = [LRSchedulerCallback(SINGLE[name](), writer=log)]
+    if crash_at is not None:
+        callbacks.append(CrashAt(crash_at))
+    checkpointer = Checkpointer(directory, every_steps=4, max_to_keep=10)
+    return Trainer(model, optimizer, callbacks=callbacks, checkpointer=checkpointer), log
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE))
+def test_each_scheduler_drives_the_optimizer_and_resumes_exactly(tmp_path, name):
+    reference, reference_log = _family_trainer(tmp_path / "reference", name)
+    reference.fit(tiny_batches(16), num_steps=20)
+    expected = SINGLE[name]()
+    assert sorted(reference_log.by_step()) == list(range(20))
+    for step, scalars in reference_log.by_step().items():
+        expected.step(step)
+        assert scalars["learning_rate"] == expected.get_last_lr()[0]
+        if expected.get_last_momentum() is not None:
+            assert scalars["momentum"] == expected.get_last_momentum()[0]
+    # The optimizer holds the value for the next update: step 20's (OneCycleLR: its minimum).
+    expected.step(20)
+    held = reference.optimizer.opt_state.hyperparams["learning_rate"].get_value()
+    assert held == np.float32(expected.get_last_lr()[0])
+
+    crashed, _first_log = _family_trainer(tmp_path / "run", name, crash_at=10)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(tiny_batches(16), num_steps=20)
+    crashed.checkpointer.wait()
+    resumed, log = _family_trainer(tmp_path / "run", name)
+    assert resumed.fit(tiny_batches(16), num_steps=20).resumed_from == 8
+    for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(log.by_step()) == list(range(8, 20))
+    assert all(log.by_step()[s] == reference_log.by_step()[s] for s in log.by_step())

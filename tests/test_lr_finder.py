@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import count_compilations
+from helpers import count_compilations, tiny_batches
 
 from flax_cyclic import LRFinderResult, lr_find
 
@@ -146,12 +146,6 @@ class Noisy(nnx.Module):
         return self.out(self.dropout(jax.nn.relu(self.norm(self.linear(x)))))
 
 
-def _classification_batches(count=5):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(count, 32, 8)).astype(np.float32)
-    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
-
-
 def _state(model, optimizer):
     def host(leaf):
         if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
@@ -168,14 +162,14 @@ def _noisy_setup():
     # Train a little first, so that the state to restore is not the initial one.
     from flax_cyclic.steps import classification_train_step
 
-    nnx.jit(classification_train_step)(model, optimizer, _classification_batches()[0])
+    nnx.jit(classification_train_step)(model, optimizer, tiny_batches(32, 5)[0])
     return model, optimizer
 
 
 def test_model_and_optimizer_are_restored_exactly():
     model, optimizer = _noisy_setup()
     before = _state(model, optimizer)
-    result = lr_find(model, optimizer, _classification_batches(), num_steps=40, end_lr=1.0)
+    result = lr_find(model, optimizer, tiny_batches(32, 5), num_steps=40, end_lr=1.0)
     assert len(result.lrs) > 10
     after = _state(model, optimizer)
     assert len(before) == len(after)
@@ -192,7 +186,7 @@ def test_restored_after_an_error_too():
 
     class BrokenPipeline:
         def __iter__(self):
-            yield from _classification_batches(3)
+            yield from tiny_batches(32, 3)
             raise OSError("the data pipeline failed")
 
     with pytest.raises(OSError, match="the data pipeline failed"):

@@ -1,6 +1,6 @@
 """Data-parallel training on a mesh of simulated CPU devices, and resume onto fewer devices.
 
-Each run is a subprocess (tests/mesh_worker.py): the number of CPU devices is fixed when JAX
+Each run is a subprocess (tests/workers/mesh_worker.py): the number of CPU devices is fixed when JAX
 starts (``--xla_force_host_platform_device_count``).
 """
 
@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-WORKER = pathlib.Path(__file__).with_name("mesh_worker.py")
+WORKER = pathlib.Path(__file__).parent / "workers" / "mesh_worker.py"
 
 
 def _run(devices: int, workdir: pathlib.Path, steps: int, *flags: str) -> dict:
@@ -71,7 +71,7 @@ def test_data_parallel_on_8_devices_then_resume_on_4(tmp_path):
     _assert_close(_params(tmp_path / "resumed", 12), _params(tmp_path / "mesh", 12))
 
 
-DISTRIBUTED = pathlib.Path(__file__).with_name("distributed_worker.py")
+DISTRIBUTED = pathlib.Path(__file__).parent / "workers" / "distributed_worker.py"
 
 
 def _free_port() -> int:

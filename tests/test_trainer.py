@@ -9,43 +9,24 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import count_compilations, host_lrs, raises_exactly
+from helpers import (
+    MLP,
+    RecordingWriter,
+    count_compilations,
+    host_lrs,
+    raises_exactly,
+    tiny_batches,
+    tiny_setup,
+)
 
 from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback, Trainer, lr_find
 
 
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(8, 32, rngs=rngs)
-        self.out = nnx.Linear(32, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def _data(num_batches: int, batch_size: int = 16, seed: int = 0):
-    """Three separable classes: the label is which third of the sum of inputs it falls in."""
-    rng = np.random.default_rng(seed)
-    batches = []
-    for _ in range(num_batches):
-        x = rng.normal(size=(batch_size, 8)).astype(np.float32)
-        y = np.digitize(x.sum(axis=1), [-1.5, 1.5]).astype(np.int32)
-        batches.append((x, y))
-    return batches
-
-
-def _setup(callbacks=(), lr=0.0):
-    model = MLP(nnx.Rngs(0))
-    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    return model, optimizer
-
-
 def test_trains_a_classifier_in_a_few_lines():
-    model, optimizer = _setup()
+    model, optimizer = tiny_setup()
     scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=10)
     trainer = Trainer(model, optimizer, callbacks=[LRSchedulerCallback(scheduler)])
-    history = trainer.fit(_data(20), num_epochs=3, eval_data=_data(5, seed=1))
+    history = trainer.fit(tiny_batches(16, 20), num_epochs=3, eval_data=tiny_batches(16, 5, seed=1))
     assert [entry["epoch"] for entry in history.train] == [0, 1, 2]
     assert [entry["step"] for entry in history.train] == [20, 40, 60]
     assert history.train[-1]["loss"] < history.train[0]["loss"]
@@ -56,16 +37,16 @@ def test_trains_a_classifier_in_a_few_lines():
 
 def test_trainer_and_hand_written_loop_apply_identical_updates():
     config = dict(base_lr=0.01, max_lr=0.1, step_size_up=7, cycle_momentum=True)
-    data = _data(12)
+    data = tiny_batches(16, 12)
 
-    model_a, optimizer_a = _setup()
+    model_a, optimizer_a = tiny_setup()
     Trainer(model_a, optimizer_a, callbacks=[LRSchedulerCallback(CyclicLR(**config))]).fit(
         data, num_epochs=2
     )
 
     from flax_cyclic.trainer import classification_train_step
 
-    model_b, optimizer_b = _setup()
+    model_b, optimizer_b = tiny_setup()
     step = nnx.jit(classification_train_step)
     loop = CallbackList(
         [LRSchedulerCallback(CyclicLR(**config))], model=model_b, optimizer=optimizer_b
@@ -123,9 +104,9 @@ def test_hook_order_with_evaluation():
                 return lambda loop, *args: calls.append(name)
             return super().__getattribute__(name)
 
-    model, optimizer = _setup(lr=0.01)
+    model, optimizer = tiny_setup(lr=0.01)
     Trainer(model, optimizer, callbacks=[Spy()]).fit(
-        _data(2), num_epochs=2, eval_data=_data(1), eval_every_steps=3
+        tiny_batches(16, 2), num_epochs=2, eval_data=tiny_batches(16, 1), eval_every_steps=3
     )
     step = ["on_step_begin", "on_step_end"]
     evaluation = ["on_eval_begin", "on_eval_end"]
@@ -147,16 +128,16 @@ def test_hook_order_with_evaluation():
 
 
 def test_num_steps_stops_part_way_through_an_epoch():
-    model, optimizer = _setup(lr=0.01)
-    history = Trainer(model, optimizer).fit(_data(4), num_steps=6)
+    model, optimizer = tiny_setup(lr=0.01)
+    history = Trainer(model, optimizer).fit(tiny_batches(16, 4), num_steps=6)
     assert [(entry["epoch"], entry["step"]) for entry in history.train] == [(0, 4), (1, 6)]
     assert int(optimizer.step[...]) == 6
 
 
 def test_grain_datasets_and_epoch_functions_work():
-    source = _data(6)
+    source = tiny_batches(16, 6)
     dataset = grain.MapDataset.source(source).shuffle(seed=0)
-    model, optimizer = _setup(lr=0.01)
+    model, optimizer = tiny_setup(lr=0.01)
     history = Trainer(model, optimizer).fit(dataset, num_epochs=2)
     assert [entry["step"] for entry in history.train] == [6, 12]
 
@@ -166,15 +147,15 @@ def test_grain_datasets_and_epoch_functions_work():
         epochs_seen.append(epoch)
         return grain.MapDataset.source(source).shuffle(seed=epoch)
 
-    model, optimizer = _setup(lr=0.01)
+    model, optimizer = tiny_setup(lr=0.01)
     Trainer(model, optimizer).fit(batches_for, num_epochs=3)
     assert epochs_seen == [0, 1, 2]
 
 
 def test_one_compilation_of_the_train_step_over_the_run():
-    model, optimizer = _setup()
+    model, optimizer = tiny_setup()
     trainer = Trainer(model, optimizer, callbacks=[LRSchedulerCallback(CyclicLR(0.01, 0.1, 5))])
-    data = _data(25)
+    data = tiny_batches(16, 25)
     trainer.fit(data, num_steps=1)  # compiles the step
     with count_compilations() as compiled:
         trainer.fit(data, num_steps=200)
@@ -191,41 +172,43 @@ def test_exception_hook_runs_and_the_error_propagates():
     def failing_step(model, optimizer, batch):
         raise RuntimeError("boom")
 
-    model, optimizer = _setup()
+    model, optimizer = tiny_setup()
     trainer = Trainer(model, optimizer, train_step=failing_step, callbacks=[Catch()])
     with pytest.raises(RuntimeError, match="boom"):
-        trainer.fit(_data(2), num_epochs=1)
+        trainer.fit(tiny_batches(16, 2), num_epochs=1)
     assert seen == ["RuntimeError"]
 
 
 def test_bad_input():
-    model, optimizer = _setup()
+    model, optimizer = tiny_setup()
     trainer = Trainer(model, optimizer)
     with pytest.raises(ValueError, match="exactly one of num_epochs and num_steps"):
-        trainer.fit(_data(2))
+        trainer.fit(tiny_batches(16, 2))
     with pytest.raises(ValueError, match="exactly one of num_epochs and num_steps"):
-        trainer.fit(_data(2), num_epochs=1, num_steps=3)
+        trainer.fit(tiny_batches(16, 2), num_epochs=1, num_steps=3)
     with pytest.raises(ValueError, match="num_epochs=0"):
-        trainer.fit(_data(2), num_epochs=0)
+        trainer.fit(tiny_batches(16, 2), num_epochs=0)
     with pytest.raises(ValueError, match="an iterator is exhausted after one epoch"):
-        trainer.fit(iter(_data(2)), num_epochs=2)
+        trainer.fit(iter(tiny_batches(16, 2)), num_epochs=2)
     with pytest.raises(TypeError, match="must be an iterable of batches"):
         trainer.fit(42, num_epochs=1)
     with pytest.raises(TypeError, match="`train_step` must be callable"):
         Trainer(model, optimizer, train_step="sgd")
     with pytest.raises(TypeError, match="must return a mapping"):
-        Trainer(model, optimizer, train_step=lambda m, o, b: 1.0).fit(_data(1), num_epochs=1)
+        Trainer(model, optimizer, train_step=lambda m, o, b: 1.0).fit(
+            tiny_batches(16, 1), num_epochs=1
+        )
 
 
 def test_bad_mesh_arguments():
-    model, optimizer = _setup()
+    model, optimizer = tiny_setup()
     with pytest.raises(TypeError, match=r"`mesh` must be a jax\.sharding\.Mesh, got 'data'"):
         Trainer(model, optimizer, mesh="data")
     mesh = jax.make_mesh((1,), ("batch",))
     with pytest.raises(ValueError, match=r"data_axis='data' for a mesh with axes \('batch',\)"):
         Trainer(model, optimizer, mesh=mesh)
     Trainer(model, optimizer, mesh=mesh, data_axis="batch", progress=False).fit(
-        _data(2), num_steps=2
+        tiny_batches(16, 2), num_steps=2
     )
 
 
@@ -251,54 +234,7 @@ def test_a_transformation_in_place_of_an_optimizer_is_refused():
         "lr_find: `optimizer` must be an nnx.Optimizer, got GradientTransformationExtraArgs. "
         + OPTAX_HINT,
     ):
-        lr_find(model, optax.sgd(0.1), _data(4))
-
-
-FORMATS = (
-    "The default train and eval steps take an (inputs, labels) pair, or a mapping with 'image' "
-    "and 'label' (as the MNIST example's pipeline makes); for other batches, pass your own "
-    "train_step / eval_step; got "
-)
-
-
-@pytest.mark.parametrize(
-    ("batch", "described"),
-    [
-        ((np.ones((4, 8), np.float32),), "a tuple of 1 elements."),
-        ({"x": np.ones((4, 8), np.float32), "y": np.zeros(4, np.int32)}, None),
-        (np.ones((4, 8), np.float32), "one array of shape (4, 8)."),
-    ],
-)
-def test_a_batch_the_default_steps_cannot_read_is_named(batch, described):
-    model, optimizer = _setup()
-    trainer = Trainer(model, optimizer, progress=False)
-    if described is None:
-        described = "a mapping without ['image', 'label'] (its keys are ['x', 'y'])."
-    with raises_exactly(ValueError, FORMATS + described):
-        trainer.fit([batch], num_steps=1)
-    with raises_exactly(ValueError, FORMATS + described):
-        trainer.evaluate([batch])
-
-
-def test_the_default_steps_read_both_batch_formats():
-    model, optimizer = _setup()
-    (x, y), *_ = _data(1)
-    history = Trainer(model, optimizer, progress=False).fit(
-        [(x, y), {"image": x, "label": y}], num_steps=2
-    )
-    assert history.train[-1]["step"] == 2
-
-
-class _Scalars:
-    def __init__(self):
-        self.scalars: dict[str, dict[int, float]] = {}
-
-    def write_scalars(self, step, scalars):
-        for tag, value in scalars.items():
-            self.scalars.setdefault(tag, {})[int(step)] = value
-
-    def flush(self):
-        pass
+        lr_find(model, optax.sgd(0.1), tiny_batches(16, 4))
 
 
 def test_a_trainer_with_a_writer_logs_the_lr_whichever_way_it_is_set():
@@ -308,11 +244,11 @@ def test_a_trainer_with_a_writer_logs_the_lr_whichever_way_it_is_set():
     model = MLP(nnx.Rngs(0))
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    writer = _Scalars()
+    writer = RecordingWriter()
     Trainer(model, optimizer, writer=writer, log_every_steps=1, progress=False).fit(
-        _data(10), num_steps=10
+        tiny_batches(16, 10), num_steps=10
     )
-    logged = writer.scalars["learning_rate"]
+    logged = writer.by_tag()["learning_rate"]
     assert sorted(logged) == list(range(10))
     np.testing.assert_allclose(
         [logged[k] for k in range(10)], [float(schedule(k)) for k in range(10)], rtol=1e-6
@@ -320,13 +256,13 @@ def test_a_trainer_with_a_writer_logs_the_lr_whichever_way_it_is_set():
 
 
 def test_an_lr_callback_with_the_writer_is_not_logged_twice():
-    model, optimizer = _setup()
-    writer = _Scalars()
+    model, optimizer = tiny_setup()
+    writer = RecordingWriter()
     callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=4), writer=writer)
     trainer = Trainer(model, optimizer, callbacks=[callback], writer=writer, progress=False)
     assert [type(c).__name__ for c in trainer.callbacks.callbacks] == [
         "LRSchedulerCallback",
         "MetricsLogger",
     ]
-    trainer.fit(_data(4), num_steps=4)
-    assert sorted(writer.scalars["learning_rate"]) == [0, 1, 2, 3]
+    trainer.fit(tiny_batches(16, 4), num_steps=4)
+    assert sorted(writer.by_tag()["learning_rate"]) == [0, 1, 2, 3]

@@ -1,7 +1,7 @@
 """A training run in its own process, for the kill / preemption / resume tests.
 
-    python tests/checkpoint_worker.py WORKDIR NUM_STEPS EVERY_STEPS [--ballast MB] [--sleep S]
-        [--tensorboard]
+    python tests/workers/checkpoint_worker.py WORKDIR NUM_STEPS EVERY_STEPS
+        [--ballast MB] [--sleep S] [--tensorboard]
 
 Trains a small classifier with the Trainer, an LRSchedulerCallback and a Checkpointer in
 WORKDIR/checkpoints, prints one line per step ("step N") and the library's log lines, and at
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pathlib
 import sys
 import time
 
@@ -27,33 +28,21 @@ from flax import nnx
 
 from flax_cyclic import Callback, Checkpointer, CyclicLR, LRSchedulerCallback, Trainer
 
+# The shared test helpers live one folder up, in tests/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from helpers import MLP, RecordingWriter, tiny_batches
 
-class Model(nnx.Module):
+
+class Model(MLP):
+    """The shared MLP (hidden 16) with a large non-trainable ballast variable."""
+
     def __init__(self, rngs: nnx.Rngs, ballast_mb: int):
-        self.hidden = nnx.Linear(8, 16, rngs=rngs)
-        self.out = nnx.Linear(16, 3, rngs=rngs)
+        super().__init__(rngs, hidden=16)
         self.ballast = nnx.Variable(jnp.zeros((max(ballast_mb * 2**18, 1),)))  # Orbax: size > 0
 
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
 
-
-class LRLog:
-    """A MetricWriter that keeps the logged learning rates (and passes everything on)."""
-
-    def __init__(self, inner=None):
-        self.lrs: dict[int, float] = {}
-        self.inner = inner
-
-    def write_scalars(self, step, scalars):
-        self.lrs[int(step)] = scalars["learning_rate"]
-        if self.inner is not None:
-            self.inner.write_scalars(step, scalars)
-
-    def __getattr__(self, name):  # write_hparams, write_images, flush, ... when wrapping
-        if self.inner is None:
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+def data(epoch: int) -> list:
+    return tiny_batches(16, 5, seed=epoch)  # deterministic per epoch, different across epochs
 
 
 class Progress(Callback):
@@ -68,22 +57,16 @@ class Progress(Callback):
         print(f"train end at step {loop.step}", flush=True)
 
 
-def data(epoch: int) -> list:
-    rng = np.random.default_rng(epoch)  # deterministic per epoch, different across epochs
-    x = rng.normal(size=(5, 16, 8)).astype(np.float32)
-    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
-
-
 def build(workdir: str, every_steps: int, ballast_mb: int, sleep: float, tensorboard: bool):
     model = Model(nnx.Rngs(0), ballast_mb)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR(0.01, 0.1, step_size_up=3, step_size_down=4, mode="triangular2")
-    writer = LRLog()
+    writer = RecordingWriter()
     if tensorboard:
         from flax_cyclic import create_writer
 
-        writer = LRLog(create_writer(os.path.join(workdir, "tensorboard")))
+        writer = RecordingWriter(create_writer(os.path.join(workdir, "tensorboard")))
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), every_steps=every_steps, max_to_keep=3
     )

@@ -1,7 +1,7 @@
 """One process of a multi-process (``jax.distributed``) training run on CPU.
 
-    python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR NUM_STEPS SAVE_EVERY
-        [SLEEP]
+    python tests/workers/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR NUM_STEPS
+        SAVE_EVERY [SLEEP]
 
 Every process runs the same loop: 2 CPU devices each, one data-parallel mesh over all of
 them, gloo collectives, each process feeding its own part of every global batch. Checkpoints
@@ -21,6 +21,9 @@ import sys
 import time
 
 import jax
+
+# The shared test helpers live one folder up, in tests/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 process_id, num_processes, port = (int(a) for a in sys.argv[1:4])
 workdir = pathlib.Path(sys.argv[4])

@@ -1,6 +1,6 @@
 """A training process for the multi-device tests: simulated CPU devices, optionally a mesh.
 
-    python tests/mesh_worker.py DEVICES WORKDIR NUM_STEPS [--mesh] [--save-every N]
+    python tests/workers/mesh_worker.py DEVICES WORKDIR NUM_STEPS [--mesh] [--save-every N]
 
 Trains a small MLP with a CyclicLR callback for NUM_STEPS steps (resuming from WORKDIR's
 checkpoints if there are any, when --save-every is given), then writes ``params-<steps>.npz``
@@ -15,6 +15,9 @@ import json
 import os
 import pathlib
 import sys
+
+# The shared test helpers live one folder up, in tests/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 parser = argparse.ArgumentParser()
 parser.add_argument("devices", type=int)

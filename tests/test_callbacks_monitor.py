@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 from helpers import (
+    RecordingWriter,
     count_compilations,
     host_lrs,
     host_momentums,
@@ -36,22 +37,6 @@ STEPS = 12
 F32 = dict(rtol=1e-6, atol=0)
 
 train_step = nnx.jit(classification_train_step)
-
-
-class Recorder:
-    """In-memory writer with the part of CLU's MetricWriter interface the monitor uses."""
-
-    def __init__(self):
-        self.scalars, self.flushes = [], 0
-
-    def write_scalars(self, step, scalars):
-        self.scalars.append((step, dict(scalars)))
-
-    def flush(self):
-        self.flushes += 1
-
-    def series(self, tag):
-        return [(step, scalars[tag]) for step, scalars in self.scalars if tag in scalars]
 
 
 def _optimizer(tx):
@@ -105,7 +90,7 @@ def _steps(series):
 
 def test_logs_a_schedule_injected_into_optax(device_gets):
     schedule, tx = _cyclic_sgd()
-    writer = Recorder()
+    writer = RecordingWriter()
     compiled = _run(*_optimizer(tx), [LearningRateMonitor(writer)])
     lrs = writer.series("learning_rate")
     assert _steps(lrs) == list(range(STEPS))
@@ -132,7 +117,7 @@ def test_logs_to_tensorboard_event_files(tmp_path):
 def test_logs_what_the_scheduler_callback_set():
     config = dict(SCHEDULE, step_size_down=6, mode="triangular2", cycle_momentum=True)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.0)
-    monitored, logged_by_scheduler = Recorder(), Recorder()
+    monitored, logged_by_scheduler = RecordingWriter(), RecordingWriter()
     callbacks = [
         LearningRateMonitor(monitored),
         LRSchedulerCallback(CyclicLR(**config), writer=logged_by_scheduler, plot_steps=0),
@@ -155,7 +140,7 @@ def test_follows_an_epoch_scheduler_listed_before_it():
     scheduler = CyclicLR(**SCHEDULE)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
     model, optimizer = _optimizer(tx)
-    writer = Recorder()
+    writer = RecordingWriter()
     loop = CallbackList(
         [LRSchedulerCallback(scheduler, interval="epoch"), LearningRateMonitor(writer)],
         model=model,
@@ -193,7 +178,7 @@ def test_multi_transform_groups_are_tagged_by_label():
         },
         _label,
     )
-    writer = Recorder()
+    writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer, log_every_steps=2)])
     tags = {tag for _, scalars in writer.scalars for tag in scalars}
     assert tags == {"learning_rate/hidden", "momentum/hidden", "learning_rate/out", "momentum/out"}
@@ -215,7 +200,7 @@ def test_unlabelled_states_are_tagged_by_index():
         inject(optax.scale_by_learning_rate)(learning_rate=0.5),
         inject(optax.sgd)(learning_rate=0.25),
     )
-    writer = Recorder()
+    writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer)], steps=2)
     assert writer.scalars == [
         (0, {"learning_rate/0": 0.5, "learning_rate/1": 0.25}),
@@ -228,14 +213,14 @@ def test_one_injected_learning_rate_has_plain_tags():
         optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=1e-4),
         optax.inject_hyperparams(optax.adam)(learning_rate=0.125),
     )
-    writer = Recorder()
+    writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer)], steps=1)
     assert writer.scalars == [(0, {"learning_rate": 0.125, "momentum": float(np.float32(0.9))})]
 
 
 def test_log_every_steps_writes_the_last_update_of_each_window(device_gets):
     schedule, tx = _cyclic_sgd()
-    writer = Recorder()
+    writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer, log_every_steps=3)])
     lrs = writer.series("learning_rate")
     assert _steps(lrs) == [2, 5, 8, 11]
@@ -246,7 +231,7 @@ def test_log_every_steps_writes_the_last_update_of_each_window(device_gets):
 def test_the_grid_continues_from_the_loop_step():
     schedule, tx = _cyclic_sgd()
     model, optimizer = _optimizer(tx)
-    writer = Recorder()
+    writer = RecordingWriter()
     loop = CallbackList(
         [LearningRateMonitor(writer, log_every_steps=3)], optimizer=optimizer, step=4
     )
@@ -274,7 +259,7 @@ def test_gradient_accumulation_logs_at_the_update_count(
 ):
     schedule, inner = _cyclic_sgd()
     tx = optax.MultiSteps(inner, every_k_schedule=2).gradient_transformation()
-    writer = Recorder()
+    writer = RecordingWriter()
     compiled = _run(*_optimizer(tx), [LearningRateMonitor(writer, log_every_steps=log_every_steps)])
     lrs = writer.series("learning_rate")
     assert _steps(lrs) == updates
@@ -286,7 +271,7 @@ def test_gradient_accumulation_logs_at_the_update_count(
 def test_gradient_accumulation_with_the_scheduler_callback():
     inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
     tx = optax.MultiSteps(inner, every_k_schedule=3).gradient_transformation()
-    writer = Recorder()
+    writer = RecordingWriter()
     callbacks = [
         LearningRateMonitor(writer, log_every_steps=3),
         LRSchedulerCallback(CyclicLR(**SCHEDULE)),
@@ -311,7 +296,7 @@ def test_without_a_writer_the_values_go_to_history():
 
 def test_with_a_writer_no_history_is_kept():
     _, tx = _cyclic_sgd()
-    monitor = LearningRateMonitor(Recorder())
+    monitor = LearningRateMonitor(RecordingWriter())
     _run(*_optimizer(tx), [monitor], steps=2)
     assert monitor.history == []
 
@@ -319,7 +304,7 @@ def test_with_a_writer_no_history_is_kept():
 def test_only_process_zero_reads_and_writes(monkeypatch, device_gets):
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     _, tx = _cyclic_sgd()
-    writer, keeper = Recorder(), LearningRateMonitor()
+    writer, keeper = RecordingWriter(), LearningRateMonitor()
     _run(*_optimizer(tx), [LearningRateMonitor(writer)], steps=3)
     assert writer.scalars == []
     assert device_gets == []
@@ -330,7 +315,7 @@ def test_only_process_zero_reads_and_writes(monkeypatch, device_gets):
 def test_inside_the_trainer():
     schedule, tx = _cyclic_sgd()
     model, optimizer = _optimizer(tx)
-    writer = Recorder()
+    writer = RecordingWriter()
     monitor = LearningRateMonitor(writer, log_every_steps=2)
     Trainer(model, optimizer, callbacks=[monitor], progress=False).fit(tiny_batches(), num_steps=8)
     lrs = writer.series("learning_rate")
@@ -346,7 +331,7 @@ class _Boom(Exception):
 def test_flushes_when_the_loop_raises():
     _, tx = _cyclic_sgd()
     model, optimizer = _optimizer(tx)
-    writer = Recorder()
+    writer = RecordingWriter()
 
     def failing_step(model, optimizer, batch):
         raise _Boom

@@ -1,4 +1,5 @@
-"""The stateful scheduler: position semantics, attributes, state dict, host/jit agreement."""
+"""The stateful schedulers, CyclicLR and its family: position semantics, attributes, reference
+vectors, state dict, host/jit agreement."""
 
 from __future__ import annotations
 
@@ -7,9 +8,24 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import float32_ulp, host_lrs, host_momentums, jit_values
+from helpers import (
+    COS_ULPS,
+    float32_ulp,
+    host_lrs,
+    host_momentums,
+    isclose_lists,
+    jit_values,
+)
 
-from flax_cyclic import CyclicLR, LRScheduler
+from flax_cyclic import (
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    LRScheduler,
+    OneCycleLR,
+    TriangularLR,
+    onecycle_schedule,
+)
 
 CONFIGS = {
     "triangular": dict(base_lr=0.1, max_lr=0.5, step_size_up=3, step_size_down=5),
@@ -280,3 +296,135 @@ def test_repr_names_the_configuration_and_position():
     text = repr(CyclicLR(0.1, 0.5, step_size_up=3, last_epoch=2))
     assert text.startswith("CyclicLR(base_lrs=[0.1], max_lrs=[0.5], step_size_up=3")
     assert text.endswith("last_epoch=2)")
+
+
+# -- the family: OneCycleLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, TriangularLR ------
+
+
+# PyTorch's test_lrscheduler.py vectors (LR and momentum at t = 0..9).
+ONECYCLE_VECTORS = [
+    (
+        dict(max_lr=25.0, total_steps=10, anneal_strategy="linear", pct_start=0.3),
+        dict(final_div_factor=2.0),
+        [1, 13, 25, 21.5, 18, 14.5, 11, 7.5, 4, 0.5],
+        [22, 11.5, 1, 4, 7, 10, 13, 16, 19, 22],
+    ),
+    (
+        dict(max_lr=25.0, total_steps=10, anneal_strategy="linear", pct_start=0.4),
+        dict(final_div_factor=4.0, three_phase=True),
+        [1, 9, 17, 25, 17, 9, 1, 0.75, 0.5, 0.25],
+        [22, 15, 8, 1, 8, 15, 22, 22, 22, 22],
+    ),
+]
+
+
+def _onecycle(config, extra, **kwargs):
+    return OneCycleLR(**config, **extra, base_momentum=1.0, max_momentum=22.0, **kwargs)
+
+
+@pytest.mark.parametrize(("config", "extra", "lrs", "momentums"), ONECYCLE_VECTORS)
+def test_onecycle_reference_vectors_on_both_paths(config, extra, lrs, momentums):
+    scheduler = _onecycle(config, extra)
+    assert isclose_lists(host_lrs(scheduler, 10), [[v] for v in lrs])
+    assert isclose_lists(host_momentums(_onecycle(config, extra), 10), [[v] for v in momentums])
+    steps = np.arange(10)
+    for schedule, expected in (
+        (scheduler.as_schedule(0), lrs),
+        (scheduler.as_momentum_schedule(0), momentums),
+    ):
+        jitted = jit_values(schedule, steps)
+        np.testing.assert_allclose(jitted, expected, rtol=0, atol=float32_ulp(25.0))
+        eager = np.array([schedule(int(t)) for t in steps])
+        np.testing.assert_array_equal(eager, jitted)  # eager == jit, bitwise
+    pure = onecycle_schedule(**config, **extra)
+    np.testing.assert_array_equal(
+        jit_values(pure, steps), jit_values(scheduler.as_schedule(), steps)
+    )
+
+
+def test_onecycle_from_epochs_and_steps_per_epoch():
+    a = OneCycleLR(max_lr=0.1, epochs=3, steps_per_epoch=7)
+    b = OneCycleLR(max_lr=0.1, total_steps=21)
+    assert a.total_steps == 21
+    assert host_lrs(a, 21) == host_lrs(b, 21)
+
+
+def test_onecycle_stops_at_the_end_with_the_right_counts():
+    scheduler = OneCycleLR(max_lr=1.0, total_steps=10)
+    for _ in range(10):  # updates 0..9, each followed by step()
+        scheduler.step()
+    assert scheduler.last_epoch == 10
+    assert scheduler.get_last_lr() == [scheduler.min_lrs[0]]  # holds the minimum
+    with pytest.raises(ValueError, match="past the end") as caught:
+        scheduler.step()
+    message = str(caught.value)
+    assert "step 11 is past the end" in message
+    assert "total_steps=10 covers the updates at steps 0..9" in message
+    assert "11 step() calls from step 0, 1 more than the schedule allows" in message
+    assert scheduler.last_epoch == 10  # the failed step changed nothing
+    with pytest.raises(ValueError, match="step 12 is past the end"):
+        OneCycleLR(max_lr=1.0, total_steps=10, last_epoch=12)
+    with pytest.raises(ValueError, match="step 13 is past the end"):
+        scheduler.step(13)
+    state = scheduler.state_dict()
+    state["last_epoch"] = 11
+    with pytest.raises(ValueError, match="step 11 is past the end"):
+        scheduler.load_state_dict(state)
+    assert scheduler.last_epoch == 10
+    # The pure schedule cannot raise under jit: it holds the minimum.
+    values = jit_values(scheduler.as_schedule(), [9, 10, 11, 10**6])
+    np.testing.assert_array_equal(values, np.float32(scheduler.min_lrs[0]))
+
+
+FAMILY = {
+    "OneCycleLR": lambda **kw: OneCycleLR(
+        max_lr=[0.1, 0.05], total_steps=40, three_phase=True, **kw
+    ),
+    "CosineAnnealingLR": lambda **kw: CosineAnnealingLR(
+        base_lr=[0.1, 0.05], T_max=15, eta_min=0.001, **kw
+    ),
+    "CosineAnnealingWarmRestarts": lambda **kw: CosineAnnealingWarmRestarts(
+        base_lr=[0.1, 0.05], T_0=4, T_mult=2, decay=0.8, warmup_steps=2, warmup="every", **kw
+    ),
+    "TriangularLR": lambda **kw: TriangularLR(base_lr=[0.01, 0.02], max_lr=0.1, step_size=5, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_state_round_trip_and_last_epoch_resume(name):
+    make = FAMILY[name]
+    scheduler = make()
+    for _ in range(17):
+        scheduler.step()
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    assert state["format"] == f"flax_cyclic.{name}"
+    restored = make()
+    restored.load_state_dict(state)
+    assert restored.last_epoch == 17
+    assert host_lrs(restored, 20) == host_lrs(scheduler, 20)
+    # last_epoch=N continues exactly as an uninterrupted run does.
+    full = host_lrs(make(), 40)
+    assert host_lrs(make(last_epoch=11), 29) == full[11:]
+    if make().get_last_momentum() is not None:
+        assert host_momentums(make(last_epoch=11), 29) == host_momentums(make(), 40)[11:]
+    # A different configuration is refused, with the differing fields named.
+    other = FAMILY["TriangularLR" if name != "TriangularLR" else "CosineAnnealingLR"]()
+    with pytest.raises(ValueError, match="not 'flax_cyclic"):
+        other.load_state_dict(state)
+    changed = json.loads(json.dumps(state))
+    key = sorted(changed["config"])[0]
+    changed["config"][key] = "something else"
+    with pytest.raises(ValueError, match=f"{key}: saved 'something else'"):
+        make().load_state_dict(changed)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_every_group_and_both_paths(name):
+    scheduler = FAMILY[name]()
+    host = np.array(host_lrs(FAMILY[name](), 40))
+    for group in range(2):
+        jitted = jit_values(scheduler.as_schedule(group), np.arange(40))
+        np.testing.assert_allclose(jitted, host[:, group], rtol=0, atol=COS_ULPS * float32_ulp(0.1))
+        eager = np.array([scheduler.as_schedule(group)(t) for t in range(0, 40, 7)])
+        np.testing.assert_array_equal(eager, jitted[::7])
+    assert scheduler(5) == scheduler.as_schedule(0)(5)

@@ -9,6 +9,8 @@ import optax
 import pytest
 from flax import nnx
 from helpers import (
+    MLP,
+    RecordingWriter,
     count_compilations,
     host_lrs,
     host_momentums,
@@ -18,7 +20,6 @@ from helpers import (
 )
 
 from flax_cyclic import (
-    Callback,
     CallbackList,
     CyclicLR,
     LRSchedulerCallback,
@@ -43,28 +44,6 @@ def reveal_step(model, optimizer):
     grads = nnx.grad(lambda m: m())(model)
     optimizer.update(model, grads)
     return {}
-
-
-class Recorder:
-    """In-memory writer with the part of CLU's MetricWriter interface the callback uses.
-
-    The real CLU writer, event files and a TensorBoard server are tested in test_tensorboard.py.
-    """
-
-    def __init__(self):
-        self.scalars, self.hparams, self.images, self.flushes = [], [], [], 0
-
-    def write_scalars(self, step, scalars):
-        self.scalars.append((step, dict(scalars)))
-
-    def write_hparams(self, hparams):
-        self.hparams.append(dict(hparams))
-
-    def write_images(self, step, images):
-        self.images.append((step, {tag: image.shape for tag, image in images.items()}))
-
-    def flush(self):
-        self.flushes += 1
 
 
 def _run(model, optimizer, callbacks, steps, step_fn=reveal_step):
@@ -222,7 +201,7 @@ def test_logs_the_value_each_update_used_without_off_by_one():
     optimizer = nnx.Optimizer(
         model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
     )
-    writer = Recorder()
+    writer = RecordingWriter(plan=True)
     callback = LRSchedulerCallback(CyclicLR(**CONFIG), writer=writer, log_every_steps=2)
     applied = _run(model, optimizer, [callback], 10)
     assert [step for step, _ in writer.scalars] == [0, 2, 4, 6, 8]
@@ -245,7 +224,7 @@ def test_a_restored_callback_writes_no_second_plan():
     )
     saved = LRSchedulerCallback(CyclicLR(**CONFIG))
     saved.scheduler.step(epoch=5)
-    writer = Recorder()
+    writer = RecordingWriter(plan=True)
     callback = LRSchedulerCallback(CyclicLR(**CONFIG), writer=writer)
     callback.load_state_dict(saved.state_dict())
     _run(model, optimizer, [callback], 2)
@@ -261,41 +240,6 @@ def test_state_round_trip_restores_the_scheduler():
     restored = LRSchedulerCallback(CyclicLR(**CONFIG))
     restored.load_state_dict(callback.state_dict())
     assert restored.scheduler.last_epoch == 5
-
-
-def test_callback_list_calls_hooks_in_order():
-    calls = []
-
-    class Spy(Callback):
-        def __getattribute__(self, name):
-            if name.startswith("on_"):
-                return lambda loop, *args: calls.append((name, *args))
-            return super().__getattribute__(name)
-
-    loop = CallbackList([Spy()])
-    loop.on_train_begin()
-    loop.on_epoch_begin(0)
-    loop.on_step_begin()
-    loop.on_step_end({"loss": 1.0})
-    loop.on_eval_begin()
-    loop.on_eval_end({"accuracy": 0.5})
-    loop.on_epoch_end({"loss": 1.0})
-    loop.on_exception(RuntimeError("x"))
-    loop.on_train_end()
-    assert [call[0] for call in calls] == [
-        "on_train_begin",
-        "on_epoch_begin",
-        "on_step_begin",
-        "on_step_end",
-        "on_eval_begin",
-        "on_eval_end",
-        "on_epoch_end",
-        "on_exception",
-        "on_train_end",
-    ]
-    assert calls[2] == ("on_step_begin", 0)
-    assert calls[3] == ("on_step_end", 0, {"loss": 1.0})
-    assert (loop.step, loop.epoch) == (1, 1)
 
 
 # -- bad input --
@@ -398,13 +342,6 @@ def test_a_pure_schedule_is_not_a_scheduler():
         LRSchedulerCallback(optax.constant_schedule(0.1))
 
 
-def test_callback_list_rejects_non_callbacks_and_duplicate_keys():
-    with pytest.raises(TypeError, match=r"callbacks\[0\] is a str"):
-        CallbackList(["lr"])
-    with pytest.raises(ValueError, match=r"share the state_key \['LRSchedulerCallback'\]"):
-        CallbackList([LRSchedulerCallback(CyclicLR()), LRSchedulerCallback(CyclicLR())])
-
-
 def test_logs_every_group_and_the_momentum():
     model = Revealer(2)
     inject = optax.inject_hyperparams(optax.sgd)
@@ -414,7 +351,7 @@ def test_logs_every_group_and_the_momentum():
     )
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=2, cycle_momentum=True)
-    writer = Recorder()
+    writer = RecordingWriter(plan=True)
     callback = LRSchedulerCallback(scheduler, groups=["body", "head"], writer=writer)
     _run(model, optimizer, [callback], 3)
     step, scalars = writer.scalars[1]
@@ -562,7 +499,7 @@ def test_step_hooks_before_on_train_begin_are_refused():
 
 def test_a_scheduler_built_with_last_epoch_starts_the_loop_at_its_step():
     model = Revealer()
-    writer = Recorder()
+    writer = RecordingWriter(plan=True)
     callback = LRSchedulerCallback(CyclicLR(**CONFIG, last_epoch=13), writer=writer)
     loop = _loop(optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), callback, model)
     loop.on_train_begin()
@@ -685,7 +622,7 @@ def test_accumulation_steps_that_disagree_are_refused_in_the_trainer():
 
 def test_an_epoch_interval_callback_takes_the_loop_step():
     model = Revealer()
-    writer = Recorder()
+    writer = RecordingWriter(plan=True)
     callback = LRSchedulerCallback(CyclicLR(**CONFIG), interval="epoch", writer=writer)
     optimizer = nnx.Optimizer(
         model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param
@@ -694,3 +631,38 @@ def test_an_epoch_interval_callback_takes_the_loop_step():
     loop.on_train_begin()
     _steps(loop, model, 2)
     assert [step for step, _ in writer.scalars] == [5, 6]
+
+
+# -- OneCycleLR through the callback -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("num_steps", "refused"), [(5, False), (6, True)])
+def test_onecycle_run_longer_than_its_schedule_is_refused_before_training(num_steps, refused):
+    model = MLP(nnx.Rngs(0), hidden=16)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    callback = LRSchedulerCallback(OneCycleLR(max_lr=0.1, total_steps=5))
+    trainer = Trainer(model, optimizer, callbacks=[callback], progress=False)
+    if not refused:  # total_steps updates: the whole schedule
+        trainer.fit(tiny_batches(16), num_steps=num_steps)
+        assert int(optimizer.step.get_value()) == 5
+        return
+    with pytest.raises(
+        ValueError, match=r"plans 6 parameter updates but OneCycleLR\(total_steps=5"
+    ):
+        trainer.fit(tiny_batches(16), num_steps=num_steps)
+    assert int(optimizer.step.get_value()) == 0  # before the first update
+
+
+def test_onecycle_momentum_reaches_adam_b1():
+    model = MLP(nnx.Rngs(0), hidden=16)
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = OneCycleLR(max_lr=0.01, total_steps=10)
+    Trainer(model, optimizer, callbacks=[LRSchedulerCallback(scheduler)]).fit(
+        tiny_batches(16), num_steps=3
+    )
+    b1 = optimizer.opt_state.hyperparams["b1"].get_value()
+    assert b1 == np.float32(scheduler.get_last_momentum()[0])
+    assert scheduler.last_epoch == 3
+    assert 0.85 < float(b1) < 0.95

@@ -1,4 +1,4 @@
-"""Bad input: a clear TypeError / ValueError at construction naming the argument and the value."""
+"""Argument checks: a clear TypeError / ValueError at construction naming the argument and value."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ import pytest
 
 from flax_cyclic import (
     CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
     CyclicLR,
+    OneCycleLR,
+    TriangularLR,
+    cosine_annealing_schedule,
     cosine_warm_restarts_schedule,
     cyclic_schedule,
     lr_find,
+    onecycle_schedule,
+    triangular_schedule,
 )
 
 # (keyword arguments, exception, fragments the message must contain)
@@ -203,3 +209,152 @@ def test_a_negative_step_names_the_range_without_a_maximum():
     with pytest.raises(ValueError, match=re.escape(message)) as info:
         scheduler.step(epoch=-1)
     assert str(info.value) == message
+
+
+# -- the family's schedulers -------------------------------------------------------------------
+
+
+PCT_START_1_MESSAGE = (
+    "{owner}: `pct_start` must be below 1, got pct_start={value!r} ({kind}): the rise to "
+    "max_lr would take every step, leaving none to anneal (PyTorch divides by zero there). "
+    "Pass a value below 1, e.g. 0.3; for a pure rise, use a constant or linear warm-up "
+    "schedule such as optax.linear_schedule."
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "owner"),
+    [
+        (lambda pct: OneCycleLR(max_lr=2.0, total_steps=10, pct_start=pct), "OneCycleLR"),
+        (
+            lambda pct: OneCycleLR(max_lr=2.0, epochs=2, steps_per_epoch=5, pct_start=pct),
+            "OneCycleLR",
+        ),
+        (lambda pct: OneCycleLR(max_lr=2.0, total_steps=1, pct_start=pct), "OneCycleLR"),
+        (
+            lambda pct: onecycle_schedule(2.0, total_steps=10, pct_start=pct),
+            "onecycle_schedule",
+        ),
+        (
+            lambda pct: onecycle_schedule(2.0, total_steps=1, pct_start=pct),
+            "onecycle_schedule",
+        ),
+    ],
+)
+@pytest.mark.parametrize("value", [1.0, 1, np.float32(1.0)], ids=["float", "int", "float32"])
+def test_onecycle_refuses_pct_start_1(make, owner, value):
+    # With pct_start == 1 the rise ends at step total_steps - 1: the value would hold max_lr to
+    # the end instead of annealing.
+    message = PCT_START_1_MESSAGE.format(owner=owner, value=value, kind=type(value).__name__)
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        make(value)
+    assert str(caught.value) == message
+
+
+def test_onecycle_pct_start_above_1_names_the_range():
+    message = (
+        "OneCycleLR: `pct_start` must be in [0, 1), got pct_start=1.5. It is the fraction of "
+        "the steps spent rising to max_lr, e.g. 0.3."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        OneCycleLR(max_lr=0.1, total_steps=10, pct_start=1.5)
+    assert str(caught.value) == message
+
+
+BAD = [
+    (lambda: OneCycleLR(max_lr=0.1), ValueError, "pass total_steps, or both epochs"),
+    (lambda: OneCycleLR(max_lr=0.1, epochs=3), ValueError, "steps_per_epoch=None"),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=0),
+        ValueError,
+        "`total_steps` must be an integer in [1, 2**31 - 1], got total_steps=0 (int).",
+    ),
+    (lambda: OneCycleLR(max_lr=0.1, total_steps=-3), ValueError, "total_steps=-3"),
+    (lambda: OneCycleLR(max_lr=0.1, total_steps=10.0), TypeError, "must be an integer"),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=10, epochs=2, steps_per_epoch=5),
+        ValueError,
+        "not both",
+    ),
+    (lambda: OneCycleLR(max_lr=0.1, epochs=0, steps_per_epoch=5), ValueError, "`epochs`"),
+    (lambda: OneCycleLR(max_lr=0.1, total_steps=10, pct_start=1.5), ValueError, "pct_start=1.5"),
+    (lambda: OneCycleLR(max_lr=0.1, total_steps=10, pct_start=-0.1), ValueError, "pct_start=-0.1"),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=10, pct_start=0.6, three_phase=True),
+        ValueError,
+        "at most 0.5",
+    ),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=10, anneal_strategy="cosine"),
+        ValueError,
+        "'cos', 'linear'",
+    ),
+    (lambda: OneCycleLR(max_lr=0.1, total_steps=10, div_factor=0), ValueError, "div_factor=0"),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=10, final_div_factor=-1.0),
+        ValueError,
+        "final_div_factor",
+    ),
+    (lambda: OneCycleLR(max_lr=0.1, total_steps=10, three_phase=1), TypeError, "three_phase=1"),
+    (
+        lambda: OneCycleLR(max_lr=0.1, total_steps=10, base_momentum=0.99),
+        ValueError,
+        "must not exceed",
+    ),
+    (
+        lambda: OneCycleLR(max_lr=[0.1, 0.2], total_steps=10, max_momentum=[0.9] * 3),
+        ValueError,
+        "same length",
+    ),
+    (
+        lambda: CosineAnnealingLR(0.1, T_max=0),
+        ValueError,
+        "`T_max` must be an integer in [1, 1073741823], got T_max=0 (int).",
+    ),
+    (
+        lambda: CosineAnnealingLR(0.1, T_max=2**30),
+        ValueError,
+        "`T_max` must be an integer in [1, 1073741823], got T_max=1073741824 (int).",
+    ),
+    (lambda: CosineAnnealingLR(-0.1, T_max=5), ValueError, "base_lr=-0.1"),
+    (lambda: CosineAnnealingLR(0.1, T_max=5, eta_min=math.nan), ValueError, "eta_min=nan"),
+    (
+        lambda: CosineAnnealingWarmRestarts(0.1, T_0=0),
+        ValueError,
+        "`T_0` must be an integer in [1, 2**31 - 1], got T_0=0 (int).",
+    ),
+    (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, T_mult=0), ValueError, "`T_mult`"),
+    (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, T_mult=1.5), TypeError, "T_mult=1.5"),
+    (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, decay=1.5), ValueError, "decay=1.5"),
+    (lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, decay=0), ValueError, "decay=0"),
+    (
+        lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, warmup_steps=5),
+        ValueError,
+        "smaller than T_0",
+    ),
+    (
+        lambda: CosineAnnealingWarmRestarts(0.1, T_0=5, warmup="each"),
+        ValueError,
+        "'first', 'every'",
+    ),
+    (
+        lambda: TriangularLR(0.1, 0.2, step_size=0),
+        ValueError,
+        "`step_size` must be an integer in [1, 1073741823], got step_size=0 (int).",
+    ),
+    (lambda: triangular_schedule([0.1], 0.2), TypeError, "flax_cyclic.TriangularLR"),
+    (lambda: onecycle_schedule(0.1, total_steps=None), ValueError, "pass total_steps"),
+    (lambda: cosine_annealing_schedule(0.1, T_max=3.5), TypeError, "T_max=3.5"),
+    (
+        lambda: cosine_warm_restarts_schedule(0.1, T_0=4, warmup_steps=-1),
+        ValueError,
+        "warmup_steps=-1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "fragment"), BAD)
+def test_bad_input_is_a_clear_error(make, error, fragment):
+    with pytest.raises(error) as caught:
+        make()
+    assert fragment in str(caught.value)

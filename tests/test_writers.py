@@ -1,9 +1,8 @@
-"""Metrics through CLU into TensorBoard: event files, a TensorBoard server, resume continuity."""
+"""create_writer: CLU event files, a TensorBoard server, log directories it refuses, resumes."""
 
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import pathlib
@@ -15,68 +14,36 @@ import time
 import urllib.error
 import urllib.request
 
-import jax
 import numpy as np
-import optax
 import pytest
-from flax import nnx
-from helpers import host_lrs, tensorboard_series
-from rich.console import Console
+from helpers import (
+    LOGGED_SCHEDULE,
+    LOGGED_STEPS,
+    host_lrs,
+    logged_run,
+    tensorboard_series,
+)
 
 from flax_cyclic import (
-    CallbackList,
     CyclicLR,
-    LRSchedulerCallback,
-    MetricsLogger,
-    ProgressBar,
-    Trainer,
     create_writer,
 )
-from flax_cyclic.steps import classification_train_step
 
-WORKER = pathlib.Path(__file__).with_name("checkpoint_worker.py")
-SCHEDULE = dict(base_lr=0.01, max_lr=0.1, step_size_up=4, step_size_down=6, mode="triangular2")
-STEPS = 24
-
-
-def _batches(count: int = 8, seed: int = 0) -> list:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(count, 16, 8)).astype(np.float32)
-    return [(xb, np.digitize(xb.sum(1), [-1.5, 1.5]).astype(np.int32)) for xb in x]
-
-
-def _train(logdir, *, callbacks=(), progress=False):
-    model = nnx.Sequential(
-        nnx.Linear(8, 16, rngs=nnx.Rngs(0)), jax.nn.relu, nnx.Linear(16, 3, rngs=nnx.Rngs(1))
-    )
-    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    writer = create_writer(logdir)
-    scheduler = CyclicLR(**SCHEDULE, cycle_momentum=True)
-    trainer = Trainer(
-        model,
-        optimizer,
-        callbacks=[LRSchedulerCallback(scheduler, writer=writer), *callbacks],
-        writer=writer,
-        log_every_steps=6,
-        progress=progress,
-    )
-    trainer.fit(_batches(), num_steps=STEPS, eval_data=_batches(2, seed=1))
-    writer.close()
+WORKER = pathlib.Path(__file__).parent / "workers" / "checkpoint_worker.py"
 
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tensorboard")
-    _train(directory)
+    logged_run(directory)
     return directory
 
 
 def test_event_files_hold_the_scheduler_values_at_every_step(logdir):
     series = tensorboard_series(logdir)
-    expected = [lr[0] for lr in host_lrs(CyclicLR(**SCHEDULE), STEPS)]
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**LOGGED_SCHEDULE), LOGGED_STEPS)]
     steps, values = zip(*series["learning_rate"], strict=True)
-    assert list(steps) == list(range(STEPS))
+    assert list(steps) == list(range(LOGGED_STEPS))
     np.testing.assert_allclose(values, expected, rtol=1e-7)  # float32 in the event files
     momentum = dict(series["momentum"])
     assert momentum[0] == pytest.approx(0.9)
@@ -132,8 +99,8 @@ def test_a_real_tensorboard_server_serves_the_learning_rate(logdir):
             assert server.poll() is None, "TensorBoard exited"
             time.sleep(0.5)
         rows = _get_json(f"{base}/data/plugin/scalars/scalars?run=.&tag=learning_rate")
-        expected = [lr[0] for lr in host_lrs(CyclicLR(**SCHEDULE), STEPS)]
-        assert [step for _, step, _ in rows] == list(range(STEPS))
+        expected = [lr[0] for lr in host_lrs(CyclicLR(**LOGGED_SCHEDULE), LOGGED_STEPS)]
+        assert [step for _, step, _ in rows] == list(range(LOGGED_STEPS))
         np.testing.assert_allclose([value for _, _, value in rows], expected, rtol=1e-7)
     finally:
         server.terminate()
@@ -195,33 +162,15 @@ def test_create_writer_without_the_extra_names_it():
     assert "pip install 'flax_cyclic[tensorboard]'" in result.stdout
 
 
-def test_progress_bar_shows_step_loss_lr_and_cycle(tmp_path):
-    output = io.StringIO()
-    console = Console(file=output, force_terminal=True, width=160)
-    _train(tmp_path, callbacks=[ProgressBar(console=console, every_steps=4)])
-    text = output.getvalue()
-    assert f"{STEPS}/{STEPS}" in text
-    for shown in ("loss ", "lr 0.0325", "cycle 3"):  # the final refresh: step 24
-        assert shown in text
-
-
-def test_progress_bar_is_off_when_not_a_terminal(tmp_path):
-    output = io.StringIO()
-    bar = ProgressBar(console=Console(file=output, force_terminal=False))
-    assert not bar.enabled
-    _train(tmp_path, callbacks=[bar])
-    assert output.getvalue() == ""
-
-
 def test_a_writer_over_existing_steps_says_it_will_not_rewrite_them(logdir, caplog):
     with caplog.at_level("WARNING", logger="flax_cyclic"):
         writer = create_writer(logdir)
     writer.write_scalars(3, {"learning_rate": 1.0})  # step 3 exists: dropped
-    writer.write_scalars(STEPS, {"learning_rate": 1.0})  # a new step: written
+    writer.write_scalars(LOGGED_STEPS, {"learning_rate": 1.0})  # a new step: written
     writer.close()
-    assert f"already holds steps up to {STEPS - 1}" in caplog.text
+    assert f"already holds steps up to {LOGGED_STEPS - 1}" in caplog.text
     steps = [step for step, _ in tensorboard_series(logdir)["learning_rate"]]
-    assert steps == [*range(STEPS), STEPS]
+    assert steps == [*range(LOGGED_STEPS), LOGGED_STEPS]
 
 
 # -- a log directory that cannot be one: a clear error at create_writer time ---------------------
@@ -322,44 +271,3 @@ def test_create_writer_that_only_logs_does_not_touch_logdir(tmp_path):
     writer.write_scalars(0, {"learning_rate": 0.5})
     writer.close()
     assert path.read_text() == ""
-
-
-def _hand_written_run(logdir, scheduler, steps):
-    """A hand-written loop (no Trainer) logging through the LR callback and a MetricsLogger."""
-    model = nnx.Sequential(
-        nnx.Linear(8, 16, rngs=nnx.Rngs(0)), jax.nn.relu, nnx.Linear(16, 3, rngs=nnx.Rngs(1))
-    )
-    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    writer = create_writer(logdir)
-    callbacks = [
-        LRSchedulerCallback(scheduler, writer=writer),
-        MetricsLogger(writer, every_steps=1),
-    ]
-    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
-    step_fn = nnx.jit(classification_train_step)
-    loop.on_train_begin()
-    batches = _batches()
-    for _ in range(steps):
-        loop.on_step_begin()
-        loop.on_step_end(step_fn(model, optimizer, batches[loop.step % len(batches)]))
-    loop.on_train_end()
-    writer.close()
-    return loop
-
-
-def test_a_run_resumed_with_last_epoch_continues_the_curves(tmp_path):
-    first = _hand_written_run(tmp_path, CyclicLR(**SCHEDULE), 13)
-    assert first.step == 13
-    # A new process: the same command with the scheduler built at step 13, into the same logdir.
-    second = _hand_written_run(tmp_path, CyclicLR(**SCHEDULE, last_epoch=13), 17)
-    assert second.step == 30  # the loop learnt its starting step from the scheduler
-    series = tensorboard_series(tmp_path)
-    assert [step for step, _ in series["learning_rate"]] == list(range(30))
-    expected = [lrs[0] for lrs in host_lrs(CyclicLR(**SCHEDULE), 30)]
-    np.testing.assert_allclose([v for _, v in series["learning_rate"]], expected, rtol=1e-6)
-    # The loop's other tags are on the same index, continuous too.
-    assert [step for step, _ in series["train/loss"]] == list(range(30))
-    # The configuration and the plan belong to the run that started at step 0: written once.
-    assert [step for step, _ in series["lr_schedule"]] == [0]
-    assert [step for step, _ in series["_hparams_/session_start_info"]] == [0]

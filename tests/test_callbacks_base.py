@@ -1,0 +1,95 @@
+"""Callback and CallbackList: the hooks, their order and the loop's counters."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import RecordingWriter
+
+from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback
+from flax_cyclic.callbacks.base import flush_writer
+
+
+def test_callback_list_calls_hooks_in_order():
+    calls = []
+
+    class Spy(Callback):
+        def __getattribute__(self, name):
+            if name.startswith("on_"):
+                return lambda loop, *args: calls.append((name, *args))
+            return super().__getattribute__(name)
+
+    loop = CallbackList([Spy()])
+    loop.on_train_begin()
+    loop.on_epoch_begin(0)
+    loop.on_step_begin()
+    loop.on_step_end({"loss": 1.0})
+    loop.on_eval_begin()
+    loop.on_eval_end({"accuracy": 0.5})
+    loop.on_epoch_end({"loss": 1.0})
+    loop.on_exception(RuntimeError("x"))
+    loop.on_train_end()
+    assert [call[0] for call in calls] == [
+        "on_train_begin",
+        "on_epoch_begin",
+        "on_step_begin",
+        "on_step_end",
+        "on_eval_begin",
+        "on_eval_end",
+        "on_epoch_end",
+        "on_exception",
+        "on_train_end",
+    ]
+    assert calls[2] == ("on_step_begin", 0)
+    assert calls[3] == ("on_step_end", 0, {"loss": 1.0})
+    assert (loop.step, loop.epoch) == (1, 1)
+
+
+def test_callback_list_rejects_non_callbacks_and_duplicate_keys():
+    with pytest.raises(TypeError, match=r"callbacks\[0\] is a str"):
+        CallbackList(["lr"])
+    with pytest.raises(ValueError, match=r"share the state_key \['LRSchedulerCallback'\]"):
+        CallbackList([LRSchedulerCallback(CyclicLR()), LRSchedulerCallback(CyclicLR())])
+
+
+def test_the_base_callback_does_nothing_and_keeps_no_state():
+    callback = Callback()
+    loop = CallbackList([callback])
+    loop.on_train_begin()
+    loop.on_step_begin()
+    loop.on_step_end({"loss": 1.0})
+    loop.on_train_end()
+    assert callback.state_key == "Callback"
+    assert callback.state_dict() == {}
+    assert loop.state_dict() == {"Callback": {}}
+
+
+def test_step_hooks_before_on_train_begin_are_refused():
+    loop = CallbackList([Callback()])
+    with pytest.raises(RuntimeError, match=r"CallbackList\.on_step_begin: called before"):
+        loop.on_step_begin()
+
+
+def test_states_go_back_to_their_callbacks_and_unclaimed_ones_are_named(caplog):
+    class Counter(Callback):
+        def __init__(self):
+            self.count = 0
+
+        def state_dict(self):
+            return {"count": self.count}
+
+        def load_state_dict(self, state):
+            self.count = state["count"]
+
+    counter = Counter()
+    with caplog.at_level("WARNING", logger="flax_cyclic"):
+        CallbackList([counter]).load_state_dict({"Counter": {"count": 3}, "Gone": {}})
+    assert counter.count == 3
+    assert "not restored (no such callback): ['Gone']" in caplog.text
+
+
+def test_flush_writer_flushes_only_what_can_be_flushed():
+    writer = RecordingWriter()
+    flush_writer(writer)
+    flush_writer(None)
+    flush_writer(object())
+    assert writer.flushes == 1
