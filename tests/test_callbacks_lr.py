@@ -308,7 +308,7 @@ def test_group_count_mismatch():
 
 
 def test_used_before_an_optimizer_exists():
-    with pytest.raises(ValueError, match="no optimizer yet"):
+    with pytest.raises(ValueError, match=r"the loop has no optimizer, got loop\.optimizer=None"):
         CallbackList([LRSchedulerCallback(CyclicLR())]).on_train_begin()
 
 

@@ -421,9 +421,8 @@ def test_listed_after_a_per_step_scheduler_callback():
 def test_a_loop_without_an_optimizer():
     loop = CallbackList([LearningRateMonitor()])
     message = (
-        "LearningRateMonitor: the loop must have an optimizer to monitor, got "
-        "loop.optimizer=None. Pass optimizer= to the CallbackList (or use the Trainer) before "
-        "training begins."
+        "LearningRateMonitor: the loop has no optimizer, got loop.optimizer=None. Pass "
+        "optimizer= to the CallbackList (or use the Trainer) before training begins."
     )
     with raises_exactly(ValueError, message):
         loop.on_train_begin()

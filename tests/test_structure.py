@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
 
 import pytest
@@ -130,3 +131,27 @@ def _functions():
 def test_no_function_is_longer_than_the_limit(limit):
     long = {name: lines for name, lines in _functions() if lines > limit}
     assert long == {}
+
+
+#: The public names of 0.1.0: each still imports from where 0.1.0 had it.
+PUBLIC_0_1_0 = {
+    "flax_cyclic": [
+        "Callback", "CallbackList", "CheckpointError", "Checkpointer", "CosineAnnealingLR",
+        "CosineAnnealingWarmRestarts", "CyclicLR", "History", "LRFinderResult", "LRScheduler",
+        "LRSchedulerCallback", "MetricsLogger", "OneCycleLR", "ProgressBar", "Trainer",
+        "TriangularLR", "__version__", "cosine_annealing_schedule",
+        "cosine_warm_restarts_schedule", "create_writer", "cyclic_schedule", "lr_find",
+        "onecycle_schedule", "triangular_schedule",
+    ],
+    "flax_cyclic.plotting": ["plot_lr_find", "plot_schedule", "schedule_values"],
+    "flax_cyclic.trainer": ["classification_eval_step", "classification_train_step"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_0_1_0))
+def test_every_public_name_of_0_1_0_still_imports(module):
+    imported = importlib.import_module(module)
+    missing = [name for name in PUBLIC_0_1_0[module] if not hasattr(imported, name)]
+    assert missing == []
+    if module == "flax_cyclic":
+        assert set(PUBLIC_0_1_0[module]) <= set(flax_cyclic.__all__)

@@ -275,6 +275,18 @@ def _not_begun(hook: str) -> RuntimeError:
     )
 
 
+def loop_optimizer(owner: str, loop: Loop) -> nnx.Optimizer:
+    """The loop's ``nnx.Optimizer``; a clear error where there is none yet, or another object."""
+    optimizer = getattr(loop, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(
+            f"{owner}: the loop has no optimizer, got loop.optimizer=None. Pass optimizer= to "
+            "the CallbackList (or use the Trainer) before training begins."
+        )
+    check_optimizer(owner, optimizer)
+    return optimizer
+
+
 def check_optimizer(owner: str, optimizer: Any, *, allow_none: bool = False) -> None:
     """Raises a ``TypeError`` unless ``optimizer`` is an ``nnx.Optimizer``."""
     if (optimizer is None and allow_none) or isinstance(optimizer, nnx.Optimizer):

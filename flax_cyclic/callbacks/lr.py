@@ -18,7 +18,13 @@ from flax_cyclic._hyperparams import (
     accumulation_state,
     find_injected_hyperparams,
 )
-from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
+from flax_cyclic.callbacks.base import (
+    Callback,
+    Loop,
+    MetricWriter,
+    flush_writer,
+    loop_optimizer,
+)
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]
@@ -205,13 +211,7 @@ class LRSchedulerCallback(Callback):
             CheckpointError: If a restored state disagrees with itself or with the loop.
         """
         owner = type(self).__name__
-        optimizer = getattr(loop, "optimizer", None)
-        if optimizer is None:
-            raise ValueError(
-                f"{owner}: the loop has no optimizer yet. Pass optimizer= to the "
-                "CallbackList (or use the Trainer) before training begins."
-            )
-        check_optimizer(owner, optimizer)
+        optimizer = loop_optimizer(owner, loop)
         self._optimizer = optimizer
         opt_state = optimizer.opt_state
         self._updates_per_step = self._resolve_accumulation(optimizer)

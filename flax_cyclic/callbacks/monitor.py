@@ -14,7 +14,13 @@ from flax_cyclic._hyperparams import (
     accumulation_state,
     find_injected_hyperparams,
 )
-from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, check_optimizer, flush_writer
+from flax_cyclic.callbacks.base import (
+    Callback,
+    Loop,
+    MetricWriter,
+    flush_writer,
+    loop_optimizer,
+)
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 
 __all__ = ["LearningRateMonitor"]
@@ -145,14 +151,7 @@ class LearningRateMonitor(Callback):
                 or a per-step ``LRSchedulerCallback`` runs before the monitor.
         """
         owner = type(self).__name__
-        optimizer = getattr(loop, "optimizer", None)
-        if optimizer is None:
-            raise ValueError(
-                f"{owner}: the loop must have an optimizer to monitor, got loop.optimizer=None. "
-                "Pass optimizer= to the CallbackList (or use the Trainer) before training "
-                "begins."
-            )
-        check_optimizer(owner, optimizer)
+        optimizer = loop_optimizer(owner, loop)
         self._check_order(loop)
         opt_state = optimizer.opt_state
         self._reads = self._resolve_reads(find_injected_hyperparams(opt_state), opt_state)
