@@ -21,17 +21,9 @@ def plot_lr_find(
     path: str | os.PathLike | None = None,
     title: str | None = None,
 ) -> np.ndarray:
-    """Plots an LR range test: loss against learning rate (log scale), suggestions marked.
+    """Plots an LR range test: ``result.plot(path=path, title=title)``.
 
-    Args:
-        result: What [`lr_find`][flax_cyclic.lr_find] returned.
-        path: If given, the figure is also saved there as a PNG.
-        title: The figure's title.
-
-    Returns:
-        The picture as an RGB ``uint8`` array of shape ``(height, width, 3)``.
-
-    Raises:
-        ImportError: If matplotlib is not installed.
+    See [`LRFinderResult.plot`][flax_cyclic.LRFinderResult.plot] for the picture and its
+    arguments; ``result`` is what [`lr_find`][flax_cyclic.lr_find] returned.
     """
     return result.plot(path=path, title=title)
