@@ -16,7 +16,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-__all__ = ["InjectedHyperparams", "find_injected_hyperparams"]
+__all__ = ["MOMENTUM_NAMES", "InjectedHyperparams", "find_injected_hyperparams"]
+
+#: Where a transformation injects its momentum: SGD-like ones as 'momentum', Adam-like as 'b1'.
+MOMENTUM_NAMES = ("momentum", "b1")
 
 _INJECTED_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
@@ -43,6 +46,10 @@ class InjectedHyperparams:
         if self.label is not None:
             return f"group {self.label!r} ({self.path})"
         return self.path or "the root of the optimizer state"
+
+    def momentum_name(self) -> str | None:
+        """The injected momentum's name (the first of ``MOMENTUM_NAMES`` present), if any."""
+        return next((name for name in MOMENTUM_NAMES if name in self.variables), None)
 
     def write(self, name: str, value: float) -> None:
         """Replaces the value of hyperparameter ``name``, keeping its dtype.

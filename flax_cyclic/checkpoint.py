@@ -21,6 +21,7 @@ from flax import nnx
 
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError, NonFiniteError
+from flax_cyclic._metrics import local_copy
 
 __all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
 
@@ -261,9 +262,7 @@ def _non_finite_leaves(states: Mapping[str, nnx.State]) -> list[str]:
     ]
     if not floats:
         return []
-    flags = _finite_flags([leaf for _, leaf in floats])
-    if not flags.is_fully_addressable:
-        flags = flags.addressable_data(0)
+    flags = local_copy(_finite_flags([leaf for _, leaf in floats]))
     return [
         "/".join(name for name in map(_key_name, path) if name != "value")
         for (path, _), finite in zip(floats, np.asarray(flags), strict=True)

@@ -13,11 +13,13 @@ import numpy as np
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError
 from flax_cyclic._hyperparams import (
+    MOMENTUM_NAMES,
     InjectedHyperparams,
     accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
 )
+from flax_cyclic._metrics import local_copy
 from flax_cyclic.callbacks.base import (
     Callback,
     Loop,
@@ -380,18 +382,16 @@ class LRSchedulerCallback(Callback):
 
     def _resolve_targets(self, per_group: list[list[InjectedHyperparams]]) -> list[_Target]:
         """The hyperparameters to write, with ``momentum='auto'`` resolved per injected state."""
-        cycles_momentum = (
-            self.momentum is not None and self.scheduler.get_last_momentum() is not None
-        )
+        cycles_momentum = self.momentum is not None and self.scheduler.cycle_momentum
         targets: list[_Target] = []
         problems: list[str] = []
         for group, states in enumerate(per_group):
             for state in states:
-                names = {"lr": self.learning_rate}
+                names: dict[str, str | None] = {"lr": self.learning_rate}
                 if cycles_momentum:
                     names["momentum"] = self._momentum_name(state)
                 absent = [
-                    f"no {name!r}" if name else "neither 'momentum' nor 'b1'"
+                    f"no {name!r}" if name else f"neither {' nor '.join(map(repr, MOMENTUM_NAMES))}"
                     for name in names.values()
                     if name not in state.variables
                 ]
@@ -400,7 +400,9 @@ class LRSchedulerCallback(Callback):
                         f"{state.where} has {' and '.join(absent)} (it injects "
                         f"{sorted(state.variables)})"
                     )
-                targets.extend(_Target(kind, group, state, name) for kind, name in names.items())
+                targets.extend(
+                    _Target(kind, group, state, name) for kind, name in names.items() if name
+                )
         if problems:
             fix = "Pass the right name (learning_rate=..., momentum=...) or inject it"
             if cycles_momentum:
@@ -416,11 +418,10 @@ class LRSchedulerCallback(Callback):
             )
         return targets
 
-    def _momentum_name(self, state: InjectedHyperparams) -> str:
+    def _momentum_name(self, state: InjectedHyperparams) -> str | None:
         if self.momentum is not None and self.momentum != "auto":
             return self.momentum
-        # SGD-like transformations inject 'momentum', Adam-like ones 'b1'.
-        return next((name for name in ("momentum", "b1") if name in state.variables), "")
+        return state.momentum_name()
 
     def _align_with_loop(self, loop: Loop) -> None:
         """Agrees with the loop on the train step: the loop learns it, or both must match."""
@@ -642,6 +643,4 @@ def _is_ready(value: Any) -> bool:
 
 def _host_value(value: Any) -> float:
     """A scalar on the host; for a global array, this process's copy of it."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        value = value.addressable_data(0)
-    return float(np.asarray(value))
+    return float(np.asarray(local_copy(value)))

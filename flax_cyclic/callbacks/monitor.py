@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
 from flax_cyclic import _checks
 from flax_cyclic._hyperparams import (
@@ -14,6 +13,7 @@ from flax_cyclic._hyperparams import (
     accumulation_state,
     find_injected_hyperparams,
 )
+from flax_cyclic._metrics import local_copy
 from flax_cyclic.callbacks.base import (
     Callback,
     Loop,
@@ -24,9 +24,6 @@ from flax_cyclic.callbacks.base import (
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 
 __all__ = ["LearningRateMonitor"]
-
-# SGD-like transformations inject 'momentum', Adam-like ones 'b1'; the first one found is read.
-_MOMENTUM_NAMES = ("momentum", "b1")
 
 
 class _Read(NamedTuple):
@@ -169,11 +166,11 @@ class LearningRateMonitor(Callback):
             )
         if not self._active or (step + 1) % self.log_every_steps:
             return
-        values = {read.tag: _local(read.variable.get_value()) for read in self._reads}
+        values = {read.tag: local_copy(read.variable.get_value()) for read in self._reads}
         if self._accumulation is None:
             update, host = step, jax.device_get(values)
         else:
-            counter = _local(self._accumulation.gradient_step.get_value())
+            counter = local_copy(self._accumulation.gradient_step.get_value())
             host, gradient_step = jax.device_get((values, counter))
             update = int(gradient_step) - 1
             if update <= self._last_update:
@@ -237,7 +234,7 @@ class LearningRateMonitor(Callback):
         for key, state in zip(_keys(states), states, strict=True):
             suffix = "" if key is None else f"/{key}"
             reads.append(_Read(f"learning_rate{suffix}", state.variables["learning_rate"]))
-            momentum = next((n for n in _MOMENTUM_NAMES if n in state.variables), None)
+            momentum = state.momentum_name()
             if momentum is not None:
                 reads.append(_Read(f"momentum{suffix}", state.variables[momentum]))
         return reads
@@ -256,10 +253,3 @@ def _describe(opt_state: Any) -> str:
     """The types of an optimizer state's parts, e.g. ``'ScaleByAdamState, EmptyState'``."""
     parts = opt_state if type(opt_state) is tuple else (opt_state,)
     return ", ".join(type(part).__name__ for part in parts)
-
-
-def _local(value: Any) -> Any:
-    """This process's copy of a (replicated) scalar, so that it can be fetched to the host."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        return value.addressable_data(0)
-    return value if isinstance(value, jax.Array) else np.asarray(value)
