@@ -1,10 +1,16 @@
-"""Throughput of a train step whose learning rate comes from the LR callback.
+"""Train-loop throughput against the limit: a functional ``jax.jit`` loop.
 
-Three variants of the same SGD-with-momentum step, timed side by side in one process:
-(a) a constant learning rate (``optax.sgd``), (b) the in-graph schedule
-``inject_hyperparams(sgd)(learning_rate=cyclic_schedule(...))``, the physical limit for a
-scheduled learning rate, and (c) ``LRSchedulerCallback`` writing the stateful ``CyclicLR`` value
-into ``inject_hyperparams(sgd)(learning_rate=0.0)`` before every update.
+The reference is the loop a JAX user writes by hand: model and optimizer split once
+(``nnx.split``), one ``jax.jit`` function of that state, donated, that runs the step, with the
+optimizer the LR callback drives, ``inject_hyperparams(sgd)(..., momentum=0.9)``, and the
+learning rate computed in the graph by ``cyclic_schedule``. Timed side by side with it in one
+process, with the same step and data: the same loop without ``inject_hyperparams``
+(``optax.sgd(schedule, momentum=0.9)``) and with a constant learning rate, to show what
+injecting costs; the ``Trainer`` with an ``LRSchedulerCallback`` driving ``CyclicLR``; and two
+hand-written NNX loops with the same callback, one calling an ``nnx.jit`` step, one the fast
+pattern of Flax's performance guide (``nnx.cached_partial``). Every variant runs the same
+number of steps per round, waits for the device at both ends, and reports steps/s; a ratio is
+to the reference in the same round.
 """
 
 from __future__ import annotations
@@ -12,16 +18,33 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
-from flax_cyclic import CallbackList, CyclicLR, LRSchedulerCallback, cyclic_schedule
+from flax_cyclic import (
+    Callback,
+    CallbackList,
+    CyclicLR,
+    LRSchedulerCallback,
+    Trainer,
+    cyclic_schedule,
+)
+from flax_cyclic._split_step import SplitStep
+from flax_cyclic.steps import classification_train_step
 
-VARIANTS = ("constant", "in-graph schedule", "callback")
+REFERENCE = "functional jit, injected in-graph schedule"
+VARIANTS = (
+    "functional jit, constant LR",
+    "functional jit, in-graph schedule",
+    REFERENCE,
+    "Trainer + LR callback",
+    "nnx.jit loop + LR callback",
+    "nnx.cached_partial loop + LR callback",
+)
 SCHEDULE = dict(base_lr=0.001, max_lr=0.01, step_size_up=50)
 
 
@@ -52,72 +75,153 @@ class CNN(nnx.Module):
 
 
 MODELS = {
-    # name: (model class, input shape, steps per timing round, rounds). Many short rounds for
-    # the CNN: its steps are slow, so a long round would likely catch other load on the machine.
-    "tiny MLP, batch 64": (MLP, (64, 32), 300, 30),
-    "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 1, 150),
+    # name: (model class, input shape, steps per timing round, rounds).
+    "tiny MLP, batch 64": (MLP, (64, 32), 2000, 15),
+    "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 20, 15),
 }
 
-
-@nnx.jit
-def train_step(model, optimizer, x, y):
-    def loss_fn(model):
-        return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
+Runner = Callable[[int], float]  # runs that many steps, returns steps/s
 
 
-def _runner(variant: str, model_cls: type, x: jax.Array, y: jax.Array) -> Callable[[int], float]:
-    model = model_cls(nnx.Rngs(0))
-    callbacks = []
-    if variant == "constant":
+def _batches(shape: tuple[int, ...], count: int = 50) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [
+        (rng.normal(size=shape).astype(np.float32), rng.integers(0, 10, shape[0]).astype(np.int32))
+        for _ in range(count)
+    ]
+
+
+def _optimizer(model: nnx.Module, variant: str) -> nnx.Optimizer:
+    if variant == "functional jit, constant LR":
         tx = optax.sgd(0.01, momentum=0.9)
-    elif variant == "in-graph schedule":
+    elif variant == "functional jit, in-graph schedule":
+        tx = optax.sgd(cyclic_schedule(**SCHEDULE), momentum=0.9)
+    elif variant == REFERENCE:
         tx = optax.inject_hyperparams(optax.sgd)(
             learning_rate=cyclic_schedule(**SCHEDULE), momentum=0.9
         )
     else:
         tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
-        callbacks = [LRSchedulerCallback(CyclicLR(**SCHEDULE))]
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
-    loop.on_train_begin()
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
+
+def _timed(batches: list, step: Callable[[Any], Any]) -> Runner:
     def run(steps: int) -> float:
         start = time.perf_counter()
-        for _ in range(steps):
-            loop.on_step_begin()
-            loss = train_step(model, optimizer, x, y)
-            loop.on_step_end()
-        jax.block_until_ready(loss)
+        for i in range(steps):
+            out = step(batches[i % len(batches)])
+        jax.block_until_ready(out)
         return steps / (time.perf_counter() - start)
 
     return run
+
+
+def _functional(model_cls: type, variant: str, batches: list) -> Runner:
+    model = model_cls(nnx.Rngs(0))
+    graphdef, state = nnx.split((model, _optimizer(model, variant)))
+
+    def pure(state, batch):
+        model, optimizer = nnx.merge(graphdef, state)
+        metrics = classification_train_step(model, optimizer, batch)
+        return nnx.state((model, optimizer)), metrics
+
+    compiled = jax.jit(pure, donate_argnums=0)
+
+    def step(batch):
+        nonlocal state
+        state, metrics = compiled(state, batch)
+        return metrics
+
+    return _timed(batches, step)
+
+
+def _hand_written(model_cls: type, variant: str, batches: list) -> Runner:
+    model = model_cls(nnx.Rngs(0))
+    optimizer = _optimizer(model, variant)
+    loop = CallbackList(
+        [LRSchedulerCallback(CyclicLR(**SCHEDULE))], model=model, optimizer=optimizer
+    )
+    loop.on_train_begin()
+    if variant.startswith("nnx.jit"):
+        compiled = nnx.jit(classification_train_step)
+
+        def train_step(batch):
+            return compiled(model, optimizer, batch)
+    else:
+        train_step = nnx.cached_partial(nnx.jit(classification_train_step), model, optimizer)
+
+    def step(batch):
+        loop.on_step_begin()
+        metrics = train_step(batch)
+        loop.on_step_end(metrics)
+        return metrics
+
+    return _timed(batches, step)
+
+
+class _Clock(Callback):
+    """Marks the time of the first and last step of a fit, after waiting for the device."""
+
+    def __init__(self) -> None:
+        self.first = self.last = 0.0
+        self.start_step = self.end_step = 0
+
+    def on_step_end(self, loop: Any, step: int, metrics: Any) -> None:
+        if step == self.start_step or step == self.end_step:
+            jax.block_until_ready(metrics)
+            now = time.perf_counter()
+            self.first, self.last = (
+                (now, self.last) if step == self.start_step else (self.first, now)
+            )
+
+
+def _trainer(model_cls: type, variant: str, batches: list) -> Runner:
+    model = model_cls(nnx.Rngs(0))
+    clock = _Clock()
+    trainer = Trainer(
+        model,
+        _optimizer(model, variant),
+        callbacks=[LRSchedulerCallback(CyclicLR(**SCHEDULE)), clock],
+        progress=False,
+    )
+
+    def run(steps: int) -> float:
+        # One fit per round; the clock times its steps after the first, so the set-up of
+        # each fit call (once per run for a user) is not counted.
+        clock.start_step = trainer.step
+        clock.end_step = trainer.step + steps
+        trainer.fit(batches, num_steps=clock.end_step + 1)
+        return steps / (clock.last - clock.first)
+
+    return run
+
+
+def _runner(model_cls: type, variant: str, batches: list) -> Runner:
+    if variant.startswith("functional"):
+        return _functional(model_cls, variant, batches)
+    if variant.startswith("Trainer"):
+        return _trainer(model_cls, variant, batches)
+    return _hand_written(model_cls, variant, batches)
 
 
 class Result(NamedTuple):
     """What :func:`measure` measured."""
 
     lines: list[str]
-    """The Markdown table, then a line with the callback's host time per step."""
+    """The Markdown tables: throughput, then buffer bytes with and without donation."""
     compilations: int
     """XLA compilations during the timed rounds, all models and variants."""
     models: dict[str, dict[str, float]]
-    """Per model: the median steps/s of each variant (keyed by its name in ``VARIANTS``) and
-    the paired ratios "callback / in-graph schedule", "callback / constant" and
-    "in-graph schedule / constant"."""
+    """Per model: the median steps/s of each variant and, under "<variant> / reference", the
+    median of its per-round ratios to the reference."""
     host_us: float
     """Host time the callback adds per step, in microseconds."""
+    buffers: dict[str, dict[bool, dict[str, int]]]
+    """Per model, with (True) and without (False) donation: :func:`buffer_bytes`."""
 
 
 def measure() -> Result:
-    """Times every variant on every model, and the callback's host cost on its own.
-
-    Steps/s are medians over the rounds; each ratio is the median of per-round ratios, since
-    the variants of one round run back to back under the same load.
-    """
+    """Times every variant on every model, then the step's buffers and the callback's cost."""
     compilations = []
 
     def listener(event: str, duration: float, **kwargs) -> None:
@@ -125,14 +229,13 @@ def measure() -> Result:
             compilations.append(event)
 
     lines = [
-        "| model | constant steps/s | in-graph schedule steps/s | callback steps/s "
-        "| callback / in-graph | callback / constant |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | loop | steps/s | ratio to the reference |",
+        "|---|---|---:|---:|",
     ]
     models: dict[str, dict[str, float]] = {}
     for name, (model_cls, shape, steps, rounds) in MODELS.items():
-        x, y = jnp.ones(shape), jnp.zeros((shape[0],), jnp.int32)
-        runners = {variant: _runner(variant, model_cls, x, y) for variant in VARIANTS}
+        batches = _batches(shape)
+        runners = {variant: _runner(model_cls, variant, batches) for variant in VARIANTS}
         for run in runners.values():
             run(3)  # compile and warm up
         jax.monitoring.register_event_duration_secs_listener(listener)
@@ -144,32 +247,76 @@ def measure() -> Result:
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 rates[variant].append(runners[variant](steps))
         jax.monitoring.unregister_event_duration_listener(listener)
-        a, b, c = (statistics.median(rates[variant]) for variant in VARIANTS)
-        # Paired ratios: each round's rate over the same round's rate of the other variant.
-        c_b, c_a, b_a = (
-            statistics.median(x / y for x, y in zip(rates[mine], rates[other], strict=True))
-            for mine, other in (
-                ("callback", "in-graph schedule"),
-                ("callback", "constant"),
-                ("in-graph schedule", "constant"),
+        result = {variant: statistics.median(rates[variant]) for variant in VARIANTS}
+        for variant in VARIANTS:
+            result[f"{variant} / reference"] = statistics.median(
+                mine / ref for mine, ref in zip(rates[variant], rates[REFERENCE], strict=True)
             )
-        )
-        models[name] = {
-            "constant": a,
-            "in-graph schedule": b,
-            "callback": c,
-            "callback / in-graph schedule": c_b,
-            "callback / constant": c_a,
-            "in-graph schedule / constant": b_a,
-        }
-        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} | {c_b:.3f} | {c_a:.3f} |")
+        models[name] = result
+        for variant in VARIANTS:
+            shown = f"**{variant}** (reference)" if variant == REFERENCE else variant
+            lines.append(
+                f"| {name} | {shown} | {_rate(result[variant])} "
+                f"| {result[f'{variant} / reference']:.3f} |"
+            )
+    buffers = {
+        name: {donate: buffer_bytes(model_cls, shape, donate) for donate in (True, False)}
+        for name, (model_cls, shape, _, _) in MODELS.items()
+    }
+    lines += ["", *buffer_lines(buffers)]
     host_us = host_overhead_us()
-    lines.append("")
-    lines.append(
-        f"Host time the callback adds per step (hooks, scheduler step, hyperparameter writes; "
-        f"measured alone): {host_us:.1f} µs."
-    )
-    return Result(lines, len(compilations), models, host_us)
+    lines += [
+        "",
+        "Host time the LR callback adds per step (hooks, scheduler step, hyperparameter "
+        f"writes; measured alone): {host_us:.1f} µs.",
+    ]
+    return Result(lines, len(compilations), models, host_us, buffers)
+
+
+def _rate(steps_per_second: float) -> str:
+    """Steps/s with three significant digits or more: ``12,814``, ``23.4``."""
+    return f"{steps_per_second:,.0f}" if steps_per_second >= 100 else f"{steps_per_second:.1f}"
+
+
+def buffer_bytes(model_cls: type, shape: tuple[int, ...], donate: bool) -> dict[str, int]:
+    """XLA's buffer sizes for one Trainer step of ``model_cls``, with or without donation.
+
+    ``state`` is the parameters and optimizer state the step carries (all but the injected
+    hyperparameters, which are inputs written by the host). ``peak`` is what one step keeps
+    alive at once: its arguments, its outputs not written into a donated argument, and its
+    temporaries.
+    """
+    model = model_cls(nnx.Rngs(0))
+    optimizer = _optimizer(model, "Trainer + LR callback")
+    step = SplitStep(classification_train_step, model, optimizer, donate=donate)
+    stats = step.lower(_batches(shape, 1)[0]).compile().memory_analysis()
+    return {
+        "state": step.carried_bytes,
+        "arguments": stats.argument_size_in_bytes,
+        "outputs": stats.output_size_in_bytes,
+        "aliased": stats.alias_size_in_bytes,
+        "temporaries": stats.temp_size_in_bytes,
+        "peak": stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes,
+    }
+
+
+def buffer_lines(buffers: dict[str, dict[bool, dict[str, int]]]) -> list[str]:
+    """The table of buffer bytes per step, with and without donation, for every model."""
+    lines = [
+        "| model | donation | model + optimizer state | outputs written in place "
+        "| new output buffers | peak live buffers per step |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, per_donation in buffers.items():
+        for donate, b in per_donation.items():
+            lines.append(
+                f"| {name} | {'yes' if donate else 'no'} | {b['state']:,} | {b['aliased']:,} "
+                f"| {b['outputs'] - b['aliased']:,} | {b['peak']:,} |"
+            )
+    return lines
 
 
 def host_overhead_us(steps: int = 20_000) -> float:

@@ -6,6 +6,7 @@ braintools / PyTorch interface (``CyclicLR``, ``TriangularLR``, ``OneCycleLR``,
 integer phase arithmetic.
 """
 
+from flax_cyclic._hyperparams import set_hyperparams as set_hyperparams
 from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
 from flax_cyclic.callbacks import LearningRateMonitor as LearningRateMonitor
@@ -66,5 +67,6 @@ __all__ = [
     "cyclic_schedule",
     "lr_find",
     "onecycle_schedule",
+    "set_hyperparams",
     "triangular_schedule",
 ]

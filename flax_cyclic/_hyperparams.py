@@ -1,27 +1,35 @@
 """Find, read and write the hyperparameters that ``optax.inject_hyperparams`` keeps in a state.
 
-Inside an ``nnx.Optimizer`` the optax state is a tree of ``nnx.Variable`` leaves, so a
-hyperparameter can be replaced in place between updates, without retracing the train step.
+Any optax state: an ``nnx.Optimizer``'s ``opt_state`` (whose leaves are ``nnx.Variable``
+objects), a Linen ``TrainState.opt_state`` or a plain pytree. ``optax.tree_utils`` finds the
+injected states and replaces their values; this module adds what those do not: parameter groups
+matched by ``optax.multi_transform`` label, ``momentum`` resolved per state (``'momentum'`` or
+Adam's ``'b1'``), values kept at their dtype and placement, and clear errors.
+
+[`set_hyperparams`][flax_cyclic.set_hyperparams] is the pure function; for a live
+``nnx.Optimizer``, [`InjectedHyperparams.write`] is its in-place twin (the LR callback's
+per-step path), sharing the lookup, the matching and the conversion.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-__all__ = ["MOMENTUM_NAMES", "InjectedHyperparams", "find_injected_hyperparams"]
+__all__ = ["MOMENTUM_NAMES", "InjectedHyperparams", "find_injected_hyperparams", "set_hyperparams"]
 
 #: Where a transformation injects its momentum: SGD-like ones as 'momentum', Adam-like as 'b1'.
 MOMENTUM_NAMES = ("momentum", "b1")
 
-_INJECTED_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+_INJECTED_STATES = ("InjectHyperparamsState", "InjectStatefulHyperparamsState")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,37 +39,51 @@ class InjectedHyperparams:
     Attributes:
         label: The ``optax.multi_transform`` / ``optax.partition`` label of the parameter group
             this state belongs to, or ``None`` outside a multi-transform.
-        path: Where the state sits in the optimizer state, for messages.
-        variables: Hyperparameter name -> the ``nnx.Variable`` holding its value.
+        path: Where the state's ``hyperparams`` sit in the optimizer state (an
+            ``optax.tree_utils`` key path).
+        values: Hyperparameter name -> its value: the ``nnx.Variable`` holding it inside an
+            ``nnx.Optimizer``, else the array.
+        dtypes: Hyperparameter name -> the dtype its value keeps.
     """
 
     label: str | None
-    path: str
-    variables: Mapping[str, nnx.Variable]
+    path: tuple[Any, ...]
+    values: Mapping[str, Any]
     dtypes: Mapping[str, np.dtype]
 
     @property
     def where(self) -> str:
         """Where this state sits, in words: its group label, else its path in the state."""
+        path = jax.tree_util.keystr(self.path[:-1])
         if self.label is not None:
-            return f"group {self.label!r} ({self.path})"
-        return self.path or "the root of the optimizer state"
+            return f"group {self.label!r} ({path})"
+        return path or "the root of the optimizer state"
 
     def momentum_name(self) -> str | None:
         """The injected momentum's name (the first of ``MOMENTUM_NAMES`` present), if any."""
-        return next((name for name in MOMENTUM_NAMES if name in self.variables), None)
+        return next((name for name in MOMENTUM_NAMES if name in self.values), None)
 
     def write(self, name: str, value: float) -> None:
-        """Replaces the value of hyperparameter ``name``, keeping its dtype.
+        """Replaces hyperparameter ``name`` in place: the twin of ``set_hyperparams``.
 
-        The new value is a host (NumPy) scalar: replacing the variable's value costs a few
+        For a live ``nnx.Optimizer``, whose values are ``nnx.Variable`` objects. The new value
+        is a host (NumPy) scalar of the old dtype: replacing the variable's value costs a few
         microseconds and leaves the compiled step's signature unchanged (no retrace), while
         ``variable[...] = jax_array`` would dispatch a scatter on the device every step. A
         host value is uncommitted, so it also fits state replicated over a device mesh.
         ``set_raw_value`` skips ``set_value``'s defensive tree copy (half the cost); the
         optimizer's hyperparameter variables carry no value hooks to skip.
         """
-        self.variables[name].set_raw_value(np.asarray(value, dtype=self.dtypes[name]))
+        self.values[name].set_raw_value(np.asarray(value, dtype=self.dtypes[name]))
+
+
+class Target(NamedTuple):
+    """One injected hyperparameter to write: the value of one group of one kind."""
+
+    kind: str  # what is written, e.g. "lr", "momentum" or a hyperparameter's name
+    group: int  # the index of the value among the per-group values
+    state: InjectedHyperparams
+    name: str  # the injected hyperparameter's name, e.g. "learning_rate" or "b1"
 
 
 def find_injected_hyperparams(opt_state: Any) -> list[InjectedHyperparams]:
@@ -71,37 +93,241 @@ def find_injected_hyperparams(opt_state: Any) -> list[InjectedHyperparams]:
     within ``multi_transform`` the sorted group labels (JAX flattens dicts by sorted key).
 
     Args:
-        opt_state: An optimizer state, e.g. ``nnx.Optimizer(...).opt_state``.
+        opt_state: An optimizer state: ``nnx.Optimizer(...).opt_state``, a Linen
+            ``TrainState.opt_state``, or what ``tx.init(params)`` returned.
 
     Returns:
         One entry per injected state; empty if the optimizer has none.
     """
-    found = []
-    leaves, _ = jax.tree_util.tree_flatten_with_path(
-        opt_state, is_leaf=lambda node: isinstance(node, _INJECTED_STATES)
+    found = optax.tree_utils.tree_get_all_with_path(
+        opt_state,
+        "hyperparams",
+        lambda path, _: getattr(path[-1], "tuple_name", None) in _INJECTED_STATES,
     )
-    for path, node in leaves:
-        if not isinstance(node, _INJECTED_STATES):
-            continue
-        variables = dict(node.hyperparams)
-        found.append(
-            InjectedHyperparams(
-                label=_group_label(path),
-                path=jax.tree_util.keystr(path),
-                variables=variables,
-                dtypes={name: np.asarray(v.get_value()).dtype for name, v in variables.items()},
-            )
+    return [
+        InjectedHyperparams(
+            label=_group_label(path),
+            path=tuple(path),
+            values=dict(values),
+            dtypes={name: _dtype(value) for name, value in values.items()},
         )
-    return found
+        for path, values in found
+    ]
 
 
-def _group_label(path: tuple) -> str | None:
-    # multi_transform keeps its groups in MultiTransformState.inner_states[label].
+def _dtype(value: Any) -> np.dtype:
+    raw = value.get_raw_value() if isinstance(value, nnx.Variable) else value
+    return np.dtype(getattr(raw, "dtype", None) or np.asarray(raw).dtype)
+
+
+def _group_label(path: Sequence[Any]) -> str | None:
+    # multi_transform keeps its groups in PartitionState.inner_states[label].
     label = None
     for key, following in itertools.pairwise(path):
         if getattr(key, "name", None) == "inner_states" and hasattr(following, "key"):
             label = str(following.key)
     return label
+
+
+def match_groups(
+    owner: str, injected: list[InjectedHyperparams], count: int, groups: Sequence[str] | None
+) -> list[list[InjectedHyperparams]]:
+    """For each of ``count`` per-group values, the injected states it goes to.
+
+    One value goes to every state (every labelled one, with ``groups``); ``count`` values go
+    one per label of ``groups`` or, without labels, one per state in the state's order.
+    """
+    if groups is not None:
+        labels = {state.label: state for state in injected if state.label is not None}
+        unknown = [label for label in groups if label not in labels]
+        if unknown:
+            raise ValueError(
+                f"{owner}: no multi_transform group is labelled {unknown}; the optimizer's "
+                f"labels are {sorted(labels)}."
+            )
+        chosen = [labels[label] for label in groups]
+        return [chosen] if count == 1 else [[state] for state in chosen]
+    if count == 1:
+        return [injected]
+    if count != len(injected):
+        described = ", ".join(state.label or state.where for state in injected)
+        raise ValueError(
+            f"{owner}: {count} values, one per parameter group, but the optimizer has "
+            f"{len(injected)} injected hyperparameter states ({described}). Give one value per "
+            "state, or name the groups by their multi_transform labels (groups=[...])."
+        )
+    return [[state] for state in injected]
+
+
+def resolve_targets(
+    per_group: list[list[InjectedHyperparams]], names: Mapping[str, str]
+) -> tuple[list[Target], list[str]]:
+    """The hyperparameters to write, and what is missing, one entry per state lacking names.
+
+    ``names`` maps each kind of value to the injected name it goes to; the name ``'auto'``
+    (for momentum) is resolved per state: ``'momentum'`` (SGD) or ``'b1'`` (Adam).
+    """
+    targets: list[Target] = []
+    problems: list[str] = []
+    for group, states in enumerate(per_group):
+        for state in states:
+            resolved = {
+                kind: state.momentum_name() if name == "auto" else name
+                for kind, name in names.items()
+            }
+            absent = [
+                f"no {name!r}" if name else f"neither {' nor '.join(map(repr, MOMENTUM_NAMES))}"
+                for name in resolved.values()
+                if name not in state.values
+            ]
+            if absent:
+                problems.append(
+                    f"{state.where} has {' and '.join(absent)} (it injects {sorted(state.values)})"
+                )
+            targets.extend(
+                Target(kind, group, state, name) for kind, name in resolved.items() if name
+            )
+    return targets, problems
+
+
+def set_hyperparams(
+    opt_state: Any,
+    *,
+    learning_rate: Any = None,
+    momentum: Any = None,
+    groups: Sequence[str] | None = None,
+    **hyperparams: Any,
+) -> Any:
+    """Returns ``opt_state`` with new values for hyperparameters injected by optax.
+
+    Works on any optimizer state holding ``optax.inject_hyperparams`` states: an
+    ``nnx.Optimizer``'s ``opt_state``, a Linen ``TrainState.opt_state``, or a plain optax
+    state. The input is not changed. Each new value keeps the old one's dtype, shape and
+    placement (a device array stays on its devices, with its sharding; a host value stays on
+    the host) and is never weakly typed, so a compiled step that takes the state does not
+    retrace. No device scatter is involved: the values are replaced, not updated in place.
+    Inside ``jax.jit``, traced values work too.
+
+    A value is a number (for every injected state, or every labelled one with ``groups``) or
+    a sequence with one number per group: per label of ``groups``, else per injected state in
+    the state's order (a ``chain``'s order, ``multi_transform`` labels sorted). A sequence of
+    one number is that number, so a scheduler's ``get_last_lr()`` can be passed as it is.
+
+    Args:
+        opt_state: The optimizer state.
+        learning_rate: The new ``learning_rate``, or ``None`` to leave it.
+        momentum: The new momentum, written where each state injects it: ``'momentum'``
+            (SGD-like) or ``'b1'`` (Adam-like). ``None`` leaves it.
+        groups: ``multi_transform`` labels: write only these groups, one value per label.
+        **hyperparams: Other injected hyperparameters by name, e.g. ``weight_decay=1e-4``.
+
+    Returns:
+        A new optimizer state of the same structure.
+
+    Raises:
+        ValueError: If there is nothing to set, no injected state, an unknown label, a
+            sequence of the wrong length, or a state that does not inject a given name.
+        TypeError: If a value is not a real number, or does not fit the old value's shape.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import optax
+        >>> from flax_cyclic import set_hyperparams
+        >>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+        >>> opt_state = tx.init({"w": jnp.zeros(3)})
+        >>> opt_state = set_hyperparams(opt_state, learning_rate=0.025, momentum=0.85)
+        >>> opt_state.hyperparams["learning_rate"]
+        Array(0.025, dtype=float32)
+    """
+    owner = "set_hyperparams"
+    values = {"learning_rate": learning_rate, "momentum": momentum, **hyperparams}
+    values = {kind: value for kind, value in values.items() if value is not None}
+    if not values:
+        raise ValueError(
+            f"{owner}: nothing to set: give learning_rate=..., momentum=... or another "
+            "injected hyperparameter by name, e.g. weight_decay=1e-4."
+        )
+    injected = find_injected_hyperparams(opt_state)
+    if not injected:
+        raise ValueError(
+            f"{owner}: the optimizer state has no optax.inject_hyperparams state to set. Build "
+            "the transformation with it, e.g. optax.inject_hyperparams(optax.sgd)"
+            "(learning_rate=0.1, momentum=0.9)."
+        )
+    per_kind = {kind: _per_group(owner, kind, value, groups) for kind, value in values.items()}
+    targets: list[Target] = []
+    problems: list[str] = []
+    for kind, per_group in per_kind.items():
+        matched = match_groups(owner, injected, len(per_group), groups)
+        found, missing = resolve_targets(matched, {kind: "auto" if kind == "momentum" else kind})
+        targets += found
+        problems += missing
+    if problems:
+        raise ValueError(
+            f"{owner}: the optimizer state does not inject every value given: "
+            + "; ".join(problems)
+            + ". Inject it, e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, "
+            "momentum=0.9), or leave the value out."
+        )
+    new: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for target in targets:
+        state = target.state
+        replaced = new.setdefault(state.path, dict(state.values))
+        value = per_kind[target.kind][target.group]
+        replaced[target.name] = _converted(owner, target, state.values[target.name], value)
+    for path, replaced in new.items():
+        opt_state = optax.tree_utils.tree_set(
+            opt_state, lambda at, _, path=path: tuple(at) == path, hyperparams=replaced
+        )
+    return opt_state
+
+
+def _per_group(owner: str, kind: str, value: Any, groups: Sequence[str] | None) -> list[Any]:
+    """``value`` as one value per group: a number is one group."""
+    if isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(
+            f"{owner}: `{kind}` must be a number or a sequence of numbers (one per group), "
+            f"got {kind}={value!r} ({type(value).__name__})."
+        )
+    if not isinstance(value, Sequence):
+        return [value]
+    values = list(value)
+    if not values:
+        raise ValueError(
+            f"{owner}: `{kind}` is an empty sequence; give a number, or one per group."
+        )
+    if groups is not None and len(values) not in (1, len(groups)):
+        raise ValueError(
+            f"{owner}: `{kind}` has {len(values)} values but groups={list(groups)} names "
+            f"{len(groups)}; give one value per label, or one number for all."
+        )
+    return values
+
+
+def _converted(owner: str, target: Target, old: Any, value: Any) -> Any:
+    """``value`` in the form of ``old``: same dtype, shape and placement; never weakly typed."""
+    variable = old if isinstance(old, nnx.Variable) else None
+    raw = variable.get_raw_value() if variable is not None else old
+    dtype = target.state.dtypes[target.name]
+    if isinstance(value, jax.core.Tracer) or isinstance(raw, jax.core.Tracer):
+        new: Any = jnp.asarray(value, dtype=dtype)
+    else:
+        new = np.asarray(value)
+        if new.dtype.kind not in "iuf" or isinstance(value, bool):
+            raise TypeError(
+                f"set_hyperparams: `{target.kind}` must be a real number, got "
+                f"{target.kind}={value!r} ({type(value).__name__})."
+            )
+        new = new.astype(dtype)
+    if np.shape(new) != np.shape(raw):
+        raise TypeError(
+            f"{owner}: the new {target.name!r} at {target.state.where} has shape "
+            f"{np.shape(new)}, but the injected value has shape {np.shape(raw)}; give a value "
+            "of that shape (a number for a scalar)."
+        )
+    if isinstance(raw, jax.Array) and not isinstance(new, jax.core.Tracer):
+        new = jax.device_put(new, raw.sharding)
+    return variable.replace(new) if variable is not None else new
 
 
 def accumulation_state(opt_state: Any) -> optax.MultiStepsState | None:

@@ -12,9 +12,16 @@ __all__ = ["local_copy", "mean_metrics"]
 
 
 def mean_metrics(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
-    """The mean of each metric over steps: one device-to-host transfer, nothing to compile."""
-    host = jax.device_get(metrics)
-    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+    """The mean of each metric over steps, read on the host: nothing to compile.
+
+    Each value is read with ``np.asarray`` (a fraction of a microsecond for a scalar that is
+    ready), not ``jax.device_get`` of the whole list, which costs microseconds per value: at an
+    epoch's end that was more than the train steps' own host time.
+    """
+    return {
+        name: float(np.mean([np.asarray(local_copy(m[name])) for m in metrics]))
+        for name in metrics[0]
+    }
 
 
 def local_copy(value: Any) -> Any:

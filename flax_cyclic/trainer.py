@@ -17,6 +17,7 @@ from flax import nnx
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._metrics import mean_metrics
+from flax_cyclic._split_step import SplitStep
 from flax_cyclic.callbacks.base import Callback, CallbackList, MetricWriter, check_optimizer
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 from flax_cyclic.callbacks.metrics_logger import MetricsLogger
@@ -61,8 +62,13 @@ class Trainer:
     Args:
         model: The ``nnx.Module`` to train.
         optimizer: Its ``nnx.Optimizer``.
-        train_step: ``train_step(model, optimizer, batch) -> metrics``; compiled with
-            ``nnx.jit``. Defaults to ``classification_train_step``.
+        train_step: ``train_step(model, optimizer, batch) -> metrics``, written as for
+            ``nnx.jit``. Defaults to ``classification_train_step``. It runs as one ``jax.jit``
+            function of the split model and optimizer state, which it donates: the step updates
+            the arrays in place, and the NNX objects get them back when something reads them
+            (evaluation, checkpoints, a callback reading ``loop.model`` / ``loop.optimizer``,
+            the end of ``fit``). Inside ``fit``, read them through the loop (or
+            ``trainer.model``), not through a reference kept from before.
         eval_step: ``eval_step(model, batch) -> metrics``; compiled with ``nnx.jit``. Defaults
             to ``classification_eval_step``.
         callbacks: [`Callback`][flax_cyclic.Callback] objects, called in order.
@@ -109,8 +115,6 @@ class Trainer:
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
                 raise TypeError(f"Trainer: `{name}` must be callable, got {step!r}.")
-        self.model = model
-        self.optimizer = optimizer
         if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
             raise TypeError(
                 f"Trainer: `checkpointer` must be a flax_cyclic.Checkpointer, got "
@@ -126,8 +130,10 @@ class Trainer:
             callbacks.append(MetricsLogger(writer, every_steps=log_every_steps))
         if progress is not False:
             callbacks.append(ProgressBar(enabled=progress))
-        self.callbacks = CallbackList(callbacks, model=model, optimizer=optimizer)
-        self._train_step = nnx.jit(train_step)
+        self._split_step = SplitStep(train_step, model, optimizer)
+        self.callbacks = _TrainerLoop(
+            callbacks, model=model, optimizer=optimizer, split_step=self._split_step
+        )
         self._eval_step = nnx.jit(eval_step)
         if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
             raise TypeError(f"Trainer: `mesh` must be a jax.sharding.Mesh, got {mesh!r}.")
@@ -142,6 +148,16 @@ class Trainer:
             if mesh is None
             else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(data_axis))
         )
+
+    @property
+    def model(self) -> nnx.Module:
+        """The model, up to date with every train step run so far."""
+        return self.callbacks.model
+
+    @property
+    def optimizer(self) -> nnx.Optimizer:
+        """The optimizer, up to date with every train step run so far."""
+        return self.callbacks.optimizer
 
     @property
     def step(self) -> int:
@@ -196,6 +212,7 @@ class Trainer:
         history = History()
         self._place_on_mesh()
         position, data_state = self._resume(history)
+        self._split_step.refresh()
         self.callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
         if history.resumed_from is not None and not self._more(num_epochs, num_steps):
             self._say_complete(num_epochs, num_steps)
@@ -212,8 +229,10 @@ class Trainer:
                 if self.checkpointer:
                     self._save(run.position, run.batches)
                     self.checkpointer.wait()
+                self._split_step.sync()
                 self.callbacks.on_train_end()
             except BaseException as error:
+                self._split_step.sync(check=False)  # the NNX objects hold the last step's state
                 self.callbacks.on_exception(error)
                 if self.checkpointer is not None:
                     self.checkpointer.wait()  # a save in flight completes: nothing complete is lost
@@ -270,7 +289,7 @@ class Trainer:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
         callbacks = self.callbacks
         callbacks.on_step_begin()
-        metrics = self._train_step(self.model, self.optimizer, self._shard(batch))
+        metrics = self._split_step(self._shard(batch))
         if not isinstance(metrics, Mapping):
             raise TypeError(
                 "Trainer.fit: train_step must return a mapping of metric names "
@@ -452,6 +471,19 @@ class Trainer:
                 "Trainer.fit", "num_epochs", num_epochs, minimum=1, hint=hint
             ), None
         return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
+
+
+class _TrainerLoop(CallbackList):
+    """The Trainer's callback list: reading its model or optimizer brings them up to date."""
+
+    def __init__(
+        self, callbacks: Sequence[Callback], *, model: Any, optimizer: Any, split_step: SplitStep
+    ) -> None:
+        super().__init__(callbacks, model=model, optimizer=optimizer)
+        self._split_step = split_step
+
+    def _bring_up_to_date(self) -> None:
+        self._split_step.sync()
 
 
 def _logs_lr(callback: Callback) -> bool:

@@ -569,7 +569,8 @@ def test_missing_names_are_listed_per_group():
     message = str(raised.value)
     assert message == (
         "LRSchedulerCallback: the optimizer does not inject what the scheduler sets (it cycles "
-        "momentum): group 'plain' (.inner_states['plain'].inner_state) has neither 'momentum' "
+        "momentum): group 'plain' (PartitionState.inner_states['plain']MaskedState.inner_state) "
+        "has neither 'momentum' "
         "nor 'b1' (it injects ['learning_rate']). Pass the right name (learning_rate=..., "
         "momentum=...) or inject it, e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, "
         "momentum=0.9); or pass momentum=None to leave momentum alone."

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 from helpers import (
     MLP,
+    CrashAt,
     RecordingWriter,
     count_compilations,
     host_lrs,
@@ -266,3 +267,134 @@ def test_an_lr_callback_with_the_writer_is_not_logged_twice():
     ]
     trainer.fit(tiny_batches(16, 4), num_steps=4)
     assert sorted(writer.by_tag()["learning_rate"]) == [0, 1, 2, 3]
+
+
+# -- the step as a pure jax.jit function of split, donated state --
+
+
+def _hand_written_params(steps: int, data) -> list[list[np.ndarray]]:
+    """The model's arrays after each of `steps` steps of an nnx.jit loop with the LR callback."""
+    from flax_cyclic.trainer import classification_train_step
+
+    model, optimizer = tiny_setup()
+    step = nnx.jit(classification_train_step)
+    loop = CallbackList(
+        [LRSchedulerCallback(CyclicLR(0.01, 0.1, 3))], model=model, optimizer=optimizer
+    )
+    loop.on_train_begin()
+    seen = []
+    for batch in data[:steps]:
+        loop.on_step_begin()
+        loop.on_step_end(step(model, optimizer, batch))
+        seen.append([np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model))])
+    return seen
+
+
+class _ReadEveryStep(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_step_end(self, loop, step, metrics):
+        self.seen.append([np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(loop.model))])
+
+
+def test_a_callback_reading_loop_model_sees_every_step_as_a_hand_written_loop_does():
+    data = tiny_batches(16, 8)
+    model, optimizer = tiny_setup()
+    reader = _ReadEveryStep()
+    Trainer(model, optimizer, callbacks=[LRSchedulerCallback(CyclicLR(0.01, 0.1, 3)), reader]).fit(
+        data, num_steps=8
+    )
+    expected = _hand_written_params(8, data)
+    assert len(reader.seen) == 8
+    for got, want in zip(reader.seen, expected, strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_step_updates_the_state_in_place_and_keeps_no_second_copy():
+    from flax_cyclic._split_step import SplitStep
+    from flax_cyclic.trainer import classification_train_step
+
+    model, optimizer = tiny_setup()
+    step = SplitStep(classification_train_step, model, optimizer)
+    state_bytes = sum(
+        leaf.nbytes
+        for leaf in jax.tree.leaves(nnx.state((model, optimizer)))
+        if leaf.ndim > 0  # the arrays: parameters and momentum
+    )
+    stats = step.lower(tiny_batches(16, 1)[0]).compile().memory_analysis()
+    # Every parameter and momentum array is written into its donated argument.
+    assert stats.alias_size_in_bytes >= state_bytes
+    # What is not: the metrics and the injected hyperparameters, a few scalars.
+    assert stats.output_size_in_bytes - stats.alias_size_in_bytes < 0.1 * state_bytes
+
+    held = []
+
+    class Hold(Callback):
+        def on_step_end(self, loop, step, metrics):
+            held.append(loop.model.hidden.kernel.get_value())
+
+    model, optimizer = tiny_setup()
+    Trainer(model, optimizer, callbacks=[Hold()]).fit(tiny_batches(16, 4), num_steps=4)
+    # The arrays of each step were donated to the next: no copy of them outlived it.
+    assert [array.is_deleted() for array in held] == [True, True, True, False]
+    assert held[-1] is model.hidden.kernel.get_value()
+
+
+def test_a_write_through_the_loop_is_trained_with():
+    class ZeroBias(Callback):
+        def on_step_end(self, loop, step, metrics):
+            loop.model.out.bias[...] = jnp.zeros(3)
+
+    model, optimizer = tiny_setup(lr=0.1)
+    Trainer(model, optimizer, callbacks=[ZeroBias()]).fit(tiny_batches(16, 3), num_steps=3)
+    np.testing.assert_array_equal(model.out.bias.get_value(), np.zeros(3))
+
+
+def test_a_write_through_a_reference_kept_from_before_fit_is_refused():
+    model, optimizer = tiny_setup(lr=0.1)
+
+    class WriteBehind(Callback):
+        def on_step_end(self, loop, step, metrics):
+            if step == 1:
+                model.out.bias.set_value(jnp.zeros(3))  # not through the loop
+
+    trainer = Trainer(model, optimizer, callbacks=[WriteBehind()])
+    with raises_exactly(
+        RuntimeError,
+        "Trainer: ['model.out.bias'] of the model or optimizer were assigned during fit "
+        "through a reference the loop does not see, and training would overwrite them. Inside "
+        "fit, read and write them through the hooks' loop (loop.model, loop.optimizer), which "
+        "brings them up to date first.",
+    ):
+        trainer.fit(tiny_batches(16, 3), num_steps=3)
+    # On the way out, the model holds the last step's state.
+    assert np.all(np.isfinite(model.out.kernel.get_value()))
+
+
+def test_after_an_interruption_the_model_holds_the_last_completed_step():
+    data = tiny_batches(16, 8)
+    model, optimizer = tiny_setup()
+    trainer = Trainer(
+        model, optimizer, callbacks=[LRSchedulerCallback(CyclicLR(0.01, 0.1, 3)), CrashAt(5)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(data, num_steps=8)
+    expected = _hand_written_params(5, data)[-1]
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_train_step_that_adds_a_variable_is_refused():
+    from flax_cyclic.trainer import classification_train_step
+
+    def adding_step(model, optimizer, batch):
+        model.extra = nnx.BatchStat(jnp.zeros(()))
+        return classification_train_step(model, optimizer, batch)
+
+    model, optimizer = tiny_setup()
+    with pytest.raises(
+        ValueError, match=r"train_step changed the structure .*added \['model.extra'\]"
+    ):
+        Trainer(model, optimizer, train_step=adding_step).fit(tiny_batches(16, 1), num_steps=1)

@@ -31,6 +31,11 @@ class Loop(Protocol):
     ``step`` is the number of train steps done; a callback may set it in ``on_train_begin``
     (the LR callback does, for a scheduler that starts part-way). ``total_steps`` is the planned
     length of the whole run, when known.
+
+    Read ``model`` and ``optimizer`` from the loop in the hook that needs them, not through a
+    reference kept from before training: the [`Trainer`][flax_cyclic.Trainer] keeps the
+    training state apart from the NNX objects between steps, and reading them from the loop
+    puts it back first.
     """
 
     model: Any
@@ -158,8 +163,8 @@ class CallbackList:
                 "distinct state_key so their checkpointed states do not collide."
             )
         check_optimizer("CallbackList", optimizer, allow_none=True)
-        self.model = model
-        self.optimizer = optimizer
+        self._model = model
+        self._optimizer = optimizer
         self.step = _checks.integer(
             "CallbackList",
             "step",
@@ -171,6 +176,33 @@ class CallbackList:
         self.epoch = 0
         self.total_steps: int | None = None  # planned train steps, when known
         self._began = False
+
+    @property
+    def model(self) -> Any:
+        """The model being trained, up to date with every step run so far."""
+        self._bring_up_to_date()
+        return self._model
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        self._model = model
+
+    @property
+    def optimizer(self) -> Any:
+        """Its ``nnx.Optimizer``, up to date with every step run so far."""
+        self._bring_up_to_date()
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: Any) -> None:
+        check_optimizer("CallbackList", optimizer, allow_none=True)
+        self._optimizer = optimizer
+
+    def _bring_up_to_date(self) -> None:
+        """Puts the training state back into the NNX objects, for a loop that keeps it apart.
+
+        A no-op here; the Trainer's loop, which trains on split state, overrides it.
+        """
 
     def on_train_begin(self) -> None:
         """Calls ``on_train_begin`` on every callback."""

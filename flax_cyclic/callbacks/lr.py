@@ -13,11 +13,13 @@ import numpy as np
 from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError
 from flax_cyclic._hyperparams import (
-    MOMENTUM_NAMES,
     InjectedHyperparams,
+    Target,
     accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
+    match_groups,
+    resolve_targets,
 )
 from flax_cyclic._metrics import local_copy
 from flax_cyclic.callbacks.base import (
@@ -34,15 +36,6 @@ __all__ = ["LRSchedulerCallback"]
 logger = logging.getLogger("flax_cyclic")
 
 _INTERVALS = ("step", "epoch")
-
-
-class _Target(NamedTuple):
-    """One injected hyperparameter the callback writes: a scheduler value of one group."""
-
-    kind: str  # "lr" or "momentum"
-    group: int  # the scheduler's parameter group
-    state: InjectedHyperparams
-    name: str  # the injected hyperparameter's name, e.g. "learning_rate" or "b1"
 
 
 class _Applied(NamedTuple):
@@ -183,17 +176,16 @@ class LRSchedulerCallback(Callback):
     def _init_state(self) -> None:
         self._plan_written = False  # by this run, or by the run it is restored from
         self._restored = False
-        self._targets: list[_Target] = []
+        self._targets: list[Target] = []
         self._train_steps = 0
         self._updates_per_step = 1  # the resolved accumulation_steps
         self._position = self.scheduler.last_epoch  # where the callback last left the scheduler
-        # Checks that read device values without waiting for them (see _verify_*).
+        # The checks of _verify_applied (device values read once ready, never waited for)
+        # and _verify_accumulation (the first 2k train steps).
         self._applied: list[_Applied] = []
         self._unconfirmed: dict[int, float | None] = {}
-        self._counted: list[tuple[int, Any]] = []  # (train steps, MultiSteps' gradient_step)
         self._counts_to_check = 0
         self._gradient_step_offset = 0
-        self._optimizer: Any = None
 
     @property
     def train_steps(self) -> int:
@@ -214,7 +206,6 @@ class LRSchedulerCallback(Callback):
         """
         owner = type(self).__name__
         optimizer = loop_optimizer(owner, loop)
-        self._optimizer = optimizer
         opt_state = optimizer.opt_state
         self._updates_per_step = self._resolve_accumulation(optimizer)
         injected = find_injected_hyperparams(opt_state)
@@ -245,12 +236,12 @@ class LRSchedulerCallback(Callback):
             raise self._moved_elsewhere()
         self._train_steps += 1
         if self._counts_to_check:
-            self._verify_accumulation(block=False)
+            self._verify_accumulation(loop)
         if self._train_steps % self._updates_per_step:
             return  # a micro-batch of optax.MultiSteps: no parameter update yet
         update = self._train_steps // self._updates_per_step - 1
         if self._unconfirmed:
-            self._verify_applied(update)
+            self._verify_applied(loop, update)
         if self.writer is not None and update % self.log_every_steps == 0:
             self._log(update)
         if self.interval == "step":
@@ -261,8 +252,6 @@ class LRSchedulerCallback(Callback):
     def on_train_end(self, loop: Loop) -> None:
         """Finishes the pending checks (waiting for their values now) and flushes the writer."""
         try:
-            if self._counts_to_check:
-                self._verify_accumulation(block=True)
             if self._applied:
                 self._check_applied(block=True)
         finally:
@@ -358,51 +347,24 @@ class LRSchedulerCallback(Callback):
 
     def _match_groups(self, injected: list[InjectedHyperparams]) -> list[list[InjectedHyperparams]]:
         """For each scheduler group, the injected states it drives."""
-        owner = type(self).__name__
-        if self.groups is not None:
-            labels = {state.label: state for state in injected if state.label is not None}
-            unknown = [label for label in self.groups if label not in labels]
-            if unknown:
-                raise ValueError(
-                    f"{owner}: no multi_transform group is labelled {unknown}; the optimizer's "
-                    f"labels are {sorted(labels)}."
-                )
-            return [[labels[label]] for label in self.groups]
         groups = self.scheduler.num_groups
-        if groups == 1:
-            return [injected]
-        if groups != len(injected):
+        if self.groups is None and groups not in (1, len(injected)):
             described = ", ".join(state.label or state.where for state in injected)
             raise ValueError(
-                f"{owner}: the scheduler has {groups} parameter groups but the optimizer has "
-                f"{len(injected)} injected hyperparameter states ({described}). Give the "
-                "scheduler one learning rate per group, or pass groups=[labels]."
+                f"{type(self).__name__}: the scheduler has {groups} parameter groups but the "
+                f"optimizer has {len(injected)} injected hyperparameter states ({described}). "
+                "Give the scheduler one learning rate per group, or pass groups=[labels]."
             )
-        return [[state] for state in injected]
+        return match_groups(type(self).__name__, injected, groups, self.groups)
 
-    def _resolve_targets(self, per_group: list[list[InjectedHyperparams]]) -> list[_Target]:
+    def _resolve_targets(self, per_group: list[list[InjectedHyperparams]]) -> list[Target]:
         """The hyperparameters to write, with ``momentum='auto'`` resolved per injected state."""
         cycles_momentum = self.momentum is not None and self.scheduler.cycle_momentum
-        targets: list[_Target] = []
-        problems: list[str] = []
-        for group, states in enumerate(per_group):
-            for state in states:
-                names: dict[str, str | None] = {"lr": self.learning_rate}
-                if cycles_momentum:
-                    names["momentum"] = self._momentum_name(state)
-                absent = [
-                    f"no {name!r}" if name else f"neither {' nor '.join(map(repr, MOMENTUM_NAMES))}"
-                    for name in names.values()
-                    if name not in state.variables
-                ]
-                if absent:
-                    problems.append(
-                        f"{state.where} has {' and '.join(absent)} (it injects "
-                        f"{sorted(state.variables)})"
-                    )
-                targets.extend(
-                    _Target(kind, group, state, name) for kind, name in names.items() if name
-                )
+        names = {"lr": self.learning_rate}
+        if cycles_momentum:
+            assert self.momentum is not None
+            names["momentum"] = self.momentum
+        targets, problems = resolve_targets(per_group, names)
         if problems:
             fix = "Pass the right name (learning_rate=..., momentum=...) or inject it"
             if cycles_momentum:
@@ -417,11 +379,6 @@ class LRSchedulerCallback(Callback):
                 + f". {fix}."
             )
         return targets
-
-    def _momentum_name(self, state: InjectedHyperparams) -> str | None:
-        if self.momentum is not None and self.momentum != "auto":
-            return self.momentum
-        return state.momentum_name()
 
     def _align_with_loop(self, loop: Loop) -> None:
         """Agrees with the loop on the train step: the loop learns it, or both must match."""
@@ -496,7 +453,6 @@ class LRSchedulerCallback(Callback):
         self._applied = []
         self._unconfirmed = {i: None for i in range(len(self._targets))}
         state = accumulation_state(opt_state)
-        self._counted = []
         self._counts_to_check = 0
         if state is not None:
             k = self._updates_per_step
@@ -505,7 +461,7 @@ class LRSchedulerCallback(Callback):
             self._gradient_step_offset = done - self._train_steps // k
             self._counts_to_check = 2 * k
 
-    def _verify_applied(self, update: int) -> None:
+    def _verify_applied(self, loop: Loop, update: int) -> None:
         """Records the values the optimizer applied in ``update`` and checks those ready.
 
         A hyperparameter injected as a schedule is recomputed by optax inside the update, so
@@ -514,10 +470,11 @@ class LRSchedulerCallback(Callback):
         has matched a value that differs from its first one: a schedule that agreed with the
         scheduler's values at two different points is no longer a suspect.
         """
+        loop_optimizer(type(self).__name__, loop)  # brings the injected values up to date
         values = self._values()
         for index in self._unconfirmed:
             target = self._targets[index]
-            held = target.state.variables[target.name].get_value()
+            held = target.state.values[target.name].get_value()
             written = values[target.kind][target.group]
             self._applied.append(_Applied(update, index, held, written))
         self._check_applied(block=False)
@@ -548,28 +505,25 @@ class LRSchedulerCallback(Callback):
         if not self._unconfirmed:
             self._applied.clear()
 
-    def _verify_accumulation(self, *, block: bool) -> None:
+    def _verify_accumulation(self, loop: Loop) -> None:
         """Compares optax.MultiSteps' update count with the one ``accumulation_steps`` implies.
 
-        Over the first ``2 * k`` train steps of a run, without waiting on the device.
+        Over the first ``2 * k`` train steps of a run, each reading the counter from the device
+        (the step donates its state, so the value is read before the next step reuses it).
         """
-        state = accumulation_state(self._optimizer.opt_state)
-        if not block and state is not None:
-            self._counted.append((self._train_steps, state.gradient_step.get_value()))
-            self._counts_to_check -= 1
-        while self._counted and (block or _is_ready(self._counted[0][1])):
-            train_steps, gradient_step = self._counted.pop(0)
-            made = int(_host_value(gradient_step)) - self._gradient_step_offset
-            expected = train_steps // self._updates_per_step
-            if made != expected:
-                raise ValueError(
-                    f"{type(self).__name__}: optax.MultiSteps made {made} parameter updates in "
-                    f"the first {train_steps} train steps, but accumulation_steps="
-                    f"{self._updates_per_step} means {expected}: the scheduler would not "
-                    "advance once per update. Pass its every_k_schedule as accumulation_steps."
-                )
-        if block:
-            self._counts_to_check = 0
+        state = accumulation_state(loop_optimizer(type(self).__name__, loop).opt_state)
+        self._counts_to_check -= 1
+        if state is None:
+            return
+        made = int(_host_value(state.gradient_step.get_value())) - self._gradient_step_offset
+        expected = self._train_steps // self._updates_per_step
+        if made != expected:
+            raise ValueError(
+                f"{type(self).__name__}: optax.MultiSteps made {made} parameter updates in "
+                f"the first {self._train_steps} train steps, but accumulation_steps="
+                f"{self._updates_per_step} means {expected}: the scheduler would not "
+                "advance once per update. Pass its every_k_schedule as accumulation_steps."
+            )
 
     def _not_begun(self, hook: str) -> RuntimeError:
         return RuntimeError(

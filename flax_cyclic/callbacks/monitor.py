@@ -166,6 +166,7 @@ class LearningRateMonitor(Callback):
             )
         if not self._active or (step + 1) % self.log_every_steps:
             return
+        loop_optimizer(type(self).__name__, loop)  # brings the variables read up to date
         values = {read.tag: local_copy(read.variable.get_value()) for read in self._reads}
         if self._accumulation is None:
             update, host = step, jax.device_get(values)
@@ -222,9 +223,9 @@ class LearningRateMonitor(Callback):
                 "optax.inject_hyperparams, e.g. optax.inject_hyperparams(optax.sgd)"
                 "(learning_rate=0.01, momentum=0.9); a schedule works as well as a number."
             )
-        states = [state for state in injected if "learning_rate" in state.variables]
+        states = [state for state in injected if "learning_rate" in state.values]
         if not states:
-            described = "; ".join(f"{s.where} injects {sorted(s.variables)}" for s in injected)
+            described = "; ".join(f"{s.where} injects {sorted(s.values)}" for s in injected)
             raise ValueError(
                 f"{owner}: the optimizer must inject a 'learning_rate', got {described}. "
                 "Inject the learning rate, e.g. optax.inject_hyperparams(optax.sgd)"
@@ -233,10 +234,10 @@ class LearningRateMonitor(Callback):
         reads = []
         for key, state in zip(_keys(states), states, strict=True):
             suffix = "" if key is None else f"/{key}"
-            reads.append(_Read(f"learning_rate{suffix}", state.variables["learning_rate"]))
+            reads.append(_Read(f"learning_rate{suffix}", state.values["learning_rate"]))
             momentum = state.momentum_name()
             if momentum is not None:
-                reads.append(_Read(f"momentum{suffix}", state.variables[momentum]))
+                reads.append(_Read(f"momentum{suffix}", state.values[momentum]))
         return reads
 
 

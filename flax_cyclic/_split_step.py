@@ -1,0 +1,180 @@
+"""A train step run as one ``jax.jit`` function of split, donated state.
+
+``nnx.jit`` walks the model and optimizer graphs on every call, which costs more than the step
+itself for small models. [`SplitStep`] splits them once, keeps their arrays in a list while
+training runs, and calls a ``jax.jit`` function of that list: the arrays are donated, so the
+step updates them in place and no second copy of the parameters and optimizer state is alive
+across it. The NNX objects get the arrays back only when something reads them
+([`SplitStep.sync`]: the Trainer calls it for evaluation, checkpoints, callbacks that read
+``loop.model`` / ``loop.optimizer``, and the end of ``fit``).
+
+The hyperparameters injected by ``optax.inject_hyperparams`` are the exception: they are read
+from the optimizer before every step and not donated, so an LR callback that writes them in
+place between steps (``InjectedHyperparams.write``) is heard without a sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from flax import nnx
+
+from flax_cyclic._hyperparams import find_injected_hyperparams
+
+__all__ = ["SplitStep"]
+
+
+class SplitStep:
+    """``train_step(model, optimizer, batch) -> metrics`` as a pure function of split state.
+
+    Args:
+        train_step: The step, written against the NNX objects (as for ``nnx.jit``).
+        model: The ``nnx.Module``.
+        optimizer: Its ``nnx.Optimizer``.
+        donate: Donate the carried state to the step (``False``: for comparison only).
+    """
+
+    def __init__(
+        self, train_step: Callable[..., Any], model: Any, optimizer: Any, *, donate: bool = True
+    ) -> None:
+        self._train_step = train_step
+        self._donate = donate
+        self._objects = (model, optimizer)
+        self._graphdef: Any = None
+        self._variables: list[Any] = []
+        self._leaves: list[Any] | None = None  # the carried arrays, while the objects are stale
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Splits the objects again if their structure changed since the last split.
+
+        Call it while the objects are up to date (after ``sync``), e.g. at the start of a run.
+        """
+        assert self._leaves is None, "refresh() needs the objects up to date: sync() first"
+        graphdef, flat = nnx.graph.flatten(self._objects)
+        unchanged = len(flat) == len(self._variables) and all(
+            variable is known for (_, variable), known in zip(flat, self._variables, strict=True)
+        )
+        if unchanged and graphdef == self._graphdef:
+            return
+        injected = find_injected_hyperparams(self._objects[1].opt_state)
+        inputs = {id(value) for state in injected for value in state.values.values()}
+        self._graphdef = graphdef
+        self._paths = [path for path, _ in flat]
+        self._variables = [variable for _, variable in flat]
+        self._is_input = [id(variable) in inputs for variable in self._variables]
+        self._carried, self._inputs = self._divided(self._variables)
+        self._taken: list[Any] = []  # what the carried variables held when the list was taken
+        self._given: list[Any] = []  # the inputs of the last step, and what it returned for them
+        self._returned: list[Any] = []
+        self._compiled = jax.jit(self._pure, donate_argnums=0 if self._donate else ())
+
+    def __call__(self, batch: Any) -> Any:
+        """Runs one step on ``batch``; returns its metrics."""
+        if self._leaves is None:
+            self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
+        given = [variable.get_raw_value() for variable in self._inputs]
+        self._leaves, self._returned, metrics = self._compiled(self._leaves, given, batch)
+        self._given = given
+        return metrics
+
+    @property
+    def carried_bytes(self) -> int:
+        """Bytes of the state the step carries and donates (all but the hyperparameters)."""
+        leaves = self._leaves
+        if leaves is None:
+            leaves = [variable.get_raw_value() for variable in self._carried]
+        return sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(leaves))
+
+    def lower(self, batch: Any) -> jax.stages.Lowered:
+        """The step lowered for ``batch``: ``.compile().memory_analysis()`` gives its buffers."""
+        carried = self._leaves
+        if carried is None:
+            carried = [variable.get_raw_value() for variable in self._carried]
+        given = [variable.get_raw_value() for variable in self._inputs]
+        return self._compiled.lower(carried, given, batch)
+
+    def sync(self, *, check: bool = True) -> None:
+        """Writes the arrays of the last step back into the NNX objects.
+
+        An injected hyperparameter written since the last step (by an LR callback) keeps its
+        new value; every other variable gets the step's result.
+
+        Args:
+            check: Refuse variables replaced behind the step's back (see Raises); ``False``
+                on the way out of an error, where the step's results are put back regardless.
+
+        Raises:
+            RuntimeError: If a carried variable was replaced since the list was taken, through
+                a reference held outside the loop: the write would be lost.
+        """
+        if self._leaves is None:
+            return
+        if check:
+            replaced = [
+                _named(path)
+                for path, variable, taken in zip(
+                    self._carried_paths(), self._carried, self._taken, strict=True
+                )
+                if variable.get_raw_value() is not taken
+            ]
+            if replaced:
+                raise RuntimeError(
+                    f"Trainer: {replaced} of the model or optimizer were assigned during fit "
+                    "through a reference the loop does not see, and training would overwrite "
+                    "them. Inside fit, read and write them through the hooks' loop "
+                    "(loop.model, loop.optimizer), which brings them up to date first."
+                )
+        for variable, value in zip(self._carried, self._leaves, strict=True):
+            variable.set_raw_value(value)
+        for variable, given, returned in zip(
+            self._inputs, self._given, self._returned, strict=False
+        ):
+            if variable.get_raw_value() is given:  # not written since the step
+                variable.set_raw_value(returned)
+        self._leaves = None
+        self._given, self._returned, self._taken = [], [], []
+
+    def _carried_paths(self) -> list[Any]:
+        return self._divided(self._paths)[0]
+
+    def _pure(
+        self, carried: list[Any], inputs: list[Any], batch: Any
+    ) -> tuple[list[Any], list[Any], Any]:
+        carried_values, input_values = iter(carried), iter(inputs)
+        values = [next(input_values if is_input else carried_values) for is_input in self._is_input]
+        state = nnx.from_flat_state(
+            [
+                (path, variable.replace(value))
+                for path, variable, value in zip(self._paths, self._variables, values, strict=True)
+            ]
+        )
+        model, optimizer = nnx.merge(self._graphdef, state)
+        metrics = self._train_step(model, optimizer, batch)
+        _, flat = nnx.graph.flatten((model, optimizer))
+        paths = [path for path, _ in flat]
+        if paths != self._paths:
+            added = sorted(map(_named, set(map(tuple, paths)) - set(map(tuple, self._paths))))
+            removed = sorted(map(_named, set(map(tuple, self._paths)) - set(map(tuple, paths))))
+            raise ValueError(
+                "Trainer: train_step changed the structure of the model or optimizer (added "
+                f"{added}, removed {removed}); a train step may change values, not add or remove "
+                "variables. Create every variable before training."
+            )
+        new = [variable.get_raw_value() for _, variable in flat]
+        carried_out, inputs_out = self._divided(new)
+        return carried_out, inputs_out, metrics
+
+    def _divided(self, values: list[Any]) -> tuple[list[Any], list[Any]]:
+        """``values`` (one per variable) parted into the carried ones and the inputs."""
+        pairs = list(zip(values, self._is_input, strict=True))
+        return [v for v, is_input in pairs if not is_input], [
+            v for v, is_input in pairs if is_input
+        ]
+
+
+def _named(path: tuple[Any, ...]) -> str:
+    """A variable's path in words: ``(0, 'out', 'bias')`` -> ``'model.out.bias'``."""
+    return ".".join(["model" if path[0] == 0 else "optimizer", *map(str, path[1:])])
