@@ -2,13 +2,14 @@
 
 Pure, jit-safe schedules (``cyclic_schedule`` and its family) and stateful schedulers with the
 braintools / PyTorch interface (``CyclicLR``, ``TriangularLR``, ``OneCycleLR``,
-``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``), computing PyTorch's numbers with exact
-integer phase arithmetic.
+``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``LinearLR``, ``SequentialLR``,
+``ReduceLROnPlateau``), computing PyTorch's numbers with exact integer phase arithmetic.
 """
 
 from flax_cyclic._hyperparams import set_hyperparams as set_hyperparams
 from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
+from flax_cyclic.callbacks import EarlyStopping as EarlyStopping
 from flax_cyclic.callbacks import LearningRateMonitor as LearningRateMonitor
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
@@ -19,15 +20,19 @@ from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.checkpoint import NonFiniteError as NonFiniteError
 from flax_cyclic.lr_finder import LRFinderResult as LRFinderResult
 from flax_cyclic.lr_finder import lr_find as lr_find
+from flax_cyclic.plateau import ReduceLROnPlateau as ReduceLROnPlateau
 from flax_cyclic.schedulers import CosineAnnealingLR as CosineAnnealingLR
 from flax_cyclic.schedulers import CosineAnnealingWarmRestarts as CosineAnnealingWarmRestarts
 from flax_cyclic.schedulers import CyclicLR as CyclicLR
+from flax_cyclic.schedulers import LinearLR as LinearLR
 from flax_cyclic.schedulers import LRScheduler as LRScheduler
 from flax_cyclic.schedulers import OneCycleLR as OneCycleLR
+from flax_cyclic.schedulers import SequentialLR as SequentialLR
 from flax_cyclic.schedulers import TriangularLR as TriangularLR
 from flax_cyclic.schedules import cosine_annealing_schedule as cosine_annealing_schedule
 from flax_cyclic.schedules import cosine_warm_restarts_schedule as cosine_warm_restarts_schedule
 from flax_cyclic.schedules import cyclic_schedule as cyclic_schedule
+from flax_cyclic.schedules import linear_schedule as linear_schedule
 from flax_cyclic.schedules import onecycle_schedule as onecycle_schedule
 from flax_cyclic.schedules import triangular_schedule as triangular_schedule
 from flax_cyclic.steps import classification_eval_step as classification_eval_step
@@ -46,15 +51,19 @@ __all__ = [
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
     "CyclicLR",
+    "EarlyStopping",
     "History",
     "LRFinderResult",
     "LRScheduler",
     "LRSchedulerCallback",
     "LearningRateMonitor",
+    "LinearLR",
     "MetricsLogger",
     "NonFiniteError",
     "OneCycleLR",
     "ProgressBar",
+    "ReduceLROnPlateau",
+    "SequentialLR",
     "TerminateOnNaN",
     "Trainer",
     "TriangularLR",
@@ -65,6 +74,7 @@ __all__ = [
     "cosine_warm_restarts_schedule",
     "create_writer",
     "cyclic_schedule",
+    "linear_schedule",
     "lr_find",
     "onecycle_schedule",
     "set_hyperparams",

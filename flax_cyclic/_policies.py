@@ -27,9 +27,11 @@ __all__ = [
     "WARMUP_MODES",
     "CosinePolicy",
     "CyclePolicy",
+    "LinearRamp",
     "OneCyclePolicy",
     "RampPolicy",
     "RestartPolicy",
+    "in_unit_interval",
     "triangular_policy",
     "triangular_step_size",
 ]
@@ -194,6 +196,63 @@ class RampPolicy:
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description."""
         return {"num_steps": self.num_steps, "mode": self.mode}
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearRamp:
+    """PyTorch's ``LinearLR``: ``base_lr`` times a factor that moves linearly, then holds.
+
+    The factor goes from ``start_factor`` at step 0 to ``end_factor`` at step ``total_iters``
+    and stays there. The formula is a linear ``RampPolicy`` over ``total_iters + 1`` steps
+    between ``base_lr * start_factor`` and ``base_lr * end_factor``: the range test's ramp.
+    """
+
+    start_factor: float
+    end_factor: float
+    total_iters: int
+
+    @classmethod
+    def create(cls, owner: str, start_factor: Any, end_factor: Any, total_iters: Any) -> LinearRamp:
+        """Validates the arguments of ``owner`` as PyTorch does, with this package's messages."""
+        start = in_unit_interval(
+            owner,
+            "start_factor",
+            start_factor,
+            "(0, 1]",
+            hint="The learning rate at step 0 is base_lr * start_factor, e.g. 1/3 or 0.1.",
+        )
+        end = in_unit_interval(
+            owner,
+            "end_factor",
+            end_factor,
+            "[0, 1]",
+            hint="The learning rate from step total_iters on is base_lr * end_factor, e.g. 1.0.",
+        )
+        iters = _checks.integer(
+            owner,
+            "total_iters",
+            total_iters,
+            minimum=1,
+            hint="Pass the number of steps from start_factor to end_factor, e.g. 5.",
+        )
+        return cls(start, end, iters)
+
+    @property
+    def policy(self) -> RampPolicy:
+        """The linear ramp: ``end_factor`` is reached at step ``total_iters``."""
+        return RampPolicy(self.total_iters + 1, "linear")
+
+    def bounds(self, base_lr: float) -> tuple[float, float]:
+        """A group's ramp bounds, from its ``base_lr``."""
+        return (base_lr * self.start_factor, base_lr * self.end_factor)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description, used to check a restored scheduler state."""
+        return {
+            "start_factor": self.start_factor,
+            "end_factor": self.end_factor,
+            "total_iters": self.total_iters,
+        }
 
 
 def _cosine_weight(numerator: Any, denominator: Any, xp: Math) -> Any:
@@ -548,3 +607,25 @@ def triangular_policy(owner: str, step_size: Any) -> CyclePolicy:
     """The ``CyclePolicy`` of a symmetric triangular cycle, checking ``step_size``."""
     size = triangular_step_size(owner, step_size)
     return CyclePolicy.create(owner, size, size, "triangular", 1.0, None, "cycle")
+
+
+_UNIT_INTERVALS = {
+    "(0, 1]": lambda x: 0 < x <= 1,
+    "[0, 1]": lambda x: 0 <= x <= 1,
+    "[0, 1)": lambda x: 0 <= x < 1,
+}
+
+
+def in_unit_interval(owner: str, name: str, value: Any, interval: str, *, hint: str) -> float:
+    """Returns ``value`` as a float in ``interval`` (``'(0, 1]'``, ``'[0, 1]'`` or ``'[0, 1)'``).
+
+    A value of the wrong type is a ``TypeError``; any number outside the interval (negative,
+    infinite or NaN included) a ``ValueError`` that names the interval.
+    """
+    try:
+        result = _checks.real(owner, name, value, hint=hint)
+    except ValueError:  # negative or not finite: outside the interval as well
+        result = math.nan
+    if not _UNIT_INTERVALS[interval](result):
+        raise ValueError(f"{owner}: `{name}` must be in {interval}, got {name}={value!r}. {hint}")
+    return result

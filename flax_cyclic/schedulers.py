@@ -11,19 +11,22 @@ step. Calling a scheduler, ``scheduler(count)``, evaluates the same formula for 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
 import optax
 
 from flax_cyclic import _checks
-from flax_cyclic._math import HOST, Policy, make_schedule
+from flax_cyclic._math import HOST, Policy, make_schedule, step_array
 from flax_cyclic._policies import (
     LR_HINT,
     CosinePolicy,
     CyclePolicy,
+    LinearRamp,
     OneCyclePolicy,
+    RampPolicy,
     RestartPolicy,
     triangular_step_size,
 )
@@ -33,7 +36,9 @@ __all__ = [
     "CosineAnnealingWarmRestarts",
     "CyclicLR",
     "LRScheduler",
+    "LinearLR",
     "OneCycleLR",
+    "SequentialLR",
     "TriangularLR",
 ]
 
@@ -47,7 +52,10 @@ class LRScheduler(abc.ABC):
     bounds of each parameter group, passes them to ``super().__init__``, and implements
     [`base_lrs`][flax_cyclic.LRScheduler.base_lrs] and ``_config()``. The base class evaluates
     the policy on the host for ``get_last_lr()`` and with ``jax.numpy`` for
-    [`as_schedule`][flax_cyclic.LRScheduler.as_schedule]: one formula for both.
+    [`as_schedule`][flax_cyclic.LRScheduler.as_schedule]: one formula for both. A scheduler
+    whose values are not one policy of the step calls ``_start`` instead and overrides
+    ``_values_at``; one with more state than the step counter saves it through
+    ``_EXTRA_STATE_KEYS``, ``_extra_state()`` and ``_restore()``.
 
     The scheduler's position is ``last_epoch``: the number of ``step()`` calls so far (plus the
     ``last_epoch`` it was built with). ``get_last_lr()`` is the learning rate to use for the
@@ -69,10 +77,38 @@ class LRScheduler(abc.ABC):
         self._lr_bounds = tuple(lr_bounds)
         self._momentum_bounds = None if momentum_bounds is None else tuple(momentum_bounds)
         # Built once: each is compiled on first use, and reused by every later call.
-        self._lr_schedules = tuple(make_schedule(policy, b, owner) for b in self._lr_bounds)
-        self._momentum_schedules = tuple(
-            make_schedule(policy, b, owner) for b in self._momentum_bounds or ()
+        self._start(
+            len(self._lr_bounds),
+            tuple(make_schedule(policy, b, owner) for b in self._lr_bounds),
+            None
+            if self._momentum_bounds is None
+            else tuple(make_schedule(policy, b, owner) for b in self._momentum_bounds),
+            last_epoch,
         )
+
+    def _start(
+        self,
+        num_groups: int,
+        lr_schedules: tuple[optax.Schedule, ...],
+        momentum_schedules: tuple[optax.Schedule, ...] | None,
+        last_epoch: int,
+    ) -> None:
+        """Sets up what every scheduler has, and stands at ``last_epoch``.
+
+        ``__init__`` calls it for a scheduler of one policy. A scheduler whose values are not
+        one policy of the step ([`SequentialLR`][flax_cyclic.SequentialLR],
+        [`ReduceLROnPlateau`][flax_cyclic.ReduceLROnPlateau]) calls it instead of
+        ``__init__`` and overrides ``_values_at``.
+
+        Args:
+            num_groups: The number of parameter groups.
+            lr_schedules: One jit-safe schedule per group (empty where there is none).
+            momentum_schedules: One per group, or ``None`` where the momentum is not cycled.
+            last_epoch: The step to stand at, checked here.
+        """
+        self._num_groups = num_groups
+        self._lr_schedules = lr_schedules
+        self._momentum_schedules = momentum_schedules
         self._move_to(self._check_epoch("last_epoch", last_epoch))
 
     # -- the subclass interface -------------------------------------------------------------
@@ -100,17 +136,27 @@ class LRScheduler(abc.ABC):
 
     @last_epoch.setter
     def last_epoch(self, epoch: int) -> None:
-        self.step(epoch)
+        self._move_to(self._check_epoch("epoch", epoch))
 
     @property
     def num_groups(self) -> int:
         """The number of parameter groups."""
-        return len(self._lr_bounds)
+        return self._num_groups
 
     @property
     def cycle_momentum(self) -> bool:
         """Whether the scheduler sets the momentum too (``get_last_momentum()`` is not None)."""
-        return self._momentum_bounds is not None
+        return self._momentum_schedules is not None
+
+    @property
+    def requires_metric(self) -> bool:
+        """Whether ``step()`` takes the monitored metric instead of advancing by one step.
+
+        False here. True for [`ReduceLROnPlateau`][flax_cyclic.ReduceLROnPlateau]:
+        ``step()`` takes the monitored metric; the LR callback feeds it at each evaluation
+        (``LRSchedulerCallback(..., monitor='eval/loss')``).
+        """
+        return False
 
     def step(self, epoch: int | None = None) -> None:
         """Advances the scheduler by one step, or moves it to step ``epoch``.
@@ -187,7 +233,7 @@ class LRScheduler(abc.ABC):
             ValueError: If the scheduler does not cycle the momentum.
         """
         group = self._check_group(group)
-        if self._momentum_bounds is None:
+        if self._momentum_schedules is None:
             raise ValueError(
                 f"{type(self).__name__}: the momentum is not cycled; build the scheduler with "
                 "cycle_momentum=True to get a momentum schedule."
@@ -230,6 +276,7 @@ class LRScheduler(abc.ABC):
             "version": self.STATE_VERSION,
             "last_epoch": self._last_epoch,
             "config": self._config(),
+            **self._extra_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True) -> None:
@@ -239,8 +286,9 @@ class LRScheduler(abc.ABC):
             state: A mapping made by [`state_dict`][flax_cyclic.LRScheduler.state_dict]
                 (possibly after a JSON round trip).
             strict: If True (default), a state saved with a different configuration is an
-                error that lists the differing fields. If False, only the step counter is
-                taken and this scheduler keeps its own configuration.
+                error that lists the differing fields. If False, only the position (the step
+                counter, and the counters of a scheduler that has more) is taken and this
+                scheduler keeps its own configuration.
 
         Raises:
             TypeError: If ``state`` or one of its fields has the wrong type.
@@ -248,30 +296,7 @@ class LRScheduler(abc.ABC):
                 scheduler's, or (with ``strict``) the configuration differs.
         """
         owner = f"{type(self).__name__}.load_state_dict"
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                f"{owner}: `state` must be a mapping made by state_dict(), got "
-                f"{type(state).__name__}."
-            )
-        missing = [key for key in _STATE_KEYS if key not in state]
-        unexpected = sorted(str(key) for key in state if key not in _STATE_KEYS)
-        if missing or unexpected:
-            raise ValueError(
-                f"{owner}: `state` is not a {type(self).__name__} state dict: "
-                f"missing keys {missing}, unexpected keys {unexpected}."
-            )
-        version = state["version"]
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise TypeError(f"{owner}: `version` must be an int, got {version!r}.")
-        if version != self.STATE_VERSION:
-            raise ValueError(
-                f"{owner}: state version {version} is not supported; this flax_cyclic reads "
-                f"version {self.STATE_VERSION}."
-            )
-        if state["format"] != self._format:
-            raise ValueError(
-                f"{owner}: the state was saved by {state['format']!r}, not {self._format!r}."
-            )
+        self._check_state_layout(owner, state)
         last_epoch = self._check_epoch("last_epoch", state["last_epoch"])
         saved = state["config"]
         if not isinstance(saved, Mapping):
@@ -289,6 +314,50 @@ class LRScheduler(abc.ABC):
                 + "). Build the scheduler with the saved configuration, or pass strict=False to "
                 "take only the step counter and keep the new configuration."
             )
+        self._restore(state, last_epoch, strict=strict)
+
+    def _check_state_layout(self, owner: str, state: Any) -> None:
+        """Refuses what is not a state dict of this scheduler: keys, version and format."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{owner}: `state` must be a mapping made by state_dict(), got "
+                f"{type(state).__name__}."
+            )
+        if "format" in state and state["format"] != self._format:  # first: the clearest
+            raise ValueError(
+                f"{owner}: the state was saved by {state['format']!r}, not {self._format!r}."
+            )
+        keys = (*_STATE_KEYS, *self._EXTRA_STATE_KEYS)
+        missing = [key for key in keys if key not in state]
+        unexpected = sorted(str(key) for key in state if key not in keys)
+        if missing or unexpected:
+            raise ValueError(
+                f"{owner}: `state` is not a {type(self).__name__} state dict: "
+                f"missing keys {missing}, unexpected keys {unexpected}."
+            )
+        version = state["version"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TypeError(f"{owner}: `version` must be an int, got {version!r}.")
+        if version != self.STATE_VERSION:
+            raise ValueError(
+                f"{owner}: state version {version} is not supported; this flax_cyclic reads "
+                f"version {self.STATE_VERSION}."
+            )
+
+    # -- state of schedulers with more than a step counter ---------------------------------------
+
+    #: The keys ``_extra_state()`` adds to the state dict.
+    _EXTRA_STATE_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def _extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable state beyond the step counter, under ``_EXTRA_STATE_KEYS``."""
+        return {}
+
+    def _restore(self, state: Mapping[str, Any], last_epoch: int, *, strict: bool) -> None:
+        """Takes the position from a checked ``state``; on an error, nothing changes.
+
+        A scheduler with ``_EXTRA_STATE_KEYS`` checks and takes them here.
+        """
         self._move_to(last_epoch)
 
     def __repr__(self) -> str:
@@ -694,6 +763,41 @@ class OneCycleLR(LRScheduler):
         return self._policy.total_steps
 
     @property
+    def pct_start(self) -> float:
+        """Fraction of the steps spent rising to ``max_lr``."""
+        return self._policy.pct_start
+
+    @property
+    def anneal_strategy(self) -> str:
+        """``'cos'`` or ``'linear'``."""
+        return self._policy.anneal_strategy
+
+    @property
+    def three_phase(self) -> bool:
+        """Whether the learning rate falls back to the initial one before the final phase."""
+        return self._policy.three_phase
+
+    @property
+    def div_factor(self) -> float:
+        """``max_lr / div_factor`` is the initial learning rate."""
+        return self._div_factor
+
+    @property
+    def final_div_factor(self) -> float:
+        """``initial / final_div_factor`` is the final learning rate."""
+        return self._final_div_factor
+
+    @property
+    def base_momentums(self) -> tuple[float, ...]:
+        """Momentum of each group at the learning-rate peak (used with ``cycle_momentum``)."""
+        return self._base_momentums
+
+    @property
+    def max_momentums(self) -> tuple[float, ...]:
+        """Momentum of each group at the start and the end (used with ``cycle_momentum``)."""
+        return self._max_momentums
+
+    @property
     def preview_steps(self) -> int:
         """The whole schedule."""
         return self.total_steps
@@ -886,3 +990,406 @@ class CosineAnnealingWarmRestarts(_CosineScheduler):
     def preview_steps(self) -> int:
         """Three cycles."""
         return min(sum(self.T_0 * self.T_mult**i for i in range(3)), _checks.MAX_STEP)
+
+
+class LinearLR(LRScheduler):
+    """A linear warm-up (or decay) factor, with the API and the numbers of PyTorch's ``LinearLR``.
+
+    The learning rate of each group is ``base_lr`` times a factor that moves linearly from
+    ``start_factor`` at step 0 to ``end_factor`` at step ``total_iters``, and stays there:
+
+    ```text
+    f    = min(t, total_iters) / total_iters
+    lr_t = base_lr * (start_factor + (end_factor - start_factor) * f)
+    ```
+
+    See [`linear_schedule`][flax_cyclic.linear_schedule] for the pure schedule. PyTorch's
+    recursive update gives the same numbers up to rounding. The usual use is a warm-up before
+    another scheduler, with [`SequentialLR`][flax_cyclic.SequentialLR].
+
+    Args:
+        base_lr: The learning rate the factors multiply; a number or a list per parameter
+            group.
+        start_factor: The factor at step 0, in (0, 1].
+        end_factor: The factor from step ``total_iters`` on, in [0, 1].
+        total_iters: Steps from ``start_factor`` to ``end_factor``; a positive integer.
+        last_epoch: The step to start at; an integer >= 0.
+
+    Raises:
+        TypeError: For an argument of the wrong type (a float ``total_iters``, a string
+            factor, ...), naming the argument.
+        ValueError: For an out-of-range argument, naming the argument and the range.
+
+    Examples:
+        >>> from flax_cyclic import LinearLR
+        >>> scheduler = LinearLR(base_lr=1.0, start_factor=0.2, total_iters=4)
+        >>> lrs = []
+        >>> for _ in range(6):
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 6))
+        ...     scheduler.step()
+        >>> lrs
+        [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+    """
+
+    _policy: RampPolicy
+
+    def __init__(
+        self,
+        base_lr: float | list[float],
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        last_epoch: int = 0,
+    ) -> None:
+        owner = type(self).__name__
+        self._ramp = LinearRamp.create(owner, start_factor, end_factor, total_iters)
+        self._base_lrs = _checks.per_group(owner, {"base_lr": base_lr}, {"base_lr": LR_HINT})[
+            "base_lr"
+        ]
+        bounds = [self._ramp.bounds(base) for base in self._base_lrs]
+        super().__init__(self._ramp.policy, bounds, None, last_epoch)
+
+    @property
+    def base_lrs(self) -> tuple[float, ...]:
+        """The learning rate of each group that the factors multiply."""
+        return self._base_lrs
+
+    @property
+    def start_factor(self) -> float:
+        """The factor at step 0."""
+        return self._ramp.start_factor
+
+    @property
+    def end_factor(self) -> float:
+        """The factor from step ``total_iters`` on."""
+        return self._ramp.end_factor
+
+    @property
+    def total_iters(self) -> int:
+        """Steps from ``start_factor`` to ``end_factor``."""
+        return self._ramp.total_iters
+
+    @property
+    def preview_steps(self) -> int:
+        """The ramp and its end, ``total_iters + 1`` steps."""
+        return min(self.total_iters + 1, _checks.MAX_STEP)
+
+    def _config(self) -> dict[str, Any]:
+        return {"base_lrs": list(self._base_lrs), **self._ramp.config()}
+
+
+class SequentialLR(LRScheduler):
+    """Schedulers one after the other, with the API and the numbers of PyTorch's ``SequentialLR``.
+
+    ``schedulers[0]`` runs from step 0; ``schedulers[i]`` takes over at step
+    ``milestones[i - 1]`` and runs on its own local step, ``t - milestones[i - 1]`` (so it
+    starts at its own step 0). A linear warm-up, then a cyclical learning rate, is one line:
+
+    ```python
+    SequentialLR(
+        [LinearLR(0.01, start_factor=0.1, total_iters=100), CyclicLR(0.01, 0.1, step_size_up=500)],
+        milestones=[100],
+    )
+    ```
+
+    The pure counterpart of group ``g`` is
+    ``optax.join_schedules([s.as_schedule(g) for s in schedulers], milestones)``, which
+    [`as_schedule`][flax_cyclic.SequentialLR.as_schedule] returns. The schedulers are read,
+    never stepped: they must stand at step 0, and their own ``last_epoch`` does not move.
+
+    The momentum: if no scheduler cycles it, ``get_last_momentum()`` is ``None``. If some do,
+    the whole ``SequentialLR`` cycles it (``cycle_momentum`` is True), and in the phase of a
+    scheduler that does not, the momentum is PyTorch's: the last value a cycling scheduler set.
+    That is its value at the last step of the latest cycling phase before; before any, the
+    step-0 momentum of the last cycling scheduler in the list (PyTorch's ``CyclicLR`` and
+    ``OneCycleLR`` write it into the optimizer when they are built, in list order, and
+    ``SequentialLR`` does not reset it).
+
+    Args:
+        schedulers: The schedulers, in the order they run; each stands at step 0, and all
+            have the same number of parameter groups. A
+            [`ReduceLROnPlateau`][flax_cyclic.ReduceLROnPlateau] is refused (it follows a
+            metric, not the step), as in PyTorch.
+        milestones: The step at which each scheduler after the first takes over: strictly
+            increasing positive integers, one fewer than ``schedulers``.
+        last_epoch: The step to start at; an integer >= 0.
+
+    Raises:
+        TypeError: For a scheduler that is not a flax_cyclic scheduler, or milestones that are
+            not a list of integers.
+        ValueError: For an empty list, schedulers with different numbers of groups or not at
+            step 0, milestones of the wrong number or order, or a scheduler with
+            ``total_steps`` (``OneCycleLR``) shorter than its phase.
+
+    Examples:
+        >>> from flax_cyclic import CyclicLR, LinearLR, SequentialLR
+        >>> warmup = LinearLR(base_lr=1.0, start_factor=0.25, total_iters=3)
+        >>> cyclic = CyclicLR(base_lr=1.0, max_lr=5.0, step_size_up=2)
+        >>> scheduler = SequentialLR([warmup, cyclic], milestones=[3])
+        >>> lrs = []
+        >>> for _ in range(9):
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 6))
+        ...     scheduler.step()
+        >>> lrs
+        [0.25, 0.5, 0.75, 1.0, 3.0, 5.0, 3.0, 1.0, 3.0]
+        >>> [round(float(scheduler.as_schedule()(t)), 6) for t in (2, 3, 5)]
+        [0.75, 1.0, 5.0]
+    """
+
+    def __init__(
+        self,
+        schedulers: Sequence[LRScheduler],
+        milestones: Sequence[int],
+        last_epoch: int = 0,
+    ) -> None:
+        owner = type(self).__name__
+        self._schedulers = _check_children(owner, schedulers)
+        self._milestones = _check_milestones(owner, milestones, len(self._schedulers))
+        self._starts = (0, *self._milestones)
+        _check_phase_lengths(owner, self._schedulers, self._starts)
+        self._held = _held_momentums(self._schedulers, self._starts)
+        groups = range(self._schedulers[0].num_groups)
+        lr_schedules = tuple(
+            _joined(owner, [child.as_schedule(g) for child in self._schedulers], self._milestones)
+            for g in groups
+        )
+        momentum_schedules = None
+        if self._held is not None:
+            momentum_schedules = tuple(
+                _joined(owner, self._momentum_phases(g), self._milestones) for g in groups
+            )
+        self._start(len(groups), lr_schedules, momentum_schedules, last_epoch)
+
+    def _momentum_phases(self, group: int) -> list[optax.Schedule]:
+        """Each phase's momentum schedule of ``group``: cycled, or held at a constant."""
+        assert self._held is not None
+        return [
+            child.as_momentum_schedule(group)
+            if held is None
+            else optax.constant_schedule(held[group])
+            for child, held in zip(self._schedulers, self._held, strict=True)
+        ]
+
+    @property
+    def schedulers(self) -> tuple[LRScheduler, ...]:
+        """The schedulers, in the order they run."""
+        return self._schedulers
+
+    @property
+    def milestones(self) -> tuple[int, ...]:
+        """The step at which each scheduler after the first takes over."""
+        return self._milestones
+
+    @property
+    def base_lrs(self) -> tuple[float, ...]:
+        """The first scheduler's ``base_lrs``."""
+        return self._schedulers[0].base_lrs
+
+    @property
+    def preview_steps(self) -> int:
+        """Every phase: the last milestone plus the last scheduler's ``preview_steps``."""
+        return min(self._starts[-1] + self._schedulers[-1].preview_steps, _checks.MAX_STEP)
+
+    @property
+    def total_steps(self) -> int:
+        """The last milestone plus the last scheduler's ``total_steps``.
+
+        Only where the last scheduler has one ([`OneCycleLR`][flax_cyclic.OneCycleLR]);
+        otherwise the attribute does not exist (``hasattr`` is False): the schedule goes on.
+        """
+        length = getattr(self._schedulers[-1], "total_steps", None)
+        if length is None:
+            raise AttributeError(
+                f"{type(self).__name__}: no total_steps: the last scheduler, "
+                f"{type(self._schedulers[-1]).__name__}, has no end."
+            )
+        return self._starts[-1] + length
+
+    def as_schedule(self, group: int = 0) -> optax.Schedule:
+        """``optax.join_schedules([s.as_schedule(group) for s in schedulers], milestones)``.
+
+        The pure, jit-safe counterpart of one group's learning rate. The same object is
+        returned on every call, so it compiles once.
+
+        Args:
+            group: Index of the parameter group.
+
+        Returns:
+            A function of the integer step.
+        """
+        return super().as_schedule(group)
+
+    def _values_at(self, step: int) -> tuple[list[float], list[float] | None]:
+        index = bisect.bisect_right(self._milestones, step)
+        child, local = self._schedulers[index], step - self._starts[index]
+        try:
+            lrs, momentums = child._values_at(local)
+        except ValueError as error:
+            raise ValueError(
+                f"{type(self).__name__}: step {step} is step {local} of schedulers[{index}] "
+                f"({type(child).__name__}), which refuses it: {error}"
+            ) from None
+        if self._held is None:
+            return lrs, None
+        held = self._held[index]
+        return lrs, momentums if held is None else list(held)
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "milestones": list(self._milestones),
+            "schedulers": [type(child).__name__ for child in self._schedulers],
+        }
+
+    _EXTRA_STATE_KEYS = ("scheduler_states",)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"scheduler_states": [child.state_dict() for child in self._schedulers]}
+
+    def _restore(self, state: Mapping[str, Any], last_epoch: int, *, strict: bool) -> None:
+        owner = f"{type(self).__name__}.load_state_dict"
+        states = state["scheduler_states"]
+        if not isinstance(states, (list, tuple)) or len(states) != len(self._schedulers):
+            raise ValueError(
+                f"{owner}: `scheduler_states` must be a list of {len(self._schedulers)} "
+                f"scheduler states, one per scheduler, got {states!r}."
+            )
+        self._values_at(last_epoch)  # refuses a step past the end before anything changes
+        before = [child.state_dict() for child in self._schedulers]
+        try:
+            for index, (child, saved) in enumerate(zip(self._schedulers, states, strict=True)):
+                try:
+                    child.load_state_dict(saved, strict=strict)
+                except (TypeError, ValueError) as error:
+                    raise type(error)(f"{owner}: schedulers[{index}]: {error}") from None
+        except Exception:
+            for child, previous in zip(self._schedulers, before, strict=True):
+                child.load_state_dict(previous)
+            raise
+        self._move_to(last_epoch)
+
+    def __repr__(self) -> str:
+        children = ", ".join(repr(child) for child in self._schedulers)
+        return (
+            f"{type(self).__name__}([{children}], milestones={list(self._milestones)}, "
+            f"last_epoch={self._last_epoch})"
+        )
+
+
+def _check_children(owner: str, schedulers: Any) -> tuple[LRScheduler, ...]:
+    """The schedulers of a ``SequentialLR``: flax_cyclic step schedulers at step 0, alike."""
+    if not isinstance(schedulers, (list, tuple)) or not schedulers:
+        raise (ValueError if isinstance(schedulers, (list, tuple)) else TypeError)(
+            f"{owner}: `schedulers` must be a non-empty list of schedulers, got "
+            f"schedulers={schedulers!r}. Pass them in the order they run, e.g. "
+            "[LinearLR(...), CyclicLR(...)]."
+        )
+    for index, child in enumerate(schedulers):
+        name = type(child).__name__
+        if not isinstance(child, LRScheduler):
+            raise TypeError(
+                f"{owner}: `schedulers[{index}]` must be a flax_cyclic scheduler (e.g. "
+                f"LinearLR or CyclicLR), got {name}. Chain pure schedules with "
+                "optax.join_schedules instead."
+            )
+        if child.requires_metric:
+            raise ValueError(
+                f"{owner}: `schedulers[{index}]` must be a schedule of the step, got {name}, "
+                "whose learning rate follows a metric (step(metric)). Use it on its own."
+            )
+        if child.last_epoch != 0:
+            raise ValueError(
+                f"{owner}: `schedulers[{index}]` must stand at step 0, got {name} at "
+                f"last_epoch={child.last_epoch}. Each scheduler runs from its own step 0 when "
+                "its phase begins; build them with last_epoch=0, and SequentialLR with "
+                "last_epoch=N to start at step N."
+            )
+    groups = [child.num_groups for child in schedulers]
+    if len(set(groups)) > 1:
+        raise ValueError(
+            f"{owner}: every scheduler must have the same number of parameter groups, got "
+            + ", ".join(f"{n} in schedulers[{i}]" for i, n in enumerate(groups))
+            + ". Give each one a learning rate per group of the same groups."
+        )
+    return tuple(schedulers)
+
+
+def _check_milestones(owner: str, milestones: Any, count: int) -> tuple[int, ...]:
+    """Strictly increasing positive integers, one fewer than the schedulers."""
+    hint = "Each milestone is the step at which the next scheduler takes over."
+    if not isinstance(milestones, (list, tuple)):
+        raise TypeError(
+            f"{owner}: `milestones` must be a list of integers, got milestones={milestones!r}. "
+            f"{hint}"
+        )
+    if len(milestones) != count - 1:
+        raise ValueError(
+            f"{owner}: `milestones` must have one entry fewer than `schedulers`, got "
+            f"{len(milestones)} for {count} scheduler(s): milestones={list(milestones)!r}. {hint}"
+        )
+    checked = tuple(
+        _checks.integer(owner, f"milestones[{i}]", m, minimum=1, hint=hint)
+        for i, m in enumerate(milestones)
+    )
+    for i in range(1, len(checked)):
+        if checked[i] <= checked[i - 1]:
+            raise ValueError(
+                f"{owner}: `milestones` must be strictly increasing, got "
+                f"milestones={list(checked)!r}: milestones[{i}]={checked[i]} is not after "
+                f"milestones[{i - 1}]={checked[i - 1]}. {hint}"
+            )
+    return checked
+
+
+def _check_phase_lengths(
+    owner: str, schedulers: tuple[LRScheduler, ...], starts: tuple[int, ...]
+) -> None:
+    """Refuses a scheduler with ``total_steps`` (``OneCycleLR``) shorter than its phase."""
+    phases = zip(schedulers[:-1], starts[:-1], starts[1:], strict=True)
+    for index, (child, start, end) in enumerate(phases):
+        length = getattr(child, "total_steps", None)
+        if length is not None and end - start > length:
+            raise ValueError(
+                f"{owner}: `schedulers[{index}]` must cover its phase, got "
+                f"{type(child).__name__}(total_steps={length}) for a phase of {end - start} "
+                f"updates (steps {start} to {end - 1}, until milestones[{index}]={end}): update "
+                f"{length} of the phase would be past its end. Build it with "
+                f"total_steps={end - start}, or move milestones[{index}] to {start + length}."
+            )
+
+
+def _held_momentums(
+    schedulers: tuple[LRScheduler, ...], starts: tuple[int, ...]
+) -> tuple[tuple[float, ...] | None, ...] | None:
+    """The momentum PyTorch's optimizer holds in each phase whose scheduler does not cycle it.
+
+    ``None`` if no scheduler cycles the momentum; else, per phase, ``None`` where the
+    scheduler cycles it and the held value of each group where it does not.
+    """
+    cycling = [i for i, child in enumerate(schedulers) if child.cycle_momentum]
+    if not cycling:
+        return None
+    # Before any cycling phase: the step-0 momentum the last cycling constructor wrote.
+    held = tuple(schedulers[cycling[-1]]._values_at(0)[1] or ())
+    phases: list[tuple[float, ...] | None] = []
+    for index, child in enumerate(schedulers):
+        if not child.cycle_momentum:
+            phases.append(held)
+            continue
+        phases.append(None)
+        if index + 1 < len(schedulers):  # its value at the last step of its phase stays
+            held = tuple(child._values_at(starts[index + 1] - starts[index] - 1)[1] or ())
+    return tuple(phases)
+
+
+def _joined(
+    owner: str, schedules: list[optax.Schedule], milestones: Sequence[int]
+) -> optax.Schedule:
+    """``optax.join_schedules(schedules, milestones)``, jitted, for any integer step."""
+    joined = jax.jit(optax.join_schedules(schedules, list(milestones)))
+
+    def schedule(count: Any) -> jax.Array:
+        # An integer array first: the later schedules get step - milestone, negative before
+        # their phase (their values there are discarded), which a Python int would refuse.
+        return joined(step_array(owner, count))
+
+    return schedule

@@ -18,6 +18,7 @@ from flax_cyclic._policies import (
     LR_HINT,
     CosinePolicy,
     CyclePolicy,
+    LinearRamp,
     OneCyclePolicy,
     RestartPolicy,
     triangular_policy,
@@ -27,6 +28,7 @@ __all__ = [
     "cosine_annealing_schedule",
     "cosine_warm_restarts_schedule",
     "cyclic_schedule",
+    "linear_schedule",
     "onecycle_schedule",
     "triangular_schedule",
 ]
@@ -304,6 +306,54 @@ def cosine_warm_restarts_schedule(
     low, high = _single_lrs(owner, "CosineAnnealingWarmRestarts", eta_min=eta_min, base_lr=base_lr)
     policy = RestartPolicy.create(owner, T_0, T_mult, decay, warmup_steps, warmup)
     return make_schedule(policy, (low, high), owner)
+
+
+def linear_schedule(
+    base_lr: float,
+    start_factor: float = 1.0 / 3,
+    end_factor: float = 1.0,
+    total_iters: int = 5,
+) -> optax.Schedule:
+    r"""A linear warm-up (or decay) factor as a pure, jit-safe optax schedule.
+
+    PyTorch's ``LinearLR`` in closed form: ``base_lr`` times a factor that moves linearly from
+    ``start_factor`` at step 0 to ``end_factor`` at step ``total_iters``, then holds:
+
+    ```text
+    f    = min(t, total_iters) / total_iters
+    lr_t = base_lr * (start_factor + (end_factor - start_factor) * f)
+    ```
+
+    It is the schedule of [`LinearLR`][flax_cyclic.LinearLR] (one formula for both); unlike
+    ``optax.linear_schedule`` it takes PyTorch's arguments, factors of ``base_lr``. Chain it
+    before another schedule with ``optax.join_schedules``, or use
+    [`SequentialLR`][flax_cyclic.SequentialLR].
+
+    Args:
+        base_lr: The learning rate the factors multiply; >= 0.
+        start_factor: The factor at step 0, in (0, 1].
+        end_factor: The factor from step ``total_iters`` on, in [0, 1].
+        total_iters: Steps from ``start_factor`` to ``end_factor``; a positive integer.
+
+    Returns:
+        An ``optax.Schedule`` of the integer step.
+
+    Raises:
+        TypeError, ValueError: For invalid arguments, naming the argument.
+
+    Examples:
+        >>> import jax
+        >>> from flax_cyclic import linear_schedule
+        >>> schedule = linear_schedule(base_lr=1.0, start_factor=0.2, total_iters=4)
+        >>> [round(float(schedule(t)), 6) for t in range(6)]
+        [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+        >>> round(float(jax.jit(schedule)(1)), 6)
+        0.4
+    """
+    owner = "linear_schedule"
+    (base,) = _single_lrs(owner, "LinearLR", base_lr=base_lr)
+    ramp = LinearRamp.create(owner, start_factor, end_factor, total_iters)
+    return make_schedule(ramp.policy, ramp.bounds(base), owner)
 
 
 def _single_lrs(owner: str, scheduler: str, **values: Any) -> tuple[float, ...]:

@@ -43,12 +43,15 @@ class History:
             fresh.
         preempted: Whether a SIGTERM stopped the run (after saving a checkpoint); in a
             multi-process job, a SIGTERM to any process stops all of them at the same step.
+        stopped: Whether a callback ended the run early by setting ``loop.stop_training``
+            (e.g. [`EarlyStopping`][flax_cyclic.EarlyStopping]).
     """
 
     train: list[dict[str, float]] = dataclasses.field(default_factory=list)
     eval: list[dict[str, float]] = dataclasses.field(default_factory=list)
     resumed_from: int | None = None
     preempted: bool = False
+    stopped: bool = False
 
 
 class Trainer:
@@ -185,6 +188,9 @@ class Trainer:
         the checkpoint left it (``on_epoch_begin`` runs again for a resumed epoch);
         ``num_epochs`` / ``num_steps`` count from the start of the whole run. A SIGTERM makes
         the loop finish its step, save, wait for the save and return (``history.preempted``).
+        A callback that sets ``loop.stop_training`` ends the run the same way after the current
+        step (or, when it sets it at an epoch's end, after that epoch): final save,
+        ``on_train_end`` (``history.stopped``).
 
         Args:
             train_data: The batches of one epoch: a re-iterable (a list, a grain dataset, a
@@ -209,7 +215,16 @@ class Trainer:
             eval_every_steps = _checks.integer(
                 "Trainer.fit", "eval_every_steps", eval_every_steps, minimum=1, hint="e.g. 500."
             )
+        if self.checkpointer and self.checkpointer.best_metric and eval_data is None:
+            raise ValueError(
+                f"Trainer.fit: the checkpointer keeps the best checkpoints by "
+                f"{self.checkpointer.best_metric!r}, an evaluation metric, but there is no "
+                "eval_data to evaluate on; pass eval_data=... (and eval_every_steps=... to "
+                "evaluate within epochs)."
+            )
         history = History()
+        self.callbacks.stop_training = False
+        self._last_eval: tuple[int, dict[str, float]] | None = None
         self._place_on_mesh()
         position, data_state = self._resume(history)
         self._split_step.refresh()
@@ -262,14 +277,18 @@ class Trainer:
             run.history.train.append(summary | mean_metrics(epoch_metrics))
         if run.history.preempted:
             return
+        evaluated = False
         if run.eval_data is not None and not self._every(run.eval_every_steps):
             run.history.eval.append(self.evaluate(run.eval_data))
+            evaluated = True
         if run.stop:
-            return  # num_steps reached: the epoch is not over
+            return  # num_steps reached, or a callback stopped the run: the epoch is not over
         callbacks.on_epoch_end(run.history.train[-1] if epoch_metrics else {})
         run.position, run.data_state = 0, None
-        if self.checkpointer and self.checkpointer.every_epoch:
+        if self.checkpointer and (self.checkpointer.every_epoch or self._ranks(evaluated)):
             self._save(0, None)
+        if callbacks.stop_training:
+            run.history.stopped = run.stop = True
 
     def _should_stop(self, run: _Run) -> bool:
         """After a step: a SIGTERM (agreed across processes), or ``num_steps`` reached."""
@@ -277,6 +296,8 @@ class Trainer:
         if run.preempted(step):
             run.history.preempted = run.stop = True
             logger.warning("SIGTERM: saving step %d and stopping.", step)
+        elif self.callbacks.stop_training:
+            run.history.stopped = run.stop = True
         elif run.num_steps is not None and step >= run.num_steps:
             run.stop = True
         return run.stop
@@ -301,11 +322,22 @@ class Trainer:
         return metrics
 
     def _periodic_actions(self, run: _Run) -> None:
-        """Evaluates and saves every N steps, as configured."""
+        """Evaluates and saves every N steps, as configured.
+
+        With a checkpointer that keeps the best, every evaluation is saved too, to rank it.
+        """
+        evaluated = False
         if run.eval_data is not None and self._every(run.eval_every_steps):
             run.history.eval.append(self.evaluate(run.eval_data))
-        if self.checkpointer and self._every(self.checkpointer.every_steps):
+            evaluated = True
+        if self.checkpointer and (
+            self._every(self.checkpointer.every_steps) or self._ranks(evaluated)
+        ):
             self._save(run.position, run.batches)
+
+    def _ranks(self, evaluated: bool) -> bool:
+        """Whether an evaluation just made calls for a save: the checkpointer keeps the best."""
+        return evaluated and self.checkpointer is not None and bool(self.checkpointer.best_metric)
 
     def _say_complete(self, num_epochs: int | None, num_steps: int | None) -> None:
         assert self.checkpointer is not None  # only a resumed run is complete
@@ -398,7 +430,14 @@ class Trainer:
                 "position": position,
                 "data_state": get_state() if position and callable(get_state) else None,
             },
+            metrics=self._evaluated_here(),
         )
+
+    def _evaluated_here(self) -> dict[str, float] | None:
+        """The last evaluation's metrics, by logged name, if it evaluated this very state."""
+        if self._last_eval is None or self._last_eval[0] != self.callbacks.step:
+            return None
+        return {f"eval/{name}": value for name, value in self._last_eval[1].items()}
 
     def _diverged(self, error: NonFiniteError) -> NonFiniteError:
         """The error for a save refused as non-finite, naming the first non-finite step."""
@@ -454,7 +493,9 @@ class Trainer:
         if not metrics:
             raise ValueError("Trainer.evaluate: eval_data has no batches.")
         summary: dict[str, float] = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
-        summary |= mean_metrics(metrics)
+        means = mean_metrics(metrics)
+        summary |= means
+        self._last_eval = (self.callbacks.step, means)
         self.callbacks.on_eval_end(summary)
         return summary
 

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from helpers import (
     MLP,
+    CrashAt,
     RecordingWriter,
     count_compilations,
     host_lrs,
@@ -17,13 +18,17 @@ from helpers import (
     raises_exactly,
     tiny_batches,
     tiny_mlp,
+    tiny_setup,
 )
 
 from flax_cyclic import (
     CallbackList,
+    Checkpointer,
     CyclicLR,
+    LearningRateMonitor,
     LRSchedulerCallback,
     OneCycleLR,
+    ReduceLROnPlateau,
     Trainer,
     cyclic_schedule,
 )
@@ -667,3 +672,84 @@ def test_onecycle_momentum_reaches_adam_b1():
     assert b1 == np.float32(scheduler.get_last_momentum()[0])
     assert scheduler.last_epoch == 3
     assert 0.85 < float(b1) < 0.95
+
+
+# -- a scheduler driven by a metric: ReduceLROnPlateau --
+
+
+def _flat_eval(model, batch):
+    return {"loss": jnp.float32(1.0)}  # never improves: the plateau reduces on schedule
+
+
+def _plateau_run(directory=None, crash_at=None):
+    """16 updates, an evaluation every 2; the monitor records the LR each update used."""
+    model, optimizer = tiny_setup()
+    monitor = LearningRateMonitor()
+    callbacks = [
+        monitor,
+        LRSchedulerCallback(ReduceLROnPlateau(0.1, factor=0.5, patience=1), monitor="eval/loss"),
+    ]
+    if crash_at is not None:
+        callbacks.append(CrashAt(crash_at))
+    checkpointer = None if directory is None else Checkpointer(directory, every_steps=4)
+    trainer = Trainer(
+        model, optimizer, eval_step=_flat_eval, callbacks=callbacks, checkpointer=checkpointer
+    )
+    trainer.fit(
+        tiny_batches(16, 4), num_steps=16, eval_data=tiny_batches(16, 1), eval_every_steps=2
+    )
+    return {update: scalars["learning_rate"] for update, scalars in monitor.history}
+
+
+def test_reduce_on_plateau_is_stepped_with_each_evaluation_under_the_trainer():
+    used = _plateau_run()
+    reference = ReduceLROnPlateau(0.1, factor=0.5, patience=1)
+    expected = {}
+    for update in range(16):
+        expected[update] = float(np.float32(reference.get_last_lr()[0]))
+        if (update + 1) % 2 == 0:  # the evaluation after every second update
+            reference.step(1.0)
+    assert used == expected
+    assert sorted(set(used.values()), reverse=True) == [
+        float(np.float32(lr)) for lr in (0.1, 0.05, 0.025, 0.0125)
+    ]
+
+
+def test_reduce_on_plateau_resumes_with_its_counters(tmp_path):
+    reference = _plateau_run()
+    with pytest.raises(KeyboardInterrupt):
+        _plateau_run(tmp_path, crash_at=10)  # saved at steps 4 and 8
+    resumed = _plateau_run(tmp_path)
+    assert resumed == {update: lr for update, lr in reference.items() if update >= 8}
+
+
+def test_reduce_on_plateau_on_a_train_metric_steps_at_each_epoch_end():
+    model, optimizer = tiny_setup()
+    plateau = ReduceLROnPlateau(0.1, factor=0.5, patience=0)
+    loop = CallbackList(
+        [LRSchedulerCallback(plateau, monitor="train/loss")], model=model, optimizer=optimizer
+    )
+    loop.on_train_begin()
+    for _ in range(3):
+        loop.on_epoch_end({"loss": 2.0})
+    assert plateau.last_epoch == 3
+    assert plateau.get_last_lr() == [0.025]
+    held = optimizer.opt_state.hyperparams["learning_rate"].get_value()
+    assert held == np.float32(0.025)
+
+
+def test_a_metric_driven_scheduler_needs_a_monitor_and_others_refuse_one():
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: ReduceLROnPlateau steps on a metric, not on the update count; "
+        "pass the metric it watches, e.g. LRSchedulerCallback(ReduceLROnPlateau(...), "
+        "monitor='eval/loss').",
+    ):
+        LRSchedulerCallback(ReduceLROnPlateau(0.1))
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: `monitor` is for a scheduler driven by a metric "
+        "(ReduceLROnPlateau); CyclicLR follows the update count, got monitor='eval/loss'. "
+        "Leave monitor out.",
+    ):
+        LRSchedulerCallback(CyclicLR(0.01, 0.1), monitor="eval/loss")

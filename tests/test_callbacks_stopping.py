@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import raises_exactly, tiny_batches, tiny_mlp
+from helpers import raises_exactly, tiny_batches, tiny_mlp, tiny_setup
 
-from flax_cyclic import CallbackList, NonFiniteError, TerminateOnNaN
+from flax_cyclic import (
+    Callback,
+    CallbackList,
+    Checkpointer,
+    EarlyStopping,
+    NonFiniteError,
+    TerminateOnNaN,
+    Trainer,
+)
 from flax_cyclic.steps import classification_train_step
 
 
@@ -44,3 +54,250 @@ def test_monitor_must_be_a_list_of_names(monitor):
         f"monitor={monitor!r}; e.g. monitor=['loss'].",
     ):
         TerminateOnNaN(monitor=monitor)
+
+
+# -- stop_training and EarlyStopping --
+
+
+class _StopAt(Callback):
+    def __init__(self, step):
+        self.at, self.ended = step, False
+
+    def on_step_end(self, loop, step, metrics):
+        if step == self.at:
+            loop.stop_training = True
+
+    def on_train_end(self, loop):
+        self.ended = True
+
+
+def test_stop_training_ends_a_trainer_run_after_that_step_through_the_normal_end(tmp_path):
+    model, optimizer = tiny_setup(lr=0.01)
+    stop = _StopAt(4)
+    checkpointer = Checkpointer(tmp_path, every_epoch=False, async_save=False)
+    trainer = Trainer(model, optimizer, callbacks=[stop], checkpointer=checkpointer)
+    history = trainer.fit(tiny_batches(16, 10), num_epochs=3)
+    assert history.stopped
+    assert not history.preempted
+    assert trainer.step == 5
+    assert stop.ended
+    assert checkpointer.all_steps() == [5]  # the final save
+    # A new fit trains again: the flag is the run's, not the trainer's.
+    history = trainer.fit(tiny_batches(16, 10), num_steps=8)
+    assert not history.stopped
+    assert trainer.step == 8
+
+
+def _constant_eval_run(patience, **fit):
+    """A run whose eval loss never improves (learning rate 0): EarlyStopping counts to patience."""
+    model, optimizer = tiny_setup(lr=0.0)
+    stopping = EarlyStopping("eval/loss", patience=patience)
+    trainer = Trainer(model, optimizer, callbacks=[stopping])
+    history = trainer.fit(
+        tiny_batches(16, 10), eval_data=tiny_batches(16, 2, seed=1), eval_every_steps=2, **fit
+    )
+    return trainer, stopping, history
+
+
+def test_early_stopping_stops_a_trainer_run_after_patience_evaluations_without_improvement():
+    trainer, stopping, history = _constant_eval_run(2, num_epochs=5)
+    # Evaluations at steps 2 (best), 4 (wait 1), 6 (wait 2: stop).
+    assert [entry["step"] for entry in history.eval] == [2, 4, 6]
+    assert history.stopped
+    assert trainer.step == 6
+    assert (stopping.best_step, stopping.wait, stopping.stopped_step) == (2, 2, 6)
+    assert stopping.best == history.eval[0]["loss"]
+
+
+def test_early_stopping_on_an_epoch_end_evaluation_ends_after_that_epoch():
+    model, optimizer = tiny_setup(lr=0.0)
+    epochs = []
+
+    class Epochs(Callback):
+        def on_epoch_end(self, loop, epoch, metrics):
+            epochs.append(epoch)
+
+    trainer = Trainer(
+        model, optimizer, callbacks=[EarlyStopping(patience=1), Epochs()], progress=False
+    )
+    history = trainer.fit(tiny_batches(16, 3), num_epochs=10, eval_data=tiny_batches(16, 2))
+    assert epochs == [0, 1]
+    assert trainer.step == 6
+    assert history.stopped
+
+
+def test_early_stopping_on_a_train_metric_checks_each_epochs_mean():
+    model, optimizer = tiny_setup(lr=0.0)
+    stopping = EarlyStopping("train/loss", patience=1)
+    history = Trainer(model, optimizer, callbacks=[stopping]).fit(tiny_batches(16, 3), num_epochs=9)
+    assert len(history.train) == 2
+    assert history.stopped
+    assert stopping.best == history.train[0]["loss"]
+
+
+def test_a_hand_written_loop_stops_when_early_stopping_says_so():
+    model = tiny_mlp()
+    optimizer = nnx.Optimizer(model, optax.sgd(0.0), wrt=nnx.Param)
+    callbacks = CallbackList([EarlyStopping(patience=1)], model=model, optimizer=optimizer)
+    step = nnx.jit(classification_train_step)
+    evaluations = 0
+    callbacks.on_train_begin()
+    for batch in tiny_batches(16, 20):
+        callbacks.on_step_begin()
+        callbacks.on_step_end(step(model, optimizer, batch))
+        evaluations += 1
+        callbacks.on_eval_end({"loss": 1.0})  # no improvement after the first
+        if callbacks.stop_training:
+            break
+    callbacks.on_train_end()
+    assert evaluations == 2
+    assert callbacks.step == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "min_delta", "values", "waits"),
+    [
+        ("min", 0.0, [1.0, 0.9, 0.9, 0.8], [0, 0, 1, 0]),
+        ("min", 0.1, [1.0, 0.95, 0.89, 0.85], [0, 1, 0, 1]),
+        ("max", 0.0, [0.5, 0.6, 0.55, 0.61], [0, 0, 1, 0]),
+        ("max", 0.05, [0.5, 0.54, 0.56, 0.6], [0, 1, 0, 1]),
+    ],
+)
+def test_improvement_is_by_more_than_min_delta_in_the_mode_s_direction(
+    mode, min_delta, values, waits
+):
+    stopping = EarlyStopping("eval/acc", mode=mode, min_delta=min_delta, patience=10)
+    loop = CallbackList([stopping])
+    seen = []
+    for value in values:
+        loop.on_eval_end({"acc": value})
+        seen.append(stopping.wait)
+    assert seen == waits
+    assert not loop.stop_training
+
+
+def test_a_non_finite_metric_stops_at_once(caplog):
+    loop = CallbackList([stopping := EarlyStopping(patience=5)])
+    loop.on_eval_end({"loss": 1.0})
+    loop.on_eval_end({"loss": float("nan")})
+    assert loop.stop_training
+    assert stopping.stopped_step == 0
+    assert "eval/loss=nan at step 0 is not finite" in caplog.text
+
+
+def test_restore_best_puts_the_weights_of_the_best_check_back():
+    model = tiny_mlp()
+    loop = CallbackList([stopping := EarlyStopping(restore_best=True, patience=5)], model=model)
+    kernels = {}
+    for step, loss in enumerate([0.9, 0.5, 0.7, 0.8]):
+        model.hidden.kernel[...] = model.hidden.kernel[...] + 1.0  # "training"
+        loop.step = step
+        kernels[step] = np.asarray(model.hidden.kernel[...])
+        loop.on_eval_end({"loss": loss})
+    loop.on_train_end()
+    assert stopping.best_step == 1
+    np.testing.assert_array_equal(model.hidden.kernel[...], kernels[1])
+
+
+def test_a_resumed_run_keeps_counting_patience(tmp_path):
+    def run(num_steps):
+        model, optimizer = tiny_setup(lr=0.0)
+        stopping = EarlyStopping(patience=3)
+        trainer = Trainer(
+            model,
+            optimizer,
+            callbacks=[stopping],
+            checkpointer=Checkpointer(tmp_path, every_epoch=False, async_save=False),
+        )
+        history = trainer.fit(
+            tiny_batches(16, 20),
+            num_steps=num_steps,
+            eval_data=tiny_batches(16, 2, seed=1),
+            eval_every_steps=2,
+        )
+        return trainer, stopping, history
+
+    _, first, _ = run(4)  # evaluations at 2 (best) and 4 (wait 1), saved at 4
+    assert (first.best_step, first.wait) == (2, 1)
+    trainer, resumed, history = run(20)
+    # Without the saved count it would stop at step 10 (best at 6); with it, at 8.
+    assert history.resumed_from == 4
+    assert history.stopped
+    assert (trainer.step, resumed.best_step, resumed.wait) == (8, 2, 3)
+
+
+def test_early_stopping_state_round_trips_and_refuses_another_monitor():
+    stopping = EarlyStopping("eval/accuracy", mode="max")
+    CallbackList([stopping]).on_eval_end({"accuracy": 0.5})
+    state = json.loads(json.dumps(stopping.state_dict()))
+    again = EarlyStopping("eval/accuracy", mode="max")
+    again.load_state_dict(state)
+    assert again.state_dict() == stopping.state_dict()
+    with raises_exactly(
+        ValueError,
+        "EarlyStopping.load_state_dict: the state was saved for monitor='eval/accuracy', "
+        "mode='max', but this one watches monitor='eval/loss', mode='min': its best value "
+        "would not compare. Build it with the saved monitor and mode, or start the run in a "
+        "new checkpoint directory.",
+    ):
+        EarlyStopping().load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"monitor": "loss"},
+            ValueError,
+            "EarlyStopping: `monitor` must name a logged metric as 'eval/<name>' (read at each "
+            "evaluation) or 'train/<name>' (the epoch's train mean), got monitor='loss'; e.g. "
+            "monitor='eval/loss'.",
+        ),
+        (
+            {"mode": "lowest"},
+            ValueError,
+            "EarlyStopping: `mode` must be one of 'min', 'max', got mode='lowest' (str).",
+        ),
+        (
+            {"patience": -1},
+            ValueError,
+            "EarlyStopping: `patience` must be an integer >= 0, got patience=-1 (int). e.g. 3.",
+        ),
+        (
+            {"restore_best": "yes"},
+            TypeError,
+            "EarlyStopping: `restore_best` must be True or False, got restore_best='yes'.",
+        ),
+    ],
+)
+def test_early_stopping_refuses_bad_arguments(kwargs, error, message):
+    with raises_exactly(error, message):
+        EarlyStopping(**kwargs)
+
+
+def test_a_monitored_metric_the_evaluation_does_not_report_is_named():
+    loop = CallbackList([EarlyStopping("eval/acc")])
+    with raises_exactly(
+        KeyError,
+        "\"EarlyStopping: monitor='eval/acc', but the evaluation reported ['eval/accuracy', "
+        "'eval/loss']; monitor one of those.\"",
+    ):
+        loop.on_eval_end({"step": 3, "epoch": 0, "loss": 1.0, "accuracy": 0.5})
+
+
+def test_restore_best_in_a_trainer_leaves_the_model_at_the_best_evaluation():
+    model, optimizer = tiny_setup(lr=0.3)  # a high rate: the eval loss goes up and down
+    kernels = {}
+
+    class Record(Callback):
+        def on_eval_end(self, loop, metrics):
+            kernels[loop.step] = np.asarray(loop.model.hidden.kernel[...])
+
+    stopping = EarlyStopping(patience=100, restore_best=True)
+    history = Trainer(model, optimizer, callbacks=[Record(), stopping]).fit(
+        tiny_batches(16, 6), num_steps=24, eval_data=tiny_batches(16, 2, seed=1), eval_every_steps=3
+    )
+    losses = {entry["step"]: entry["loss"] for entry in history.eval}
+    assert stopping.best_step == min(losses, key=lambda step: (losses[step], step))
+    assert stopping.best_step != 24  # else the test shows nothing
+    np.testing.assert_array_equal(model.hidden.kernel[...], kernels[stopping.best_step])

@@ -27,10 +27,12 @@ from flax_cyclic import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
     CyclicLR,
+    LinearLR,
     LRSchedulerCallback,
     MetricsLogger,
     NonFiniteError,
     OneCycleLR,
+    SequentialLR,
     TerminateOnNaN,
     Trainer,
     TriangularLR,
@@ -511,6 +513,14 @@ SINGLE = {
         base_lr=0.1, T_0=3, T_mult=2, decay=0.7, warmup_steps=1
     ),
     "TriangularLR": lambda: TriangularLR(base_lr=0.01, max_lr=0.1, step_size=4),
+    "LinearLR": lambda: LinearLR(base_lr=0.1, start_factor=0.1, total_iters=12),
+    "SequentialLR": lambda: SequentialLR(
+        [
+            LinearLR(base_lr=0.01, start_factor=0.1, total_iters=5),
+            CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=4, cycle_momentum=True),
+        ],
+        milestones=[5],
+    ),
 }
 
 
@@ -552,3 +562,141 @@ def test_each_scheduler_drives_the_optimizer_and_resumes_exactly(tmp_path, name)
         np.testing.assert_array_equal(a, b)
     assert sorted(log.by_step()) == list(range(8, 20))
     assert all(log.by_step()[s] == reference_log.by_step()[s] for s in log.by_step())
+
+
+# -- the best checkpoints by an evaluation metric, and restoring any step --
+
+
+def _setup(seed=0):
+    model = MLP(nnx.Rngs(seed), 16)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.05, momentum=0.9)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def _kernel(model) -> np.ndarray:
+    return np.asarray(model.hidden.kernel.get_value())
+
+
+def test_the_k_best_by_the_metric_and_the_newest_are_kept_and_each_restores(tmp_path):
+    checkpointer = Checkpointer(
+        tmp_path, best_metric="eval/accuracy", best_mode="max", max_to_keep=2, async_save=False
+    )
+    model, optimizer = _setup()
+    accuracies = {1: 0.5, 2: 0.9, 3: 0.7, 4: 0.8, 5: None, 6: 0.6}
+    kernels = {}
+    for step, accuracy in accuracies.items():
+        model.hidden.kernel[...] = model.hidden.kernel[...] + 1.0
+        kernels[step] = _kernel(model)
+        metrics = None if accuracy is None else {"eval/accuracy": accuracy, "eval/loss": 1.0}
+        checkpointer.save(
+            step, model=model, optimizer=optimizer, callbacks={}, trainer={}, metrics=metrics
+        )
+    # The two best (2: 0.9, 4: 0.8) and the newest (6), whatever its rank.
+    assert checkpointer.all_steps() == [2, 4, 6]
+    assert checkpointer.best_step() == 2
+    assert checkpointer.metrics(4) == {"eval/accuracy": 0.8, "eval/loss": 1.0}
+    for step in (2, 4, 6):
+        fresh, fresh_optimizer = _setup(seed=1)
+        restored = checkpointer.restore(model=fresh, optimizer=fresh_optimizer, step=step)
+        assert restored.step == step
+        np.testing.assert_array_equal(_kernel(fresh), kernels[step])
+    fresh, fresh_optimizer = _setup(seed=1)
+    assert checkpointer.restore(model=fresh, optimizer=fresh_optimizer).step == 6  # the newest
+
+
+def test_best_mode_min_keeps_the_lowest(tmp_path):
+    checkpointer = Checkpointer(
+        tmp_path, best_metric="eval/loss", best_mode="min", max_to_keep=1, async_save=False
+    )
+    model, optimizer = _setup()
+    for step, loss in enumerate([0.9, 0.3, 0.5, 0.4], start=1):
+        checkpointer.save(
+            step, model=model, optimizer=optimizer, callbacks={}, trainer={},
+            metrics={"eval/loss": loss},
+        )  # fmt: skip
+    assert checkpointer.all_steps() == [2, 4]
+    assert checkpointer.best_step() == 2
+
+
+def test_a_trainer_saves_after_each_evaluation_and_the_best_restores_what_was_evaluated(
+    tmp_path,
+):
+    evaluated = {}
+
+    class Record(Callback):
+        def on_eval_end(self, loop, metrics):
+            evaluated[loop.step] = (metrics["accuracy"], _kernel(loop.model))
+
+    model, optimizer = _setup()
+    checkpointer = Checkpointer(
+        tmp_path, best_metric="eval/accuracy", max_to_keep=2, every_epoch=False, async_save=False
+    )
+    trainer = Trainer(model, optimizer, callbacks=[Record()], checkpointer=checkpointer)
+    trainer.fit(
+        tiny_batches(16, 6),
+        num_steps=18,
+        eval_data=tiny_batches(16, 3, seed=1),
+        eval_every_steps=3,
+    )
+    assert sorted(evaluated) == [3, 6, 9, 12, 15, 18]
+    ranked = sorted(evaluated, key=lambda step: (evaluated[step][0], step))
+    best_two = set(ranked[-2:])
+    kept = checkpointer.all_steps()
+    assert best_two <= set(kept)
+    assert 18 in kept
+    assert len(kept) <= 3
+    best = checkpointer.best_step()
+    assert evaluated[best][0] == max(accuracy for accuracy, _ in evaluated.values())
+    assert checkpointer.metrics(best)["eval/accuracy"] == evaluated[best][0]
+    fresh, fresh_optimizer = _setup(seed=1)
+    checkpointer.restore(model=fresh, optimizer=fresh_optimizer, step=best)
+    np.testing.assert_array_equal(_kernel(fresh), evaluated[best][1])
+
+
+def test_ranking_by_a_metric_needs_evaluation_data(tmp_path):
+    model, optimizer = _setup()
+    trainer = Trainer(
+        model, optimizer, checkpointer=Checkpointer(tmp_path, best_metric="eval/accuracy")
+    )
+    with raises_exactly(
+        ValueError,
+        "Trainer.fit: the checkpointer keeps the best checkpoints by 'eval/accuracy', an "
+        "evaluation metric, but there is no eval_data to evaluate on; pass eval_data=... (and "
+        "eval_every_steps=... to evaluate within epochs).",
+    ):
+        trainer.fit(tiny_batches(16, 2), num_steps=2)
+
+
+def test_best_checkpoint_errors_name_the_fix(tmp_path):
+    with raises_exactly(
+        ValueError,
+        "Checkpointer: `best_metric` must name an evaluation metric as it is logged, "
+        "'eval/<name>', got best_metric='accuracy'; e.g. 'eval/accuracy'. A checkpoint is "
+        "ranked by the evaluation of its own weights.",
+    ):
+        Checkpointer(tmp_path / "a", best_metric="accuracy")
+    with raises_exactly(
+        ValueError,
+        "Checkpointer.best_step: this checkpointer ranks no checkpoints; build it with "
+        "best_metric='eval/<name>' (and best_mode) to keep the best ones.",
+    ):
+        Checkpointer(tmp_path / "b").best_step()
+    checkpointer = Checkpointer(tmp_path / "c", best_metric="eval/accuracy", async_save=False)
+    model, optimizer = _setup()
+    with raises_exactly(
+        KeyError,
+        "\"Checkpointer.save: best_metric='eval/accuracy', but the evaluation reported "
+        "['eval/loss']; rank by one of those.\"",
+    ):
+        checkpointer.save(
+            1, model=model, optimizer=optimizer, callbacks={}, trainer={},
+            metrics={"eval/loss": 0.5},
+        )  # fmt: skip
+    assert checkpointer.best_step() is None
+    checkpointer.save(1, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    with raises_exactly(
+        CheckpointError,
+        f"Checkpointer.restore: there is no checkpoint of step 7 in {tmp_path / 'c'}; its "
+        "checkpoints are of steps [1].",
+    ):
+        checkpointer.restore(model=model, optimizer=optimizer, step=7)

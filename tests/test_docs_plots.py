@@ -29,6 +29,8 @@ EXPECTED = {
     "schedule_onecycle.png": (480, 640),
     "schedule_cosine.png": (320, 640),
     "schedule_warm_restarts.png": (560, 640),
+    "schedule_warmup_cyclic.png": (360, 640),
+    "schedule_plateau.png": (480, 640),
 }
 
 # Root-mean-square difference (0-255 scale, over the RGB values of every pixel, as matplotlib's

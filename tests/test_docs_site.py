@@ -41,6 +41,8 @@ DRAWN = (
     "schedule_onecycle.png",
     "schedule_cosine.png",
     "schedule_warm_restarts.png",
+    "schedule_warmup_cyclic.png",
+    "schedule_plateau.png",
     "lr_find.png",
 )
 

@@ -1,19 +1,21 @@
 """Cross-checks of the scheduler family against torch.optim.lr_scheduler, where it is installed.
 
-OneCycleLR, CosineAnnealingLR and CosineAnnealingWarmRestarts against PyTorch's schedulers of
-the same names, TriangularLR against PyTorch's ``CyclicLR(mode='triangular')``; PyTorch gets one
-SGD parameter group per group. PyTorch is an oracle here, never a dependency (see
-test_torch_oracle.py). Its trajectory is read the way a training loop sees it: the value before
-each ``step()``, starting at step 0.
+OneCycleLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, LinearLR, SequentialLR and
+ReduceLROnPlateau against PyTorch's schedulers of the same names, TriangularLR against PyTorch's
+``CyclicLR(mode='triangular')``; PyTorch gets one SGD parameter group per group. PyTorch is an
+oracle here, never a dependency (see test_torch_oracle.py). Its trajectory is read the way a
+training loop sees it: the value before each ``step()``, starting at step 0.
 
 The deliberate differences are tested as such: at step ``total_steps`` OneCycleLR holds the
 minimum (PyTorch extrapolates), refuses ``three_phase`` with ``pct_start > 0.5`` and
 ``pct_start=1`` (PyTorch divides by zero on the step after the last update), and gives
-``max_lr`` at step 0 where the rise has no length (PyTorch divides by zero).
+``max_lr`` at step 0 where the rise has no length (PyTorch divides by zero). ReduceLROnPlateau
+refuses a NaN metric, which PyTorch counts as a bad epoch.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable
@@ -24,7 +26,16 @@ from helpers import float32_ulp, host_lrs, host_momentums, jit_values
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from flax_cyclic import CosineAnnealingLR, CosineAnnealingWarmRestarts, OneCycleLR, TriangularLR
+from flax_cyclic import (
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    LinearLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    TriangularLR,
+)
 
 torch = pytest.importorskip("torch")
 lr_scheduler = torch.optim.lr_scheduler
@@ -446,3 +457,353 @@ def test_jitted_float32_within_the_documented_ulps_of_pytorch(
         np.testing.assert_allclose(
             jitted, their_momentums[:, group], rtol=0, atol=ulps * float32_ulp(bound)
         )
+
+
+# -- LinearLR, SequentialLR -------------------------------------------------------------------
+
+# PyTorch's LinearLR and CosineAnnealingLR are recursive, ours closed forms; they agree to this
+# fraction of each group's largest value at every step. Measured worst over 1500 random
+# configurations like the ones below: LinearLR 1.2e-15; after it, CyclicLR 1.5e-14 (momentum
+# 1.1e-14) and CosineAnnealingLR 2.2e-13 (its recursion; see _RECURSIVE_TOL).
+_CHAINED_TOL = 1e-9
+
+
+def _scales(trajectory) -> list[float]:
+    """The largest |value| of each group."""
+    return [max(abs(row[g]) for row in trajectory) for g in range(len(trajectory[0]))]
+
+
+def _assert_close_per_group(ours, theirs, scales=None, first_step: int = 0) -> None:
+    """Asserts |ours - theirs| <= 1e-9 * scale at every step and group.
+
+    ``scales``: each group's largest |value| over the whole run (by default, over ``theirs``).
+    """
+    assert len(ours) == len(theirs)
+    scales = _scales(theirs) if scales is None else scales
+    tol = _CHAINED_TOL
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True), start=first_step):
+        assert len(a) == len(b), step
+        for group, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert abs(x - y) <= tol * scales[group], (step, group, x, y)
+
+
+linear_factors = st.fixed_dictionaries(
+    {
+        "start_factor": st.floats(min_value=1e-3, max_value=1.0) | st.just(1.0),
+        "end_factor": st.floats(min_value=0.0, max_value=1.0) | st.sampled_from([0.0, 1.0]),
+        "total_iters": st.integers(min_value=1, max_value=30),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(lrs, min_size=1, max_size=3), linear_factors, st.integers(0, 59))
+def test_linear_lr_matches_pytorch(base_lr, factors, start):
+    steps = 60  # up to 30 steps of ramp, and the hold after it
+    theirs, _ = _torch_trajectory(lambda o: lr_scheduler.LinearLR(o, **factors), base_lr, steps)
+    _assert_close_per_group(host_lrs(LinearLR(base_lr, **factors), steps), theirs)
+    ours = LinearLR(base_lr, **factors, last_epoch=start)
+    _assert_close_per_group(
+        host_lrs(ours, steps - start), theirs[start:], _scales(theirs), first_step=start
+    )
+
+
+@st.composite
+def cyclic_configs(draw, groups: int):
+    momentums = _group_lists(
+        draw, groups, st.tuples(*[st.floats(min_value=0.0, max_value=0.99)] * 2).map(sorted)
+    )
+    mode = draw(st.sampled_from(["triangular", "triangular2", "exp_range"]))
+    return dict(
+        base_lr=_group_lists(draw, groups, lrs),
+        max_lr=_group_lists(draw, groups, lrs),
+        step_size_up=draw(st.integers(min_value=1, max_value=20)),
+        step_size_down=draw(st.none() | st.integers(min_value=1, max_value=20)),
+        mode=mode,
+        gamma=draw(st.floats(min_value=0.9, max_value=1.0)) if mode == "exp_range" else 1.0,
+        cycle_momentum=draw(st.booleans()),
+        base_momentum=[low for low, _ in momentums],
+        max_momentum=[high for _, high in momentums],
+    )
+
+
+def _sequential_state_round_trip(make, steps: int, at: int) -> None:
+    """A JSON round trip at step ``at`` continues exactly as the uninterrupted run."""
+    scheduler = make()
+    scheduler.step(at)
+    restored = make()
+    restored.load_state_dict(json.loads(json.dumps(scheduler.state_dict())))
+    assert restored.last_epoch == at
+    assert host_lrs(restored, steps - at) == host_lrs(make(last_epoch=at), steps - at)
+    if make().cycle_momentum:
+        restored = make()
+        restored.load_state_dict(json.loads(json.dumps(scheduler.state_dict())))
+        assert host_momentums(restored, steps - at) == host_momentums(scheduler, steps - at)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=1, max_value=3), st.integers(min_value=1, max_value=40), st.data())
+def test_sequential_linear_then_cyclic_matches_pytorch(groups, milestone, data):
+    base_lr = data.draw(st.lists(lrs, min_size=groups, max_size=groups), label="base_lr")
+    factors = data.draw(linear_factors, label="linear")
+    cyclic = data.draw(cyclic_configs(groups), label="cyclic")
+    steps = milestone + 150  # several cycles past the milestone
+
+    def theirs_make(o):
+        children = [lr_scheduler.LinearLR(o, **factors), lr_scheduler.CyclicLR(o, **cyclic)]
+        return lr_scheduler.SequentialLR(o, children, milestones=[milestone])
+
+    def make(**kwargs):
+        children = [LinearLR(base_lr, **factors), CyclicLR(**cyclic)]
+        return SequentialLR(children, milestones=[milestone], **kwargs)
+
+    theirs, their_momentums = _torch_trajectory(theirs_make, base_lr, steps)
+    _assert_close_per_group(host_lrs(make(), steps), theirs)
+    if cyclic["cycle_momentum"]:
+        # In the warm-up the optimizer holds the momentum CyclicLR's constructor wrote.
+        assert make().cycle_momentum
+        _assert_close_per_group(host_momentums(make(), steps), their_momentums)
+    else:
+        assert make().get_last_momentum() is None
+    start = data.draw(st.integers(min_value=0, max_value=steps - 1), label="last_epoch")
+    _assert_close_per_group(
+        host_lrs(make(last_epoch=start), steps - start),
+        theirs[start:],
+        _scales(theirs),
+        first_step=start,
+    )
+    _sequential_state_round_trip(make, steps, start)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(lrs, min_size=1, max_size=3),
+    linear_factors,
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=60),
+    st.just(0.0) | st.floats(min_value=0.0, max_value=1.0),
+    st.data(),
+)
+def test_sequential_linear_then_cosine_matches_pytorch(
+    base_lr, factors, milestone, t_max, eta_min, data
+):
+    steps = milestone + 200  # down to eta_min, up again (PyTorch's periodic cosine), and down
+
+    def theirs_make(o):
+        children = [
+            lr_scheduler.LinearLR(o, **factors),
+            lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min),
+        ]
+        return lr_scheduler.SequentialLR(o, children, milestones=[milestone])
+
+    def make(**kwargs):
+        children = [LinearLR(base_lr, **factors), CosineAnnealingLR(base_lr, t_max, eta_min)]
+        return SequentialLR(children, milestones=[milestone], **kwargs)
+
+    theirs, _ = _torch_trajectory(theirs_make, base_lr, steps)
+    # The cosine starts at base_lr at the milestone, wherever the warm-up got to (PyTorch
+    # takes the closed form there).
+    _assert_close_per_group(host_lrs(make(), steps), theirs)
+    assert make().get_last_momentum() is None
+    start = data.draw(st.integers(min_value=0, max_value=steps - 1), label="last_epoch")
+    _assert_close_per_group(
+        host_lrs(make(last_epoch=start), steps - start),
+        theirs[start:],
+        _scales(theirs),
+        first_step=start,
+    )
+    _sequential_state_round_trip(make, steps, start)
+
+
+def _cyclic_with_momentum(o=None, *, base_lr, max_lr, base_momentum, max_momentum, step=5):
+    config = dict(
+        base_lr=base_lr,
+        max_lr=max_lr,
+        step_size_up=step,
+        cycle_momentum=True,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+    )
+    return CyclicLR(**config) if o is None else lr_scheduler.CyclicLR(o, **config)
+
+
+# (ours, PyTorch's, the optimizer's initial lrs, milestones, steps): the momentum in the phase
+# of a scheduler that does not cycle it is the last value a cycling one set.
+_MOMENTUM_CHAINS = [
+    pytest.param(
+        lambda o=None: [
+            LinearLR([0.1, 0.2], 0.1, total_iters=10)
+            if o is None
+            else lr_scheduler.LinearLR(o, 0.1, total_iters=10),
+            _cyclic_with_momentum(
+                o, base_lr=[0.01, 0.02], max_lr=0.5, base_momentum=[0.8, 0.7], max_momentum=0.95
+            ),
+        ],
+        [0.1, 0.2],
+        [10],
+        100,
+        id="warm-up-then-cyclic",
+    ),
+    pytest.param(
+        lambda o=None: [
+            _cyclic_with_momentum(
+                o, base_lr=[0.01, 0.02], max_lr=0.5, base_momentum=0.8, max_momentum=[0.9, 0.95]
+            ),
+            # PyTorch's base_lrs are the optimizer's initial_lr, which CyclicLR (built first)
+            # set to its base_lr.
+            CosineAnnealingLR([0.01, 0.02], T_max=30, eta_min=0.001)
+            if o is None
+            else lr_scheduler.CosineAnnealingLR(o, T_max=30, eta_min=0.001),
+        ],
+        [0.1, 0.3],
+        [13],  # the cyclic phase ends part-way up: step 12 is position 2 of a 10-step cycle
+        100,
+        id="cyclic-then-cosine",
+    ),
+    pytest.param(
+        lambda o=None: [
+            LinearLR(0.1, 0.5, total_iters=4)
+            if o is None
+            else lr_scheduler.LinearLR(o, 0.5, total_iters=4),
+            _cyclic_with_momentum(o, base_lr=0.01, max_lr=0.1, base_momentum=0.7, max_momentum=0.9),
+            LinearLR(0.1, 0.2, total_iters=5)
+            if o is None
+            else lr_scheduler.LinearLR(o, 0.2, total_iters=5),
+            _cyclic_with_momentum(
+                o, base_lr=0.02, max_lr=0.3, base_momentum=0.1, max_momentum=0.3, step=3
+            ),
+        ],
+        [0.1],
+        [6, 18, 30],
+        80,
+        id="before-any-cycling-phase-the-last-constructor-wins",
+    ),
+    pytest.param(
+        lambda o=None: [
+            _cyclic_with_momentum(o, base_lr=0.01, max_lr=0.1, base_momentum=0.8, max_momentum=0.9),
+            OneCycleLR(0.5, total_steps=40, base_momentum=0.85, max_momentum=0.95)
+            if o is None
+            else lr_scheduler.OneCycleLR(o, 0.5, total_steps=40),
+        ],
+        [0.1],
+        [17],
+        17 + 40,
+        id="cyclic-then-onecycle",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make_children", "initial_lrs", "milestones", "steps"), _MOMENTUM_CHAINS)
+def test_sequential_momentum_between_cycling_phases_matches_pytorch(
+    make_children, initial_lrs, milestones, steps
+):
+    theirs, their_momentums = _torch_trajectory(
+        lambda o: lr_scheduler.SequentialLR(o, make_children(o), milestones=milestones),
+        initial_lrs,
+        steps,
+    )
+    ours = SequentialLR(make_children(), milestones=milestones)
+    assert ours.cycle_momentum
+    _assert_close_per_group(host_lrs(ours, steps), theirs)
+    ours = SequentialLR(make_children(), milestones=milestones)
+    _assert_close_per_group(host_momentums(ours, steps), their_momentums)
+    # The jitted momentum schedules join the cycled ones and the held constants the same way.
+    for group in range(ours.num_groups):
+        jitted = jit_values(ours.as_momentum_schedule(group), np.arange(steps))
+        expected = [row[group] for row in their_momentums]
+        np.testing.assert_allclose(jitted, expected, rtol=0, atol=2 * float32_ulp(1.0))
+
+
+# -- ReduceLROnPlateau ------------------------------------------------------------------------
+
+# Values near each other and repeated, so that ties, thresholds and plateaus all happen.
+metrics = st.lists(
+    st.sampled_from([1.0, 0.99995, 0.9999, 0.999, 0.5, 0.50004, 0.0, -0.5])
+    | st.floats(min_value=-2.0, max_value=2.0),
+    min_size=1,
+    max_size=60,
+)
+
+
+@st.composite
+def plateau_configs(draw):
+    groups = draw(st.integers(min_value=1, max_value=3))
+    min_lr = draw(
+        st.just(0)
+        | st.floats(min_value=0.0, max_value=0.01)
+        | st.lists(st.floats(min_value=0.0, max_value=0.01), min_size=groups, max_size=groups)
+    )
+    config = dict(
+        mode=draw(st.sampled_from(["min", "max"])),
+        factor=draw(st.sampled_from([0.0, 0.1, 0.5]) | st.floats(min_value=0.0, max_value=0.99)),
+        patience=draw(st.integers(min_value=0, max_value=5)),
+        threshold=draw(st.sampled_from([0.0, 1e-4]) | st.floats(min_value=0.0, max_value=0.5)),
+        threshold_mode=draw(st.sampled_from(["rel", "abs"])),
+        cooldown=draw(st.integers(min_value=0, max_value=4)),
+        min_lr=min_lr,
+        eps=draw(st.sampled_from([0.0, 1e-8, 1e-3, 0.05])),
+    )
+    return _group_lists(draw, groups, lrs), config
+
+
+def _torch_plateau(base_lr: list[float], config: dict, values: list[float]):
+    """PyTorch's lrs and counters after each step(metric)."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lr]
+    optimizer = torch.optim.SGD(
+        [{"params": [p], "lr": lr} for p, lr in zip(params, base_lr, strict=True)], lr=0.1
+    )
+    scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, **config)
+    out = []
+    for value in values:
+        optimizer.step()
+        scheduler.step(value)
+        counters = (scheduler.best, scheduler.num_bad_epochs, scheduler.cooldown_counter)
+        out.append((list(scheduler.get_last_lr()), counters, scheduler.last_epoch))
+    return out
+
+
+def _plateau_trajectory(scheduler: ReduceLROnPlateau, values: list[float]):
+    worst = math.inf if scheduler.mode == "min" else -math.inf
+    out = []
+    for value in values:
+        scheduler.step(value)
+        best = worst if scheduler.best is None else scheduler.best
+        counters = (best, scheduler.num_bad_epochs, scheduler.cooldown_counter)
+        out.append((scheduler.get_last_lr(), counters, scheduler.last_epoch))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(plateau_configs(), metrics, st.data())
+def test_reduce_on_plateau_matches_pytorch(config, values, data):
+    base_lr, kwargs = config
+    theirs = _torch_plateau(base_lr, kwargs, values)
+    ours = _plateau_trajectory(ReduceLROnPlateau(base_lr, **kwargs), values)
+    for step, ((lr, counters, epoch), (their_lr, their_counters, their_epoch)) in enumerate(
+        zip(ours, theirs, strict=True)
+    ):
+        assert all(
+            math.isclose(x, y, rel_tol=_CHAINED_TOL, abs_tol=0)
+            for x, y in zip(lr, their_lr, strict=True)
+        ), (step, lr, their_lr)
+        assert (counters, epoch) == (their_counters, their_epoch), step
+    # A JSON round trip anywhere continues exactly.
+    at = data.draw(st.integers(min_value=0, max_value=len(values)), label="saved after")
+    scheduler = ReduceLROnPlateau(base_lr, **kwargs)
+    _plateau_trajectory(scheduler, values[:at])
+    restored = ReduceLROnPlateau(base_lr, **kwargs)
+    restored.load_state_dict(json.loads(json.dumps(scheduler.state_dict(), allow_nan=False)))
+    assert restored.get_last_lr() == scheduler.get_last_lr()
+    assert _plateau_trajectory(restored, values[at:]) == ours[at:]
+
+
+def test_reduce_on_plateau_refuses_the_nan_metric_pytorch_counts_as_bad():
+    # PyTorch compares NaN with best (False), counts a bad epoch and reduces after patience:
+    # a diverged run looks like a plateau. Ours refuses the metric and changes nothing.
+    theirs = _torch_plateau([0.1], dict(patience=1), [1.0, math.nan, math.nan])
+    assert [lr for lr, _, _ in theirs] == [[0.1], [0.1], [pytest.approx(0.01)]]
+    ours = ReduceLROnPlateau(0.1, patience=1)
+    ours.step(1.0)
+    with pytest.raises(ValueError, match="diverged run, not a plateau"):
+        ours.step(math.nan)
+    assert (ours.last_epoch, ours.num_bad_epochs, ours.get_last_lr()) == (1, 0, [0.1])

@@ -14,14 +14,18 @@ from flax_cyclic import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
     CyclicLR,
+    LinearLR,
     OneCycleLR,
     TriangularLR,
     cosine_annealing_schedule,
     cosine_warm_restarts_schedule,
     cyclic_schedule,
+    linear_schedule,
     onecycle_schedule,
     triangular_schedule,
 )
+from flax_cyclic._math import HOST
+from flax_cyclic._policies import LinearRamp, RampPolicy, in_unit_interval
 
 # The host path agrees to two float64 ulps with the formulas written out PyTorch's way and
 # evaluated in extended precision (np.longdouble).
@@ -383,3 +387,71 @@ def test_exp_range_near_one_gamma_keeps_float32_accuracy():
     steps = np.array([500, 1500, 10_500, 30_500, 100_500])
     expected = [base + (high - base) * gamma ** int(t) for t in steps]  # all at peaks
     np.testing.assert_allclose(jit_values(schedule, steps), expected, rtol=3e-7)
+
+
+# -- LinearLR: PyTorch's LinearLR through the range test's linear ramp ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "start", "end", "total"),
+    [(0.05, 0.05, 1.0, 40), (1.0, 1 / 3, 1.0, 5), (0.3, 1.0, 0.0, 7), (2.0, 0.5, 0.5, 3)],
+)
+def test_linear_is_pytorchs_closed_form_exactly(base, start, end, total):
+    # PyTorch's _get_closed_form_lr: base * (start + (end - start) * min(total, t) / total),
+    # in exact rational arithmetic; the host value is within two float64 ulps of the larger end.
+    got = [lr[0] for lr in host_lrs(LinearLR(base, start, end, total), total + 5)]
+    for t, value in enumerate(got):
+        exact = Fraction(base) * (
+            Fraction(start) + (Fraction(end) - Fraction(start)) * Fraction(min(t, total), total)
+        )
+        assert abs(Fraction(value) - exact) <= Fraction(F64 * base * max(start, end)), t
+    assert got[0] == base * start
+    assert got[total:] == [base * end] * 5  # from total_iters on, exactly the end
+
+
+def test_linear_ramp_is_the_range_tests_ramp():
+    ramp = LinearRamp.create("owner", 0.25, 0.75, 8)
+    assert ramp.policy == RampPolicy(9, "linear")
+    assert ramp.bounds(2.0) == (0.5, 1.5)
+    assert ramp.config() == {"start_factor": 0.25, "end_factor": 0.75, "total_iters": 8}
+    values = [
+        ramp.policy.value(ramp.policy.progress(t, HOST), ramp.bounds(2.0), HOST) for t in range(10)
+    ]
+    assert values == [0.5 + 0.125 * t for t in range(9)] + [1.5]
+
+
+def test_linear_float32_is_within_two_ulps_of_the_larger_end():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        base = float(10 ** rng.uniform(-5, 0))
+        start, end = float(rng.uniform(1e-3, 1)), float(rng.uniform(0, 1))
+        total = int(rng.integers(1, 5000))
+        steps = np.arange(min(total + 10, 6000))
+        host = [lr[0] for lr in host_lrs(LinearLR(base, start, end, total), len(steps))]
+        jitted = jit_values(linear_schedule(base, start, end, total), steps)
+        bound = base * max(start, end)
+        np.testing.assert_allclose(jitted, host, rtol=0, atol=2 * float32_ulp(bound))
+    # The ramp holds at the end for any step, up to int32 max.
+    schedule = linear_schedule(0.3, 0.1, 0.9, 2**31 - 2)
+    np.testing.assert_allclose(
+        jit_values(schedule, [0, 2**30, 2**31 - 1]), [0.03, 0.15, 0.27], rtol=2e-7
+    )
+
+
+@pytest.mark.parametrize(
+    ("interval", "inside", "outside"),
+    [
+        ("(0, 1]", [1e-300, 0.5, 1, np.float32(1.0)], [0, -0.1, 1.0000001, math.nan, math.inf]),
+        ("[0, 1]", [0, 0.0, 1, 1.0], [-1e-300, 1.5, math.nan, -math.inf]),
+        ("[0, 1)", [0, 0.999999], [1, 1.0, -0.5, math.nan]),
+    ],
+)
+def test_in_unit_interval(interval, inside, outside):
+    for value in inside:
+        assert in_unit_interval("owner", "x", value, interval, hint="hint") == float(value)
+    for value in outside:
+        with pytest.raises(ValueError, match=rf"owner: `x` must be in \{interval[0]}0, 1"):
+            in_unit_interval("owner", "x", value, interval, hint="hint")
+    for value in ("0.5", True, [0.5], None):
+        with pytest.raises(TypeError, match="`x` must be a real number"):
+            in_unit_interval("owner", "x", value, interval, hint="hint")

@@ -1,5 +1,5 @@
-"""The stateful schedulers, CyclicLR and its family: position semantics, attributes, reference
-vectors, state dict, host/jit agreement."""
+"""The stateful schedulers, CyclicLR and its family (LinearLR and SequentialLR among them):
+position semantics, attributes, reference vectors, state dict, host/jit agreement."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 from helpers import (
     COS_ULPS,
@@ -15,15 +16,20 @@ from helpers import (
     host_momentums,
     isclose_lists,
     jit_values,
+    raises_exactly,
 )
 
 from flax_cyclic import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
     CyclicLR,
+    LinearLR,
     LRScheduler,
     OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
     TriangularLR,
+    linear_schedule,
     onecycle_schedule,
 )
 
@@ -387,6 +393,18 @@ FAMILY = {
         base_lr=[0.1, 0.05], T_0=4, T_mult=2, decay=0.8, warmup_steps=2, warmup="every", **kw
     ),
     "TriangularLR": lambda **kw: TriangularLR(base_lr=[0.01, 0.02], max_lr=0.1, step_size=5, **kw),
+    "LinearLR": lambda **kw: LinearLR(
+        base_lr=[0.1, 0.05], start_factor=0.1, end_factor=0.8, total_iters=23, **kw
+    ),
+    "SequentialLR": lambda **kw: SequentialLR(
+        [
+            LinearLR([0.1, 0.05], start_factor=0.1, total_iters=10),
+            CyclicLR([0.01, 0.02], 0.1, step_size_up=4, cycle_momentum=True),
+            CosineAnnealingLR([0.1, 0.05], T_max=9, eta_min=0.001),
+        ],
+        milestones=[8, 19],
+        **kw,
+    ),
 }
 
 
@@ -428,3 +446,470 @@ def test_every_group_and_both_paths(name):
         eager = np.array([scheduler.as_schedule(group)(t) for t in range(0, 40, 7)])
         np.testing.assert_array_equal(eager, jitted[::7])
     assert scheduler(5) == scheduler.as_schedule(0)(5)
+
+
+def test_onecycle_configuration_is_read_only_and_reported():
+    scheduler = OneCycleLR(
+        [0.1, 0.2],
+        total_steps=50,
+        pct_start=0.25,
+        anneal_strategy="linear",
+        base_momentum=[0.8, 0.75],
+        max_momentum=0.9,
+        div_factor=10.0,
+        final_div_factor=100.0,
+        three_phase=True,
+    )
+    assert (scheduler.base_momentums, scheduler.max_momentums) == ((0.8, 0.75), (0.9, 0.9))
+    assert (scheduler.pct_start, scheduler.anneal_strategy, scheduler.three_phase) == (
+        0.25,
+        "linear",
+        True,
+    )
+    assert (scheduler.div_factor, scheduler.final_div_factor) == (10.0, 100.0)
+    assert scheduler.max_lrs == (0.1, 0.2)
+    assert scheduler.base_lrs == pytest.approx((0.01, 0.02))
+    assert scheduler.min_lrs == pytest.approx((1e-4, 2e-4))
+    assert scheduler.total_steps == 50
+    for name in (
+        *("base_momentums", "max_momentums", "pct_start", "div_factor", "final_div_factor"),
+        *("anneal_strategy", "three_phase", "max_lrs", "min_lrs", "total_steps"),
+    ):
+        with pytest.raises(AttributeError):
+            setattr(scheduler, name, getattr(scheduler, name))
+    defaults = OneCycleLR(0.1, total_steps=10)
+    assert (defaults.pct_start, defaults.anneal_strategy, defaults.three_phase) == (
+        0.3,
+        "cos",
+        False,
+    )
+    assert (defaults.div_factor, defaults.final_div_factor) == (25.0, 1e4)
+    assert (defaults.base_momentums, defaults.max_momentums) == ((0.85,), (0.95,))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_step_schedulers_do_not_require_a_metric(name):
+    scheduler = FAMILY[name]()
+    assert scheduler.requires_metric is False
+    with pytest.raises(AttributeError):
+        scheduler.requires_metric = True
+
+
+# -- LinearLR -------------------------------------------------------------------------------------
+
+
+def test_linear_lr_values_and_attributes():
+    scheduler = LinearLR([0.5, 2.0], start_factor=0.5, total_iters=4)
+    assert host_lrs(scheduler, 7) == [
+        [0.25, 1.0],
+        [0.3125, 1.25],
+        [0.375, 1.5],
+        [0.4375, 1.75],
+        [0.5, 2.0],
+        [0.5, 2.0],
+        [0.5, 2.0],
+    ]
+    assert (scheduler.base_lrs, scheduler.start_factor, scheduler.end_factor) == (
+        (0.5, 2.0),
+        0.5,
+        1.0,
+    )
+    assert (scheduler.total_iters, scheduler.preview_steps) == (4, 5)
+    assert scheduler.get_last_momentum() is None
+    defaults = LinearLR(0.3)
+    assert (defaults.start_factor, defaults.end_factor, defaults.total_iters) == (1 / 3, 1.0, 5)
+    decay = LinearLR(1.0, start_factor=1.0, end_factor=0.0, total_iters=2)
+    assert host_lrs(decay, 4) == [[1.0], [0.5], [0.0], [0.0]]
+    for name in ("base_lrs", "start_factor", "end_factor", "total_iters"):
+        with pytest.raises(AttributeError):
+            setattr(scheduler, name, getattr(scheduler, name))
+
+
+def test_linear_lr_shares_its_formula_with_linear_schedule():
+    scheduler = LinearLR(0.3, start_factor=0.05, end_factor=0.9, total_iters=37)
+    pure = linear_schedule(0.3, start_factor=0.05, end_factor=0.9, total_iters=37)
+    steps = np.arange(60)
+    np.testing.assert_array_equal(
+        jit_values(pure, steps), jit_values(scheduler.as_schedule(), steps)
+    )
+    host = [lr[0] for lr in host_lrs(scheduler, 60)]
+    np.testing.assert_allclose(jit_values(pure, steps), host, rtol=0, atol=2 * float32_ulp(0.3))
+
+
+LINEAR_HINT_START = "The learning rate at step 0 is base_lr * start_factor, e.g. 1/3 or 0.1."
+LINEAR_HINT_END = "The learning rate from step total_iters on is base_lr * end_factor, e.g. 1.0."
+LINEAR_HINT_ITERS = "Pass the number of steps from start_factor to end_factor, e.g. 5."
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            dict(start_factor=0),
+            ValueError,
+            f"LinearLR: `start_factor` must be in (0, 1], got start_factor=0. {LINEAR_HINT_START}",
+        ),
+        (
+            dict(start_factor=1.5),
+            ValueError,
+            f"LinearLR: `start_factor` must be in (0, 1], got start_factor=1.5. "
+            f"{LINEAR_HINT_START}",
+        ),
+        (
+            dict(start_factor=float("nan")),
+            ValueError,
+            f"LinearLR: `start_factor` must be in (0, 1], got start_factor=nan. "
+            f"{LINEAR_HINT_START}",
+        ),
+        (
+            dict(start_factor="0.1"),
+            TypeError,
+            f"LinearLR: `start_factor` must be a real number, got start_factor='0.1' (str). "
+            f"{LINEAR_HINT_START}",
+        ),
+        (
+            dict(end_factor=-0.1),
+            ValueError,
+            f"LinearLR: `end_factor` must be in [0, 1], got end_factor=-0.1. {LINEAR_HINT_END}",
+        ),
+        (
+            dict(end_factor=2),
+            ValueError,
+            f"LinearLR: `end_factor` must be in [0, 1], got end_factor=2. {LINEAR_HINT_END}",
+        ),
+        (
+            dict(total_iters=0),
+            ValueError,
+            "LinearLR: `total_iters` must be an integer in [1, 2**31 - 1], got total_iters=0 "
+            f"(int). {LINEAR_HINT_ITERS}",
+        ),
+        (
+            dict(total_iters=5.0),
+            TypeError,
+            f"LinearLR: `total_iters` must be an integer, got total_iters=5.0 (float). "
+            f"{LINEAR_HINT_ITERS}",
+        ),
+        (
+            dict(base_lr=[0.1, -1.0]),
+            ValueError,
+            "LinearLR: `base_lr[1]` must be a non-negative finite number, got base_lr[1]=-1.0 "
+            "(float). Learning rates are finite numbers >= 0, e.g. 1e-3.",
+        ),
+    ],
+)
+def test_linear_lr_refuses_bad_arguments(kwargs, error, message):
+    with raises_exactly(error, message):
+        LinearLR(**{"base_lr": 0.1, **kwargs})
+
+
+# -- SequentialLR ---------------------------------------------------------------------------------
+
+
+def warmup_then_cyclic(**kwargs) -> SequentialLR:
+    """The one-liner of the docs: a linear warm-up, then CyclicLR."""
+    return SequentialLR(
+        [LinearLR(0.01, start_factor=0.1, total_iters=100), CyclicLR(0.01, 0.1, step_size_up=500)],
+        milestones=[100],
+        **kwargs,
+    )
+
+
+def test_warm_up_then_cycle_in_one_line():
+    scheduler = warmup_then_cyclic()
+    lrs = [lr[0] for lr in host_lrs(scheduler, 1101)]
+    assert lrs[0] == pytest.approx(0.001)
+    assert lrs[50] == pytest.approx(0.0055)
+    assert lrs[99] == pytest.approx(0.00991)  # the warm-up ends one step short of base_lr
+    assert (lrs[100], lrs[600], lrs[1100]) == (0.01, 0.1, 0.01)  # CyclicLR from its step 0
+    assert scheduler.milestones == (100,)
+    assert [type(child).__name__ for child in scheduler.schedulers] == ["LinearLR", "CyclicLR"]
+    assert scheduler.base_lrs == (0.01,)
+    assert scheduler.num_groups == 1
+    assert scheduler.preview_steps == 100 + 3 * 1000
+    assert not hasattr(scheduler, "total_steps")  # CyclicLR runs on without end
+    assert scheduler.get_last_momentum() is None
+    assert not scheduler.cycle_momentum
+    with pytest.raises(ValueError, match="cycle_momentum=True"):
+        scheduler.as_momentum_schedule()
+
+
+def test_sequential_children_are_read_not_stepped():
+    scheduler = warmup_then_cyclic()
+    host_lrs(scheduler, 250)
+    scheduler.step(epoch=700)
+    assert [child.last_epoch for child in scheduler.schedulers] == [0, 0]
+    # Stepping a child by hand does not move the chain either: the children are formulas.
+    scheduler.schedulers[1].step(epoch=123)
+    assert scheduler.get_last_lr() == warmup_then_cyclic(last_epoch=700).get_last_lr()
+
+
+def test_sequential_position_semantics():
+    reference = host_lrs(warmup_then_cyclic(), 1300)
+    scheduler = warmup_then_cyclic()
+    for epoch in (650, 99, 100, 1299, 0):  # forwards and backwards, across the milestone
+        scheduler.step(epoch=epoch)
+        assert scheduler.get_last_lr() == scheduler.get_lr() == reference[epoch]
+    scheduler.last_epoch = 101
+    scheduler.step()
+    assert (scheduler.last_epoch, scheduler.get_last_lr()) == (102, reference[102])
+    assert host_lrs(warmup_then_cyclic(last_epoch=97), 10) == reference[97:107]
+
+
+def test_sequential_as_schedule_is_optax_join_schedules():
+    scheduler = FAMILY["SequentialLR"]()
+    steps = np.arange(60)
+    for group in range(2):
+        joined = optax.join_schedules(
+            [child.as_schedule(group) for child in scheduler.schedulers], [8, 19]
+        )
+        np.testing.assert_array_equal(
+            jit_values(scheduler.as_schedule(group), steps), jit_values(joined, steps)
+        )
+        assert scheduler.as_schedule(group) is scheduler.as_schedule(group)  # compiles once
+    # Any integer step, as for the other schedules: Python ints (before the later phases
+    # too), unsigned counts, and traced steps.
+    assert float(scheduler(3)) == float(scheduler.as_schedule(0)(np.uint32(3)))
+    assert float(jax.jit(scheduler)(25)) == float(jit_values(scheduler.as_schedule(0), [25])[0])
+    with pytest.raises(TypeError, match="step must be an integer"):
+        scheduler(2.5)
+
+
+def test_sequential_momentum_is_held_in_the_phases_that_do_not_cycle_it():
+    scheduler = FAMILY["SequentialLR"]()
+    assert scheduler.cycle_momentum
+    momentums = [m[0] for m in host_momentums(FAMILY["SequentialLR"](), 30)]
+    # The warm-up holds CyclicLR's step-0 momentum (what PyTorch's constructor wrote), the
+    # cosine phase the momentum of CyclicLR's last step (step 18: local 10, position 2 of 8).
+    assert momentums[:8] == [0.9] * 8
+    cyclic = [m[0] for m in host_momentums(CyclicLR(0.01, 0.1, 4, cycle_momentum=True), 11)]
+    assert momentums[8:19] == cyclic
+    assert momentums[19:] == [cyclic[-1]] * 11
+    jitted = jit_values(scheduler.as_momentum_schedule(0), np.arange(30))
+    np.testing.assert_allclose(jitted, momentums, rtol=0, atol=2 * float32_ulp(0.9))
+
+
+def test_sequential_total_steps_comes_from_a_last_onecycle():
+    scheduler = SequentialLR(
+        [LinearLR(0.004, total_iters=10), OneCycleLR(0.1, total_steps=90)], milestones=[10]
+    )
+    assert (scheduler.total_steps, scheduler.preview_steps) == (100, 100)
+    assert scheduler.cycle_momentum  # OneCycleLR cycles it by default
+    scheduler.step(epoch=100)  # one step() after the last update, as OneCycleLR allows
+    assert scheduler.get_last_lr() == [pytest.approx(0.1 / 25 / 1e4)]
+    with raises_exactly(
+        ValueError,
+        "SequentialLR: step 101 is step 91 of schedulers[1] (OneCycleLR), which refuses it: "
+        "OneCycleLR: step 91 is past the end of the schedule: total_steps=90 covers the updates "
+        "at steps 0..89, and one step() after the last of them (to step 90). Step 91 is 91 "
+        "step() calls from step 0, 1 more than the schedule allows. Build it with total_steps "
+        "(or epochs * steps_per_epoch) covering every update of the run.",
+    ):
+        scheduler.step()
+    assert scheduler.last_epoch == 100
+
+
+def test_a_sequential_lr_may_be_a_phase_of_another():
+    inner = SequentialLR([LinearLR(0.1, total_iters=3), CosineAnnealingLR(0.1, 10)], [3])
+    nested = SequentialLR([inner, CyclicLR(0.01, 0.1, 5)], milestones=[8])
+    flat = SequentialLR(
+        [LinearLR(0.1, total_iters=3), CosineAnnealingLR(0.1, 10), CyclicLR(0.01, 0.1, 5)],
+        milestones=[3, 8],
+    )
+    assert host_lrs(nested, 30) == host_lrs(flat, 30)
+    np.testing.assert_array_equal(
+        jit_values(nested.as_schedule(), np.arange(30)),
+        jit_values(flat.as_schedule(), np.arange(30)),
+    )
+
+
+def test_sequential_lr_plots():
+    pytest.importorskip("matplotlib")
+    from flax_cyclic.plotting import plot_schedule, schedule_values
+
+    scheduler = FAMILY["SequentialLR"]()
+    image = plot_schedule(scheduler, scheduler.preview_steps)
+    assert image.shape[-1] == 3
+    values = schedule_values(scheduler, np.arange(40))
+    np.testing.assert_allclose(
+        values, host_lrs(FAMILY["SequentialLR"](), 40), rtol=0, atol=COS_ULPS * float32_ulp(0.1)
+    )
+
+
+MILESTONE_HINT = "Each milestone is the step at which the next scheduler takes over."
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: SequentialLR([], []),
+            ValueError,
+            "SequentialLR: `schedulers` must be a non-empty list of schedulers, got "
+            "schedulers=[]. Pass them in the order they run, e.g. [LinearLR(...), CyclicLR(...)].",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), "cyclic"], [3]),
+            TypeError,
+            "SequentialLR: `schedulers[1]` must be a flax_cyclic scheduler (e.g. LinearLR or "
+            "CyclicLR), got str. Chain pure schedules with optax.join_schedules instead.",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), ReduceLROnPlateau(0.1)], [3]),
+            ValueError,
+            "SequentialLR: `schedulers[1]` must be a schedule of the step, got "
+            "ReduceLROnPlateau, whose learning rate follows a metric (step(metric)). Use it on "
+            "its own.",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR(last_epoch=3)], [3]),
+            ValueError,
+            "SequentialLR: `schedulers[1]` must stand at step 0, got CyclicLR at last_epoch=3. "
+            "Each scheduler runs from its own step 0 when its phase begins; build them with "
+            "last_epoch=0, and SequentialLR with last_epoch=N to start at step N.",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR([0.1, 0.2])], [3]),
+            ValueError,
+            "SequentialLR: every scheduler must have the same number of parameter groups, got "
+            "1 in schedulers[0], 2 in schedulers[1]. Give each one a learning rate per group of "
+            "the same groups.",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR()], 3),
+            TypeError,
+            f"SequentialLR: `milestones` must be a list of integers, got milestones=3. "
+            f"{MILESTONE_HINT}",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR()], [3, 5]),
+            ValueError,
+            "SequentialLR: `milestones` must have one entry fewer than `schedulers`, got 2 for "
+            f"2 scheduler(s): milestones=[3, 5]. {MILESTONE_HINT}",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR()], [0]),
+            ValueError,
+            "SequentialLR: `milestones[0]` must be an integer in [1, 2**31 - 1], got "
+            f"milestones[0]=0 (int). {MILESTONE_HINT}",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR()], [2.5]),
+            TypeError,
+            "SequentialLR: `milestones[0]` must be an integer, got milestones[0]=2.5 (float). "
+            f"{MILESTONE_HINT}",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR(), CyclicLR()], [30, 30]),
+            ValueError,
+            "SequentialLR: `milestones` must be strictly increasing, got milestones=[30, 30]: "
+            f"milestones[1]=30 is not after milestones[0]=30. {MILESTONE_HINT}",
+        ),
+        (
+            lambda: SequentialLR([OneCycleLR(0.1, total_steps=10), CyclicLR()], [12]),
+            ValueError,
+            "SequentialLR: `schedulers[0]` must cover its phase, got OneCycleLR(total_steps=10) "
+            "for a phase of 12 updates (steps 0 to 11, until milestones[0]=12): update 10 of "
+            "the phase would be past its end. Build it with total_steps=12, or move "
+            "milestones[0] to 10.",
+        ),
+        (
+            lambda: SequentialLR([LinearLR(0.1), CyclicLR()], [3], last_epoch=-1),
+            ValueError,
+            "SequentialLR: `last_epoch` must be an integer >= 0, got last_epoch=-1 (int). "
+            "Steps count from 0; a scheduler built with last_epoch=N stands at step N.",
+        ),
+    ],
+)
+def test_sequential_refuses_bad_arguments(make, error, message):
+    with raises_exactly(error, message):
+        make()
+
+
+def test_sequential_state_holds_the_children_and_round_trips_through_json():
+    scheduler = FAMILY["SequentialLR"]()
+    scheduler.step(epoch=23)
+    state = json.loads(json.dumps(scheduler.state_dict(), allow_nan=False))
+    assert state["config"] == {
+        "milestones": [8, 19],
+        "schedulers": ["LinearLR", "CyclicLR", "CosineAnnealingLR"],
+    }
+    assert [child["format"] for child in state["scheduler_states"]] == [
+        "flax_cyclic.LinearLR",
+        "flax_cyclic.CyclicLR",
+        "flax_cyclic.CosineAnnealingLR",
+    ]
+    restored = FAMILY["SequentialLR"]()
+    restored.load_state_dict(state)
+    assert restored.last_epoch == 23
+    assert host_lrs(restored, 30) == host_lrs(scheduler, 30)
+    assert restored.get_last_momentum() == scheduler.get_last_momentum()
+
+
+def test_sequential_load_checks_each_child_and_changes_nothing_on_an_error():
+    state = FAMILY["SequentialLR"](last_epoch=12).state_dict()
+    state["scheduler_states"][0]["last_epoch"] = 5  # taken first, then undone
+    other = SequentialLR(
+        [
+            LinearLR([0.1, 0.05], start_factor=0.1, total_iters=10),
+            CyclicLR([0.01, 0.02], 0.2, step_size_up=4, cycle_momentum=True),  # max_lr differs
+            CosineAnnealingLR([0.1, 0.05], T_max=9, eta_min=0.001),
+        ],
+        milestones=[8, 19],
+    )
+    with raises_exactly(
+        ValueError,
+        "SequentialLR.load_state_dict: schedulers[1]: CyclicLR.load_state_dict: the state was "
+        "saved with a different configuration (max_lrs: saved [0.1, 0.1], now [0.2, 0.2]). "
+        "Build the scheduler with the saved configuration, or pass strict=False to take only "
+        "the step counter and keep the new configuration.",
+    ):
+        other.load_state_dict(state)
+    assert other.last_epoch == 0
+    assert [child.last_epoch for child in other.schedulers] == [0, 0, 0]
+    other.load_state_dict(state, strict=False)  # the position; its own configuration
+    assert other.last_epoch == 12
+    assert other.get_last_lr() != FAMILY["SequentialLR"](last_epoch=12).get_last_lr()
+    state["scheduler_states"] = state["scheduler_states"][:2]
+    with pytest.raises(ValueError, match=r"`scheduler_states` must be a list of 3 scheduler"):
+        other.load_state_dict(state)
+    changed = FAMILY["SequentialLR"]().state_dict()
+    changed["config"]["milestones"] = [8, 20]
+    with pytest.raises(ValueError, match=r"milestones: saved \[8, 20\], now \[8, 19\]"):
+        FAMILY["SequentialLR"]().load_state_dict(changed)
+
+
+def test_sequential_repr_shows_the_children():
+    text = repr(warmup_then_cyclic(last_epoch=4))
+    assert text.startswith("SequentialLR([LinearLR(base_lrs=[0.01], start_factor=0.1")
+    assert "CyclicLR(base_lrs=[0.01], max_lrs=[0.1], step_size_up=500" in text
+    assert text.endswith("], milestones=[100], last_epoch=4)")
+
+
+def test_sequential_lr_drives_a_training_run_through_the_lr_callback():
+    from flax import nnx
+    from helpers import RecordingWriter, tiny_batches, tiny_mlp
+
+    from flax_cyclic import LRSchedulerCallback, Trainer
+
+    model = tiny_mlp(0)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = SequentialLR(
+        [
+            LinearLR(0.01, start_factor=0.1, total_iters=3),
+            CyclicLR(0.01, 0.1, step_size_up=2, cycle_momentum=True),
+        ],
+        milestones=[3],
+    )
+    writer = RecordingWriter(plan=True)
+    callback = LRSchedulerCallback(scheduler, writer=writer)
+    Trainer(model, optimizer, callbacks=[callback], writer=writer, progress=False).fit(
+        tiny_batches(16, 8), num_steps=8
+    )
+    expected = host_lrs(SequentialLR(scheduler.schedulers, milestones=[3]), 8)
+    assert [lr for _, lr in writer.series("learning_rate")] == [lr[0] for lr in expected]
+    momentums = [m for _, m in writer.series("momentum")]
+    assert momentums[:4] == [0.9] * 4  # the warm-up holds CyclicLR's step-0 momentum
+    assert momentums[5] == pytest.approx(0.8)  # CyclicLR's peak
+    assert [name for _, images in writer.images for name in images] == ["lr_schedule"]
+    assert json.loads(json.dumps(callback.state_dict()))["scheduler"]["last_epoch"] == 8

@@ -8,15 +8,24 @@ import numpy as np
 import optax
 import pytest
 from helpers import (
+    COS_ULPS,
     count_compilations,
+    float32_ulp,
     host_lrs,
+    host_momentums,
     jit_values,
+    raises_exactly,
 )
 
 from flax_cyclic import (
+    CosineAnnealingLR,
     CyclicLR,
+    LinearLR,
+    OneCycleLR,
+    SequentialLR,
     cosine_warm_restarts_schedule,
     cyclic_schedule,
+    linear_schedule,
 )
 
 
@@ -139,3 +148,88 @@ def test_pure_schedules_take_traced_and_unsigned_steps():
     assert jax.jit(schedule)(step) == schedule(7)
     with pytest.raises(TypeError, match="must be an integer"):
         schedule(jnp.asarray(1.0))
+
+
+# -- linear_schedule, and SequentialLR.as_schedule() (optax.join_schedules of its phases) ---------
+
+
+def test_linear_schedule_under_jit_matches_the_host():
+    schedule = linear_schedule(0.02, start_factor=0.1, end_factor=0.7, total_iters=33)
+    host = [lr[0] for lr in host_lrs(LinearLR(0.02, 0.1, 0.7, 33), 50)]
+    jitted = jit_values(schedule, np.arange(50))
+    np.testing.assert_allclose(jitted, host, rtol=0, atol=2 * float32_ulp(0.02 * 0.7))
+    eager = np.array([schedule(t) for t in range(50)])
+    np.testing.assert_array_equal(eager, jitted)
+    assert float(jax.jit(schedule)(jnp.asarray(40, jnp.uint32))) == np.float32(0.02 * 0.7)
+    with count_compilations() as later:
+        for step in range(1, 20):
+            schedule(step)
+    assert not later
+
+
+def test_linear_schedule_refuses_parameter_groups_and_bad_factors():
+    with raises_exactly(
+        TypeError,
+        "linear_schedule: `base_lr` must be a single number, got base_lr=[0.1, 0.2]. For "
+        "parameter groups use flax_cyclic.LinearLR, whose as_schedule(group) gives one schedule "
+        "per group.",
+    ):
+        linear_schedule([0.1, 0.2])
+    with raises_exactly(
+        ValueError,
+        "linear_schedule: `start_factor` must be in (0, 1], got start_factor=0.0. The learning "
+        "rate at step 0 is base_lr * start_factor, e.g. 1/3 or 0.1.",
+    ):
+        linear_schedule(0.1, start_factor=0.0)
+
+
+def test_linear_schedule_as_a_warm_up_in_optax():
+    warmup = linear_schedule(0.1, start_factor=0.01, total_iters=10)
+    schedule = optax.join_schedules([warmup, optax.cosine_decay_schedule(0.1, 90)], [10])
+    values = jit_values(schedule, np.arange(12))
+    np.testing.assert_allclose(values[[0, 5, 9, 10]], [0.001, 0.0505, 0.0901, 0.1], rtol=1e-6)
+
+
+def _chain(**kwargs) -> SequentialLR:
+    return SequentialLR(
+        [
+            LinearLR([0.3, 0.01], start_factor=0.02, total_iters=50),
+            CyclicLR([0.01, 0.001], [0.3, 0.01], step_size_up=17, mode="triangular2"),
+            CosineAnnealingLR([0.3, 0.01], T_max=40, eta_min=[0.001, 0.0]),
+            OneCycleLR([0.3, 0.01], total_steps=120, anneal_strategy="linear", three_phase=True),
+        ],
+        milestones=[40, 150, 230],
+        **kwargs,
+    )
+
+
+def test_sequential_as_schedule_under_jit_matches_the_host():
+    steps = 230 + 120
+    scheduler = _chain()
+    host = np.array(host_lrs(_chain(), steps))
+    for group, bound in enumerate([0.3, 0.01]):
+        jitted = jit_values(scheduler.as_schedule(group), np.arange(steps))
+        np.testing.assert_allclose(
+            jitted, host[:, group], rtol=0, atol=COS_ULPS * float32_ulp(bound)
+        )
+    momentums = np.array(host_momentums(_chain(), steps))
+    for group in range(2):
+        jitted = jit_values(scheduler.as_momentum_schedule(group), np.arange(steps))
+        np.testing.assert_allclose(
+            jitted, momentums[:, group], rtol=0, atol=COS_ULPS * float32_ulp(0.95)
+        )
+    assert scheduler.total_steps == steps
+    # Past the end the pure schedule holds the minimum, like onecycle_schedule.
+    final = jit_values(scheduler.as_schedule(0), [steps - 1, steps + 5, 10**6])
+    np.testing.assert_array_equal(final, np.float32(host[-1, 0]))
+
+
+def test_sequential_schedule_compiles_once():
+    scheduler = _chain()
+    with count_compilations() as first:
+        scheduler(0)
+    with count_compilations() as later:
+        for step in (1, 39, 40, 41, 149, 150, 300, 10**6):
+            scheduler(step)
+    assert first
+    assert not later

@@ -4,7 +4,9 @@
 
 Every curve is computed by the library itself: the learning rates with
 :func:`flax_cyclic.plotting.schedule_values` (the jitted schedule of each scheduler), the
-momentum of ``OneCycleLR`` with its ``as_momentum_schedule()``. The figures are drawn on
+momentum of ``OneCycleLR`` with its ``as_momentum_schedule()``, and the learning rates of
+``ReduceLROnPlateau`` (which has no schedule of the step) by stepping it through a made-up
+validation loss. The figures are drawn on
 matplotlib's Agg canvas, without pyplot, so nothing global is touched. Needs matplotlib
 (the ``dev`` or ``tensorboard`` extra).
 """
@@ -28,8 +30,11 @@ from flax_cyclic import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
     CyclicLR,
+    LinearLR,
     LRScheduler,
     OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
     TriangularLR,
 )
 from flax_cyclic.plotting import schedule_values
@@ -46,6 +51,8 @@ FIGURE_SIZES: dict[str, tuple[float, float]] = {
     "schedule_onecycle.png": (6.4, 4.8),
     "schedule_cosine.png": (6.4, 3.2),
     "schedule_warm_restarts.png": (6.4, 5.6),
+    "schedule_warmup_cyclic.png": (6.4, 3.6),
+    "schedule_plateau.png": (6.4, 4.8),
 }
 """Each figure's file name and its size in inches (width, height)."""
 
@@ -170,12 +177,62 @@ def draw_warm_restarts(figure: Figure) -> None:
         _style(axes, title, xlabel=index == len(variants) - 1)
 
 
+def draw_warmup_cyclic(figure: Figure) -> None:
+    """``SequentialLR``: ``LinearLR`` warm-up, then ``CyclicLR``; the warm-up zoomed in left."""
+    scheduler = SequentialLR(
+        [LinearLR(0.01, start_factor=0.1, total_iters=100), CyclicLR(0.01, 0.1, step_size_up=500)],
+        milestones=[100],
+    )
+    steps = np.arange(scheduler.preview_steps + 1)
+    values = _lrs(scheduler, steps)
+    zoom, axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})
+    for panel, shown in ((zoom, slice(0, 301)), (axes, slice(None))):
+        panel.plot(steps[shown], values[shown], color=_COLORS[0], linewidth=1.5)
+        panel.axvline(100, color="gray", linestyle=":", linewidth=1)
+    _style(zoom, "steps 0-300: the warm-up")
+    _style(axes, "then three cycles (milestone 100 dotted)")
+    axes.set_ylabel("")
+    figure.suptitle(
+        "SequentialLR([LinearLR(0.01, start_factor=0.1, total_iters=100),\n"
+        "CyclicLR(0.01, 0.1, step_size_up=500)], milestones=[100])",
+        fontsize=9,
+    )
+
+
+def plateau_loss(evaluation: int) -> float:
+    """A made-up validation loss: it falls, then levels off (with a little wobble)."""
+    return 0.35 + 0.65 * float(np.exp(-evaluation / 4)) + 0.01 * float(np.sin(1.3 * evaluation))
+
+
+def draw_plateau(figure: Figure) -> None:
+    """``ReduceLROnPlateau``: the monitored loss above, the learning rate it leads to below."""
+    scheduler = ReduceLROnPlateau(0.1, factor=0.5, patience=3, cooldown=2, min_lr=0.005)
+    evaluations = np.arange(60)
+    losses = [plateau_loss(int(e)) for e in evaluations]
+    lrs = []
+    for loss in losses:
+        scheduler.step(loss)
+        lrs.append(scheduler.get_last_lr()[0])
+    loss_axes, lr_axes = figure.subplots(2, 1, sharex=True)
+    loss_axes.plot(evaluations, losses, color=_COLORS[1], linewidth=1.5, marker=".", markersize=3)
+    _style(loss_axes, "the monitored metric: step(val_loss) after each evaluation", "val_loss")
+    loss_axes.set_xlabel("")
+    lr_axes.plot(evaluations, lrs, color=_COLORS[0], linewidth=1.5, drawstyle="steps-post")
+    _style(
+        lr_axes,
+        "ReduceLROnPlateau(0.1, factor=0.5, patience=3, cooldown=2, min_lr=0.005)",
+    )
+    lr_axes.set_xlabel("evaluation (step(metric) calls)", fontsize=8)
+
+
 FIGURES: dict[str, Callable[[Figure], None]] = {
     "schedule_triangular.png": draw_triangular,
     "schedule_cyclic_modes.png": draw_cyclic_modes,
     "schedule_onecycle.png": draw_onecycle,
     "schedule_cosine.png": draw_cosine,
     "schedule_warm_restarts.png": draw_warm_restarts,
+    "schedule_warmup_cyclic.png": draw_warmup_cyclic,
+    "schedule_plateau.png": draw_plateau,
 }
 """Each figure's file name and the function that draws it."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from flax import nnx
 
@@ -30,7 +30,9 @@ class Loop(Protocol):
 
     ``step`` is the number of train steps done; a callback may set it in ``on_train_begin``
     (the LR callback does, for a scheduler that starts part-way). ``total_steps`` is the planned
-    length of the whole run, when known.
+    length of the whole run, when known. A callback sets ``stop_training`` to end the run after
+    the current step (the [`Trainer`][flax_cyclic.Trainer] ends it through its normal end:
+    final save, ``on_train_end``; a hand-written loop checks it).
 
     Read ``model`` and ``optimizer`` from the loop in the hook that needs them, not through a
     reference kept from before training: the [`Trainer`][flax_cyclic.Trainer] keeps the
@@ -43,6 +45,7 @@ class Loop(Protocol):
     step: int
     epoch: int
     total_steps: int | None
+    stop_training: bool
     callbacks: list[Callback]
 
 
@@ -125,6 +128,11 @@ class CallbackList:
     The step and epoch hooks refuse to run before ``on_train_begin``: a callback that was never
     started would train with placeholder values.
 
+    A callback that wants training to end (e.g. [`EarlyStopping`][flax_cyclic.EarlyStopping])
+    sets ``stop_training = True``; a hand-written loop checks it after each step and
+    evaluation (``if callbacks.stop_training: break``), as the
+    [`Trainer`][flax_cyclic.Trainer] does.
+
     Args:
         callbacks: The callbacks, called in this order.
         model: The ``nnx.Module`` being trained.
@@ -175,6 +183,7 @@ class CallbackList:
         )
         self.epoch = 0
         self.total_steps: int | None = None  # planned train steps, when known
+        self.stop_training = False  # set by a callback to end the run after this step
         self._began = False
 
     @property
@@ -290,6 +299,43 @@ class CallbackList:
         for callback in self.callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
+
+
+class Monitored(NamedTuple):
+    """A metric a callback watches, named as it is logged: ``'eval/<name>'`` or ``'train/<name>'``.
+
+    ``eval/<name>`` is read at each evaluation (``on_eval_end``); ``train/<name>`` at each epoch
+    end, as the mean over the epoch's train steps (``on_epoch_end``).
+    """
+
+    source: str  # "eval" or "train"
+    name: str
+
+    @classmethod
+    def parse(cls, owner: str, monitor: Any) -> Monitored:
+        """``monitor`` as a ``Monitored``; a clear error for anything else."""
+        source, _, name = monitor.partition("/") if isinstance(monitor, str) else ("", "", "")
+        if source not in ("eval", "train") or not name:
+            raise ValueError(
+                f"{owner}: `monitor` must name a logged metric as 'eval/<name>' (read at each "
+                f"evaluation) or 'train/<name>' (the epoch's train mean), got monitor="
+                f"{monitor!r}; e.g. monitor='eval/loss'."
+            )
+        return cls(source, name)
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.name}"
+
+    def value(self, owner: str, metrics: Mapping[str, Any]) -> float:
+        """The watched metric's value in one hook's ``metrics``, as a Python float."""
+        if self.name not in metrics:
+            names = [f"{self.source}/{name}" for name in metrics if name not in ("step", "epoch")]
+            raise KeyError(
+                f"{owner}: monitor={str(self)!r}, but the "
+                f"{'evaluation' if self.source == 'eval' else 'epoch'} reported {sorted(names)}; "
+                "monitor one of those."
+            )
+        return float(metrics[self.name])
 
 
 def flush_writer(writer: MetricWriter | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import numpy as np
@@ -26,6 +26,7 @@ from flax_cyclic.callbacks.base import (
     Callback,
     Loop,
     MetricWriter,
+    Monitored,
     flush_writer,
     loop_optimizer,
 )
@@ -66,6 +67,12 @@ class LRSchedulerCallback(Callback):
         scheduler: The scheduler to own, e.g. a [`CyclicLR`][flax_cyclic.CyclicLR].
         interval: ``'step'`` advances the scheduler after every parameter update, ``'epoch'``
             after every epoch.
+        monitor: For a scheduler driven by a metric
+            ([`ReduceLROnPlateau`][flax_cyclic.ReduceLROnPlateau], whose ``requires_metric``
+            is true): the metric it steps on, as it is logged. ``'eval/<name>'`` steps it after
+            each evaluation, ``'train/<name>'`` at each epoch end on the epoch's train mean;
+            ``interval`` does not apply then. Required for such a scheduler, refused for the
+            others.
         learning_rate: Name of the injected hyperparameter that receives the learning rate.
         momentum: Name of the one that receives the cycled momentum; ``'auto'`` picks
             ``'momentum'`` (SGD) or ``'b1'`` (Adam); ``None`` leaves momentum alone.
@@ -101,7 +108,8 @@ class LRSchedulerCallback(Callback):
     Raises:
         TypeError: For a scheduler that is not an [`LRScheduler`][flax_cyclic.LRScheduler], or
             bad option types.
-        ValueError: For unknown ``interval`` values or non-positive counts.
+        ValueError: For unknown ``interval`` values or non-positive counts; a scheduler driven
+            by a metric without ``monitor``, or a ``monitor`` for one that is not.
 
     Examples:
         >>> import optax
@@ -122,6 +130,7 @@ class LRSchedulerCallback(Callback):
         scheduler: LRScheduler,
         *,
         interval: str = "step",
+        monitor: str | None = None,
         learning_rate: str = "learning_rate",
         momentum: str | None = "auto",
         groups: Sequence[str] | None = None,
@@ -139,6 +148,7 @@ class LRSchedulerCallback(Callback):
             )
         self.scheduler = scheduler
         self.interval = _checks.choice(owner, "interval", interval, _INTERVALS)
+        self.monitor = self._check_monitor(monitor)
         self.learning_rate = learning_rate
         self.momentum = momentum
         if groups is not None and len(groups) != scheduler.num_groups:
@@ -184,6 +194,7 @@ class LRSchedulerCallback(Callback):
         # and _verify_accumulation (the first 2k train steps).
         self._applied: list[_Applied] = []
         self._unconfirmed: dict[int, float | None] = {}
+        self._recorded: dict[int, float] = {}  # the last value written, per target, recorded
         self._counts_to_check = 0
         self._gradient_step_offset = 0
 
@@ -244,10 +255,13 @@ class LRSchedulerCallback(Callback):
             self._verify_applied(loop, update)
         if self.writer is not None and update % self.log_every_steps == 0:
             self._log(update)
-        if self.interval == "step":
-            self.scheduler.step()
-            self._position = self.scheduler.last_epoch
-            self._write()
+        if self._per_update:
+            self._advance()
+
+    def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
+        """Steps a scheduler driven by an ``eval/`` metric with its value."""
+        if self.monitor is not None and self.monitor.source == "eval":
+            self._step_on(metrics, "on_eval_end")
 
     def on_train_end(self, loop: Loop) -> None:
         """Finishes the pending checks (waiting for their values now) and flushes the writer."""
@@ -262,15 +276,55 @@ class LRSchedulerCallback(Callback):
         flush_writer(self.writer)
 
     def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Advances a per-epoch scheduler."""
+        """Advances a per-epoch scheduler, or steps one driven by a ``train/`` metric."""
+        if self.monitor is not None:
+            if self.monitor.source == "train" and metrics:  # none: an epoch resumed at its end
+                self._step_on(metrics, "on_epoch_end")
+            return
         if not self._targets:
             raise self._not_begun("on_epoch_end")
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
         if self.interval == "epoch":
+            self._advance()
+
+    @property
+    def _per_update(self) -> bool:
+        """Whether the scheduler advances once per parameter update (and follows the step)."""
+        return self.interval == "step" and self.monitor is None
+
+    def _advance(self, metric: float | None = None) -> None:
+        """Steps the scheduler (with the metric, if it is driven by one) and writes its values."""
+        if metric is None:
             self.scheduler.step()
-            self._position = self.scheduler.last_epoch
-            self._write()
+        else:  # ReduceLROnPlateau.step(metric)
+            cast(Any, self.scheduler).step(metric)
+        self._position = self.scheduler.last_epoch
+        self._write()
+
+    def _step_on(self, metrics: Mapping[str, Any], hook: str) -> None:
+        """Steps a metric-driven scheduler with the monitored value of this hook's metrics."""
+        if not self._targets:
+            raise self._not_begun(hook)
+        if self.scheduler.last_epoch != self._position:
+            raise self._moved_elsewhere()
+        assert self.monitor is not None  # only a metric-driven scheduler steps here
+        self._advance(self.monitor.value(type(self).__name__, metrics))
+
+    def _check_monitor(self, monitor: Any) -> Monitored | None:
+        """``monitor`` for a scheduler driven by a metric; refused for the others."""
+        owner, name = type(self).__name__, type(self.scheduler).__name__
+        if self.scheduler.requires_metric and monitor is None:
+            raise ValueError(
+                f"{owner}: {name} steps on a metric, not on the update count; pass the metric it "
+                f"watches, e.g. LRSchedulerCallback({name}(...), monitor='eval/loss')."
+            )
+        if monitor is not None and not self.scheduler.requires_metric:
+            raise ValueError(
+                f"{owner}: `monitor` is for a scheduler driven by a metric (ReduceLROnPlateau); "
+                f"{name} follows the update count, got monitor={monitor!r}. Leave monitor out."
+            )
+        return None if monitor is None else Monitored.parse(owner, monitor)
 
     # -- state --
 
@@ -384,9 +438,9 @@ class LRSchedulerCallback(Callback):
         """Agrees with the loop on the train step: the loop learns it, or both must match."""
         per_update = self._updates_per_step
         position = self.scheduler.last_epoch
-        if self._train_steps == 0 and self.interval == "step":
+        if self._train_steps == 0 and self._per_update:
             self._train_steps = position * per_update  # a scheduler built with last_epoch=N
-        elif self.interval == "step" and position != self._train_steps // per_update:
+        elif self._per_update and position != self._train_steps // per_update:
             kind = CheckpointError if self._restored else RuntimeError
             updates = self._train_steps // per_update
             raise kind(
@@ -396,7 +450,7 @@ class LRSchedulerCallback(Callback):
                 "state saved by this callback unedited, or start a new run."
             )
         loop_step = getattr(loop, "step", 0)
-        if self.interval == "epoch" and self._train_steps == 0:
+        if not self._per_update and self._train_steps == 0:
             self._train_steps = loop_step  # epochs, not steps, position an epoch scheduler
         if loop_step == self._train_steps:
             return
@@ -422,7 +476,7 @@ class LRSchedulerCallback(Callback):
         """Refuses a finite scheduler (``total_steps``) shorter than the loop's planned run."""
         length = getattr(self.scheduler, "total_steps", None)
         planned = getattr(loop, "total_steps", None)
-        if self.interval != "step" or length is None or planned is None:
+        if not self._per_update or length is None or planned is None:
             return
         updates = planned // self._updates_per_step
         if updates > length:
@@ -452,6 +506,7 @@ class LRSchedulerCallback(Callback):
         """Arms the checks that compare the optimizer's own counters and values with ours."""
         self._applied = []
         self._unconfirmed = {i: None for i in range(len(self._targets))}
+        self._recorded = {}
         state = accumulation_state(opt_state)
         self._counts_to_check = 0
         if state is not None:
@@ -465,19 +520,28 @@ class LRSchedulerCallback(Callback):
         """Records the values the optimizer applied in ``update`` and checks those ready.
 
         A hyperparameter injected as a schedule is recomputed by optax inside the update, so
-        the value it applied can differ from the one written. The check reads device values
-        only once they are computed (never waiting), and ends for a hyperparameter once it
-        has matched a value that differs from its first one: a schedule that agreed with the
+        the value it applied can differ from the one written. The value applied is recorded at
+        the first update and at each update whose written value differs from the last one
+        recorded (a scheduler driven by a metric changes it rarely); it is read once the device
+        has computed it (never waiting). The check ends for a hyperparameter once it has
+        matched a value that differs from its first one: a schedule that agreed with the
         scheduler's values at two different points is no longer a suspect.
         """
-        loop_optimizer(type(self).__name__, loop)  # brings the injected values up to date
         values = self._values()
+        due = []
         for index in self._unconfirmed:
             target = self._targets[index]
-            held = target.state.values[target.name].get_value()
             written = values[target.kind][target.group]
+            if self._recorded.get(index) != written:
+                due.append((index, target, written))
+        if due:
+            loop_optimizer(type(self).__name__, loop)  # brings the injected values up to date
+        for index, target, written in due:
+            self._recorded[index] = written
+            held = target.state.values[target.name].get_value()
             self._applied.append(_Applied(update, index, held, written))
-        self._check_applied(block=False)
+        if self._applied:
+            self._check_applied(block=False)
 
     def _check_applied(self, *, block: bool) -> None:
         while self._applied and (block or _is_ready(self._applied[0].held)):
@@ -554,7 +618,8 @@ class LRSchedulerCallback(Callback):
                 }
             )
         write_images = getattr(self.writer, "write_images", None)
-        if not self.plot_steps or not callable(write_images):
+        if not self.plot_steps or self.monitor is not None or not callable(write_images):
+            # A scheduler driven by a metric has no plan to draw.
             return
         from flax_cyclic._figures import plot_schedule
 

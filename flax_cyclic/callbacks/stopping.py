@@ -1,17 +1,24 @@
-"""Callbacks that stop training."""
+"""Callbacks that stop training: at a non-finite loss, or when a metric stops improving."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from flax_cyclic import _checks
 from flax_cyclic._errors import NonFiniteError
-from flax_cyclic.callbacks.base import Callback, Loop
+from flax_cyclic.callbacks.base import Callback, Loop, Monitored
 
-__all__ = ["TerminateOnNaN"]
+__all__ = ["EarlyStopping", "TerminateOnNaN"]
+
+logger = logging.getLogger("flax_cyclic")
 
 
 class TerminateOnNaN(Callback):
@@ -70,3 +77,193 @@ class TerminateOnNaN(Callback):
                 "Training stopped at once; lower the learning rate (e.g. max_lr) or clip the "
                 "gradients (optax.clip_by_global_norm)."
             )
+
+
+_EARLY_STOPPING_KEYS = ("monitor", "mode", "best", "best_step", "wait", "stopped_step")
+
+
+class EarlyStopping(Callback):
+    """Stops training when a monitored metric has stopped improving.
+
+    At each check it compares the metric with the best value so far: with ``mode='min'`` an
+    improvement is a value below ``best - min_delta``, with ``'max'`` one above
+    ``best + min_delta``. After ``patience`` checks in a row without one, it sets
+    ``loop.stop_training``: the [`Trainer`][flax_cyclic.Trainer] ends the run through its normal
+    end (the final checkpoint, ``on_train_end``); a hand-written loop checks
+    ``callbacks.stop_training``. A metric that is NaN or infinite stops the run at the check
+    where it appears: it will not improve any more.
+
+    When: ``monitor='eval/<name>'`` checks after each evaluation, ``'train/<name>'`` at each
+    epoch end, on the epoch's train mean.
+
+    Its counts are checkpointed (with the configuration they belong to): a resumed run
+    continues counting the patience where it stopped.
+
+    Args:
+        monitor: The metric, as it is logged: ``'eval/loss'``, ``'eval/accuracy'``,
+            ``'train/loss'``.
+        mode: ``'min'`` (the metric should fall) or ``'max'`` (it should rise).
+        patience: Checks in a row without improvement after which training stops; 0 stops at
+            the first one.
+        min_delta: The least change that counts as an improvement (>= 0).
+        restore_best: Keep a copy of the model's weights at the best check (on the device, the
+            size of the model) and put it back into the model at the end of training. After a
+            resume whose best check came before the resume, the copy is not in this process:
+            the end of training then says which checkpoint step holds it.
+
+    Attributes:
+        best: The best value so far, or ``None`` before the first check.
+        best_step: The train step of the best check (steps completed when it was made).
+        wait: Checks since the best one.
+        stopped_step: The train step at which it stopped the run, or ``None``.
+
+    Raises:
+        ValueError: For a ``monitor`` that is not ``'eval/<name>'`` or ``'train/<name>'``, an
+            unknown ``mode`` or a negative count.
+        TypeError: For arguments of the wrong type.
+
+    Examples:
+        >>> from flax_cyclic import CallbackList, EarlyStopping
+        >>> stopping = EarlyStopping("eval/loss", patience=2)
+        >>> loop = CallbackList([stopping])
+        >>> loop.on_train_begin()
+        >>> for loss in [0.9, 0.7, 0.71, 0.72]:
+        ...     loop.on_eval_end({"loss": loss})
+        ...     print(loss, stopping.wait, loop.stop_training)
+        0.9 0 False
+        0.7 0 False
+        0.71 1 False
+        0.72 2 True
+    """
+
+    def __init__(
+        self,
+        monitor: str = "eval/loss",
+        *,
+        mode: str = "min",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        restore_best: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        self.monitor = Monitored.parse(owner, monitor)
+        self.mode = _checks.choice(owner, "mode", mode, ("min", "max"))
+        self.patience = _checks.integer(
+            owner, "patience", patience, minimum=0, maximum=None, hint="e.g. 3."
+        )
+        self.min_delta = _checks.real(owner, "min_delta", min_delta, hint="e.g. 0.0 or 1e-4.")
+        if not isinstance(restore_best, bool):
+            raise TypeError(
+                f"{owner}: `restore_best` must be True or False, got restore_best={restore_best!r}."
+            )
+        self.restore_best = restore_best
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.wait = 0
+        self.stopped_step: int | None = None
+        self._best_weights: Any = None  # the model's state at best_step, in this process
+
+    def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
+        """Checks an ``eval/`` metric."""
+        if self.monitor.source == "eval":
+            self._check(loop, metrics)
+
+    def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Checks a ``train/`` metric: the epoch's mean (none for an epoch resumed at its end)."""
+        if self.monitor.source == "train" and metrics:
+            self._check(loop, metrics)
+
+    def _check(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
+        value = self.monitor.value(type(self).__name__, metrics)
+        step = getattr(loop, "step", 0)
+        if not math.isfinite(value):
+            self._stop(loop, f"{self.monitor}={value} at step {step} is not finite")
+            return
+        if self._improves(value):
+            self.best, self.best_step, self.wait = value, step, 0
+            if self.restore_best and getattr(loop, "model", None) is not None:
+                self._best_weights = jax.tree.map(jnp.copy, nnx.state(loop.model))
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self._stop(
+                loop,
+                f"{self.monitor} has not improved on {self.best:.6g} (step {self.best_step}) for "
+                f"{self.wait} check(s) (patience={self.patience})",
+            )
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def _stop(self, loop: Loop, reason: str) -> None:
+        self.stopped_step = getattr(loop, "step", 0)
+        loop.stop_training = True
+        logger.warning("EarlyStopping: %s; stopping at step %d.", reason, self.stopped_step)
+
+    def on_train_end(self, loop: Loop) -> None:
+        """With ``restore_best``, puts the best check's weights back into the model."""
+        if not self.restore_best or self.best_step is None:
+            return
+        if self._best_weights is None:
+            logger.warning(
+                "EarlyStopping(restore_best=True): the best check (%s=%.6g at step %d) came "
+                "before this run resumed, so its weights are not in this process; the model "
+                "keeps the last step's weights. Restore them from a checkpoint of step %d, e.g. "
+                "Checkpointer(..., best_metric=%r).restore(model=..., optimizer=..., step=%d).",
+                self.monitor,
+                self.best,
+                self.best_step,
+                self.best_step,
+                str(self.monitor),
+                self.best_step,
+            )
+            return
+        nnx.update(loop.model, self._best_weights)
+        logger.info(
+            "EarlyStopping: restored the weights of step %d (%s=%.6g).",
+            self.best_step,
+            self.monitor,
+            self.best,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counts, and the monitor and mode they belong to, as JSON-serialisable data."""
+        return {
+            "monitor": str(self.monitor),
+            "mode": self.mode,
+            "best": self.best,
+            "best_step": self.best_step,
+            "wait": self.wait,
+            "stopped_step": self.stopped_step,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores [`state_dict`][flax_cyclic.EarlyStopping.state_dict]'s output.
+
+        Raises:
+            ValueError: If the state lacks an entry, or was saved for another monitor or mode.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        missing = [key for key in _EARLY_STOPPING_KEYS if key not in state]
+        if missing:
+            raise ValueError(
+                f"{owner}: the saved state has no {missing} (it has {sorted(state)}). Restore a "
+                "state made by EarlyStopping.state_dict()."
+            )
+        saved = (state["monitor"], state["mode"])
+        if saved != (str(self.monitor), self.mode):
+            raise ValueError(
+                f"{owner}: the state was saved for monitor={saved[0]!r}, mode={saved[1]!r}, but "
+                f"this one watches monitor={str(self.monitor)!r}, mode={self.mode!r}: its best "
+                "value would not compare. Build it with the saved monitor and mode, or start the "
+                "run in a new checkpoint directory."
+            )
+        self.best = None if state["best"] is None else float(state["best"])
+        self.best_step = state["best_step"]
+        self.wait = int(state["wait"])
+        self.stopped_step = state["stopped_step"]
+        self._best_weights = None
