@@ -3,17 +3,20 @@
 [`lr_find`][flax_cyclic.lr_find] trains for a short while with a learning rate ramped up from
 tiny to huge, records the loss of every step, and stops once the loss diverges. The loss-vs-LR
 curve shows where training starts to make progress and where it breaks down;
-[`LRFinderResult`][flax_cyclic.LRFinderResult] reads suggestions off it. The model and the
-optimizer are put back exactly as they were.
+[`LRFinderResult`][flax_cyclic.LRFinderResult] reads suggestions off it, recommends a
+``(base_lr, max_lr)`` pair, and saves itself as JSON. The model and the optimizer are put back
+exactly as they were.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import pathlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -31,10 +34,48 @@ from flax_cyclic.steps import classification_train_step
 __all__ = ["LRFinderResult", "lr_find"]
 
 RAMP_MODES = ("exponential", "linear")
+STOP_REASONS = ("completed", "diverged", "non-finite loss", "data exhausted")
 
+#: ``smoothing=None`` gives the moving average a time constant of this fraction of the sweep.
+SWEEP_FRACTION = 20
+#: The largest default smoothing factor (long sweeps).
+MAX_DEFAULT_SMOOTHING = 0.98
 
+_FORMAT = "flax_cyclic.LRFinderResult"
+_FIELDS = ("lrs", "losses", "smoothed_losses", "stop_reason", "smoothing", "diverge_threshold")
 _LR_HINT = "Learning rates are finite numbers > 0, e.g. 1e-7 and 10."
 _END = object()  # the end of the batches
+
+
+def _default_smoothing(num_steps: int) -> float:
+    """``smoothing=None``: ``1 - 20 / num_steps`` clipped to ``[0, 0.98]``."""
+    return min(MAX_DEFAULT_SMOOTHING, max(0.0, 1 - SWEEP_FRACTION / num_steps))
+
+
+class _Average:
+    """The causal debiased exponential moving average, one loss at a time."""
+
+    def __init__(self, beta: float) -> None:
+        self.beta, self._sum, self._count = beta, 0.0, 0
+
+    def add(self, loss: float) -> float:
+        """Takes ``loss_i``; returns ``s_i``."""
+        self._sum = self.beta * self._sum + (1 - self.beta) * loss
+        self._count += 1
+        return self._sum / (1 - self.beta**self._count)
+
+
+def _causal(values: Iterable[float], beta: float) -> np.ndarray:
+    """The causal debiased moving average of ``values`` (the one the divergence rule reads)."""
+    average = _Average(beta)
+    return np.array([average.add(float(value)) for value in values], dtype=np.float64)
+
+
+def _zero_phase(losses: Sequence[float], beta: float, diverge_threshold: float) -> np.ndarray:
+    """The losses clipped at the divergence level, averaged forward, then backward."""
+    level = diverge_threshold * np.minimum.accumulate(_causal(losses, beta))
+    clipped = np.minimum(np.asarray(losses, dtype=np.float64), level)
+    return _causal(_causal(clipped, beta)[::-1], beta)[::-1]
 
 
 class RangeTestLR(LRScheduler):
@@ -71,26 +112,44 @@ class RangeTestLR(LRScheduler):
 class LRFinderResult:
     """What [`lr_find`][flax_cyclic.lr_find] measured, and the learning rates it suggests.
 
-    The suggestions read the smoothed loss up to its minimum (past it, training diverges),
-    leaving out the first tenth of the points (at most 10), where the average of a few losses
-    is still noisy:
+    Every suggestion reads ``smoothed_losses``, the zero-phase average of the loss (a valley
+    stays where it is), from the end of the noisy start (the first tenth of the points, at
+    most 10) up to its lowest point; past it, training is breaking down:
 
-    - ``steepest``: where the smoothed loss falls fastest per unit of log-LR, a good constant
-      learning rate;
-    - ``valley``: the middle of the longest stretch over which the smoothed loss keeps falling
-      (fastai's "valley" rule), robust to a noisy start;
-    - ``minimum / 10``: a tenth of the learning rate at the lowest smoothed loss, the classic
-      conservative pick.
+    - ``steepest``: where the smoothed loss falls fastest per unit of log-LR (fastai's "steep").
+      A safe constant learning rate, well inside the stable range; slow for a cycle's top.
+    - ``valley``: the middle of the longest stretch over which the smoothed loss keeps
+      falling (after fastai's "valley"). A constant learning rate that trains fast; the least
+      stable suggestion, since a bump on a long, nearly flat start cuts the stretch short.
+    - ``minimum``: the learning rate at the lowest smoothed loss, where the loss stops
+      falling: the top of a cycle (``max_lr``), too high for a constant learning rate.
+    - ``minimum/10``: a tenth of it, the classic cautious constant learning rate (fastai's
+      "minimum"); for a first try, or for an optimizer other than the one tested.
+
+    ``recommended`` is ``(base_lr, max_lr)`` for [`CyclicLR`][flax_cyclic.CyclicLR]:
+    ``max_lr = minimum`` (Smith, 2017, Section 3.3: where the loss stops falling) and
+    ``base_lr = minimum / 10``, where the loss still falls steadily; ``onecycle_max_lr`` is
+    the same ``max_lr``, for [`OneCycleLR`][flax_cyclic.OneCycleLR].
 
     Attributes:
         lrs: The learning rate of each step run.
         losses: The loss of each step, as the train step returned it.
-        smoothed_losses: The debiased exponential moving average of ``losses``.
-        stop_reason: ``'completed'`` (all steps ran), ``'diverged'`` (the smoothed loss rose
+        smoothed_losses: The zero-phase average of ``losses``: each loss clipped at the
+            divergence level (``diverge_threshold`` times the lowest ``causal_losses`` so far),
+            the debiased moving average run forward, then again backward over the result.
+        stop_reason: ``'completed'`` (all steps ran), ``'diverged'`` (the causal average rose
             above ``diverge_threshold`` times its minimum), ``'non-finite loss'`` or
             ``'data exhausted'``.
-        smoothing: The smoothing factor used (0: none).
+        smoothing: The moving average's factor ``beta`` (0: none).
         diverge_threshold: The divergence factor used.
+
+    Examples:
+        >>> from flax_cyclic import LRFinderResult
+        >>> result = LRFinderResult(
+        ...     lrs=(0.01, 0.1, 1.0), losses=(2.0, 1.0, 3.0), smoothed_losses=(2.0, 1.0, 3.0),
+        ...     stop_reason="completed", smoothing=0.0, diverge_threshold=4.0)
+        >>> result.minimum, result.recommended, result.onecycle_max_lr
+        (0.1, (0.01, 0.1), 0.1)
     """
 
     lrs: tuple[float, ...]
@@ -101,6 +160,14 @@ class LRFinderResult:
     diverge_threshold: float
 
     @property
+    def causal_losses(self) -> tuple[float, ...]:
+        """The causal debiased moving average of ``losses``, which the divergence rule reads.
+
+        It lags the loss by about ``smoothing / (1 - smoothing)`` steps.
+        """
+        return tuple(float(value) for value in _causal(self.losses, self.smoothing))
+
+    @property
     def _descent(self) -> range:
         """The indices the suggestions read: after the noisy start, up to the lowest loss."""
         skip = min(10, len(self.lrs) // 10)
@@ -109,7 +176,7 @@ class LRFinderResult:
 
     @property
     def minimum(self) -> float:
-        """The learning rate at the lowest smoothed loss."""
+        """The learning rate at the lowest smoothed loss (the edge of the stable range)."""
         return self.lrs[self._descent[-1]]
 
     @property
@@ -139,38 +206,122 @@ class LRFinderResult:
 
     @property
     def suggestions(self) -> dict[str, float | None]:
-        """``{'steepest': ..., 'valley': ..., 'minimum/10': ...}``."""
+        """``{'steepest': ..., 'valley': ..., 'minimum': ..., 'minimum/10': ...}``."""
         return {
             "steepest": self.steepest,
             "valley": self.valley,
+            "minimum": self.minimum,
             "minimum/10": self.minimum / 10,
         }
 
     @property
     def recommended(self) -> tuple[float, float]:
-        """``(base_lr, max_lr)`` for [`CyclicLR`][flax_cyclic.CyclicLR].
+        """``(base_lr, max_lr)`` for [`CyclicLR`][flax_cyclic.CyclicLR]: ``(minimum/10, minimum)``.
 
-        ``max_lr`` is the valley: well into the range where the loss falls, below the
-        minimum, where training gets unstable. ``base_lr`` is a quarter of it, Smith's rule of
-        thumb (a third to a quarter of ``max_lr``).
+        ``max_lr`` is the learning rate at the lowest smoothed loss, where the loss stops
+        falling (Smith's upper bound); ``base_lr`` a tenth of it, where the loss still falls
+        steadily (the classic one-order-of-magnitude-lower pick). A cycle spends most of its
+        time between the two, and only briefly at the top.
 
         Raises:
             ValueError: If the loss never fell, so there is nothing to recommend.
         """
-        max_lr = self.valley
-        if max_lr is None:
+        max_lr = self.onecycle_max_lr
+        return max_lr / 10, max_lr
+
+    @property
+    def onecycle_max_lr(self) -> float:
+        """``max_lr`` for [`OneCycleLR`][flax_cyclic.OneCycleLR]: ``minimum``, as recommended.
+
+        Raises:
+            ValueError: If the loss never fell, so there is nothing to recommend.
+        """
+        if len(self._descent) < 2:
             raise ValueError(
                 f"LRFinderResult: the smoothed loss never fell (stop_reason="
                 f"{self.stop_reason!r}, {len(self.lrs)} steps from lr={self.lrs[0]:g}), so "
                 "there is no range to recommend. Start lower (start_lr), run more steps, or "
                 "check the model and the data."
             )
-        return max_lr / 4, max_lr
+        return self.minimum
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the result to ``path`` as JSON, for [`load`][flax_cyclic.LRFinderResult.load].
+
+        The file holds every field, and for a human reader the recommended pair,
+        ``onecycle_max_lr`` and the suggestions (``null`` where there is none).
+
+        Args:
+            path: The file to write, e.g. ``workdir / 'lr_find.json'``.
+
+        Examples:
+            >>> import os, tempfile
+            >>> from flax_cyclic import LRFinderResult
+            >>> result = LRFinderResult(
+            ...     lrs=(0.01, 0.1, 1.0), losses=(2.0, 1.0, 3.0), smoothed_losses=(2.0, 1.0, 3.0),
+            ...     stop_reason="completed", smoothing=0.0, diverge_threshold=4.0)
+            >>> with tempfile.TemporaryDirectory() as directory:
+            ...     path = os.path.join(directory, "lr_find.json")
+            ...     result.save(path)
+            ...     loaded = LRFinderResult.load(path)
+            >>> loaded == result, loaded.recommended
+            (True, (0.01, 0.1))
+        """
+        try:
+            base_lr, max_lr = self.recommended
+            recommended: dict[str, float] | None = {"base_lr": base_lr, "max_lr": max_lr}
+        except ValueError:
+            recommended, max_lr = None, None
+        document = {
+            "format": _FORMAT,
+            "recommended": recommended,
+            "onecycle_max_lr": max_lr,
+            "suggestions": self.suggestions,
+            **{name: getattr(self, name) for name in _FIELDS},
+        }
+        # One line per entry: the summary reads at a glance, the curves stay one line each.
+        lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in document.items()]
+        text = "{\n" + ",\n".join(lines) + "\n}\n"
+        pathlib.Path(path).write_text(text, encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LRFinderResult:
+        """Reads a result that [`save`][flax_cyclic.LRFinderResult.save] wrote.
+
+        Args:
+            path: The JSON file.
+
+        Returns:
+            A result equal to the one saved.
+
+        Raises:
+            FileNotFoundError: If there is no file at ``path``.
+            ValueError: If the file is not JSON written by ``save``.
+        """
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+        where = f"LRFinderResult.load: {os.fspath(path)!r}"
+        fix = "pass a file written by LRFinderResult.save, e.g. lr_find.json."
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where} is not JSON ({error}); {fix}") from None
+        if not isinstance(document, dict) or document.get("format") != _FORMAT:
+            raise ValueError(f'{where} is not an LR range test (no "format": {_FORMAT!r}); {fix}')
+        missing = [name for name in _FIELDS if name not in document]
+        if missing:
+            raise ValueError(f"{where} lacks {', '.join(missing)}; {fix}")
+        try:
+            return _result_of(document)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where} is damaged: {error}; {fix}") from None
 
     def plot(
         self, path: str | os.PathLike | None = None, *, title: str | None = None
     ) -> np.ndarray:
-        """Plots the loss against the learning rate (log scale) with the suggestions marked.
+        """Plots the loss against the learning rate (log scale), the suggestions and the pair.
+
+        The raw and the smoothed loss are drawn, every suggestion as a dashed line, and the
+        recommended ``(base_lr, max_lr)`` as a shaded band (unless the loss never fell).
 
         Args:
             path: If given, the figure is also saved there as a PNG.
@@ -186,8 +337,12 @@ class LRFinderResult:
         axes = canvas.add_subplot()
         axes.plot(self.lrs, self.losses, color="0.75", linewidth=1, label="loss")
         axes.plot(self.lrs, self.smoothed_losses, color="C0", linewidth=1.8, label="smoothed")
-        markers = {**self.suggestions, "minimum": self.minimum}
-        for (name, lr), color in zip(markers.items(), ("C1", "C2", "C3", "C4"), strict=True):
+        if len(self._descent) > 1:
+            base_lr, max_lr = self.recommended
+            label = f"recommended: {base_lr:.3g} to {max_lr:.3g}"
+            axes.axvspan(base_lr, max_lr, color="C2", alpha=0.18, linewidth=0, label=label)
+        colors = ("C1", "C3", "C4", "C5")
+        for (name, lr), color in zip(self.suggestions.items(), colors, strict=True):
             if lr is not None:
                 axes.axvline(
                     lr, color=color, linestyle="--", linewidth=1, label=f"{name}: {lr:.3g}"
@@ -206,6 +361,39 @@ class LRFinderResult:
         return _figures.render(canvas, path)
 
 
+def _result_of(document: Mapping[str, Any]) -> LRFinderResult:
+    """The result in a document that ``LRFinderResult.save`` wrote, checked."""
+    curves = {}
+    for name in ("lrs", "losses", "smoothed_losses"):
+        values = document[name]
+        if not isinstance(values, list) or not all(_is_number(value) for value in values):
+            raise ValueError(f"{name} is not a list of numbers")
+        curves[name] = tuple(float(value) for value in values)
+    lengths = [len(values) for values in curves.values()]
+    if min(lengths) == 0 or len(set(lengths)) > 1:
+        raise ValueError(
+            f"lrs, losses and smoothed_losses must be as long as each other and not empty, "
+            f"got lengths {lengths}"
+        )
+    if document["stop_reason"] not in STOP_REASONS:
+        raise ValueError(f"stop_reason={document['stop_reason']!r} is not one of {STOP_REASONS}")
+    for name in ("smoothing", "diverge_threshold"):
+        if not _is_number(document[name]):
+            raise ValueError(f"{name}={document[name]!r} is not a number")
+    return LRFinderResult(
+        lrs=curves["lrs"],
+        losses=curves["losses"],
+        smoothed_losses=curves["smoothed_losses"],
+        stop_reason=document["stop_reason"],
+        smoothing=float(document["smoothing"]),
+        diverge_threshold=float(document["diverge_threshold"]),
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def lr_find(
     model: nnx.Module,
     optimizer: nnx.Optimizer,
@@ -216,7 +404,7 @@ def lr_find(
     end_lr: float = 10.0,
     num_steps: int = 100,
     mode: str = "exponential",
-    smoothing: float = 0.98,
+    smoothing: float | None = None,
     diverge_threshold: float = 4.0,
     learning_rate: str = "learning_rate",
 ) -> LRFinderResult:
@@ -225,11 +413,18 @@ def lr_find(
     Step ``i`` (from 0) trains with ``start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))``
     (``mode='exponential'``) or ``start_lr + (end_lr - start_lr) * i / (num_steps - 1)``
     (``'linear'``), written into the optimizer's injected ``learning_rate`` (every group gets
-    the same value) by an [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback]. The loss
-    ``loss_i`` of step ``i`` is smoothed with a debiased exponential moving average (``beta`` is
-    ``smoothing``, ``a_{-1} = 0``): ``a_i = beta * a_{i-1} + (1 - beta) * loss_i`` and
-    ``s_i = a_i / (1 - beta**(i + 1))``. The test stops early once ``s_i`` exceeds
-    ``diverge_threshold`` times its minimum so far, or a loss is not finite.
+    the same value) by an [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback].
+
+    The loss ``loss_i`` of step ``i`` goes into a causal debiased exponential moving average
+    (``beta`` is ``smoothing``, ``a_{-1} = 0``): ``a_i = beta * a_{i-1} + (1 - beta) * loss_i``
+    and ``s_i = a_i / (1 - beta**(i + 1))``. It lags the loss by about ``beta / (1 - beta)``
+    steps; the default ``beta = 1 - 20 / num_steps`` (clipped to ``[0, 0.98]``) keeps the lag
+    under a twentieth of the sweep. The test stops once ``s_i`` exceeds ``diverge_threshold``
+    times its minimum so far (``'diverged'``), or a loss is not finite (``'non-finite loss'``).
+    The curve the suggestions read, ``smoothed_losses``, is zero-phase instead: the same
+    average run forward, then backward over the result, so that a valley stays where it is
+    (each loss is clipped at ``diverge_threshold`` times the lowest ``s`` so far first, so that
+    the explosion that ends the test does not spill back into the valley).
 
     Whatever happens, the model and the optimizer are restored to their state before the
     test (parameters, optimizer state and step count, RNG counters, injected
@@ -250,8 +445,9 @@ def lr_find(
         num_steps: The number of steps of the ramp; at least 2.
         mode: ``'exponential'`` (default) or ``'linear'``.
         smoothing: The moving average's ``beta``, in [0, 1); 0 turns smoothing off.
-        diverge_threshold: Stop once the smoothed loss exceeds this multiple of its minimum;
-            > 1.
+            ``None`` (the default): ``1 - 20 / num_steps`` clipped to ``[0, 0.98]``.
+        diverge_threshold: Stop once the causal average exceeds this multiple of its
+            minimum; > 1.
         learning_rate: The name of the injected learning rate.
 
     Returns:
@@ -272,9 +468,9 @@ def lr_find(
         >>> optimizer = nnx.Optimizer(
         ...     model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), wrt=nnx.Param)
         >>> batches = [(jnp.ones((8, 4)) * i, jnp.arange(8) % 3) for i in range(4)]
-        >>> result = lr_find(model, optimizer, batches, start_lr=1e-4, end_lr=10.0, num_steps=30)
-        >>> len(result.lrs) <= 30, result.lrs[0]
-        (True, 0.0001)
+        >>> result = lr_find(model, optimizer, batches, start_lr=1e-4, end_lr=10.0, num_steps=40)
+        >>> len(result.lrs) <= 40, result.lrs[0], result.smoothing  # 1 - 20 / 40
+        (True, 0.0001, 0.5)
         >>> int(optimizer.step.get_value())  # untouched
         0
     """
@@ -302,7 +498,7 @@ def lr_find(
             loop.on_train_begin()
         except ValueError as error:
             raise ValueError(f"{owner}: {error}") from error
-        lrs, losses, smoothed, stop_reason = _sweep(
+        lrs, losses, stop_reason = _sweep(
             loop, callback, step_fn, _batches(train_data), num_steps, smoothing, diverge_threshold
         )
     finally:
@@ -312,7 +508,7 @@ def lr_find(
     return LRFinderResult(
         lrs=tuple(lrs),
         losses=tuple(losses),
-        smoothed_losses=tuple(smoothed),
+        smoothed_losses=tuple(float(v) for v in _zero_phase(losses, smoothing, diverge_threshold)),
         stop_reason=stop_reason,
         smoothing=smoothing,
         diverge_threshold=diverge_threshold,
@@ -327,7 +523,7 @@ def _checked_arguments(
     smoothing: Any,
     diverge_threshold: Any,
 ) -> tuple[float, float, int, str, float, float]:
-    """``lr_find``'s numeric arguments, checked."""
+    """``lr_find``'s numeric arguments, checked; ``smoothing=None`` resolved."""
     owner = "lr_find"
     start_lr = _checks.real(owner, "start_lr", start_lr, positive=True, hint=_LR_HINT)
     end_lr = _checks.real(owner, "end_lr", end_lr, positive=True, hint=_LR_HINT)
@@ -344,13 +540,18 @@ def _checked_arguments(
         hint="The ramp needs at least 2 steps; 100 is typical.",
     )
     mode = _checks.choice(owner, "mode", mode, RAMP_MODES)
+    if smoothing is None:
+        smoothing = _default_smoothing(num_steps)
     smoothing = _checks.real(
-        owner, "smoothing", smoothing, hint="Use a factor in [0, 1), e.g. 0.98; 0 turns it off."
+        owner,
+        "smoothing",
+        smoothing,
+        hint="Use a factor in [0, 1), e.g. 0.9; 0 turns it off, None scales it to the sweep.",
     )
     if smoothing >= 1:
         raise ValueError(
-            f"{owner}: `smoothing` must be in [0, 1), got smoothing={smoothing!r}; "
-            "e.g. 0.98, or 0 for none."
+            f"{owner}: `smoothing` must be in [0, 1), got smoothing={smoothing!r}; e.g. 0.9, "
+            "0 for none, or None (the default) for 1 - 20 / num_steps."
         )
     diverge_threshold = _checks.real(
         owner, "diverge_threshold", diverge_threshold, hint="Use a factor > 1, e.g. 4."
@@ -372,16 +573,15 @@ def _sweep(
     num_steps: int,
     smoothing: float,
     diverge_threshold: float,
-) -> tuple[list[float], list[float], list[float], str]:
+) -> tuple[list[float], list[float], str]:
     """Trains one batch per learning rate of the ramp; returns the curve and why it stopped."""
     lrs: list[float] = []
     losses: list[float] = []
-    smoothed: list[float] = []
-    average, best = 0.0, math.inf
+    average, best = _Average(smoothing), math.inf
     for i in range(num_steps):
         batch = next(batches, _END)
         if batch is _END:
-            return lrs, losses, smoothed, "data exhausted"
+            return lrs, losses, "data exhausted"
         lr = callback.scheduler.get_last_lr()[0]
         loss = _loss_of(step_fn(loop.model, loop.optimizer, batch))
         if not math.isfinite(loss):
@@ -390,17 +590,15 @@ def _sweep(
                     f"lr_find: the loss of the first step (lr={lr:g}) is {loss}: the model, "
                     "the data or the train step is broken, or start_lr is far too large."
                 )
-            return lrs, losses, smoothed, "non-finite loss"
-        average = smoothing * average + (1 - smoothing) * loss
-        value = average / (1 - smoothing ** (i + 1))
+            return lrs, losses, "non-finite loss"
         lrs.append(lr)
         losses.append(loss)
-        smoothed.append(value)
+        value = average.add(loss)
         best = min(best, value)
         if value > diverge_threshold * best:
-            return lrs, losses, smoothed, "diverged"
+            return lrs, losses, "diverged"
         loop.on_step_end({})
-    return lrs, losses, smoothed, "completed"
+    return lrs, losses, "completed"
 
 
 def _batches(train_data: Iterable[Any]) -> Iterator[Any]:

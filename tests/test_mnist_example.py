@@ -520,3 +520,104 @@ def test_fault_campaign_resumes_bitwise_after_random_kills(tmp_path):
         r"async save\)",
         campaign.summary(),
     )
+
+
+# -- the range test's file and --config.lr_from ----------------------------------------------------
+
+
+def test_find_lr_saves_the_result_next_to_the_plot(tiny, tmp_path):
+    from flax_cyclic import LRFinderResult
+
+    result = train.find_lr(tiny_config(tiny), str(tmp_path))
+    assert LRFinderResult.load(tmp_path / "lr_find.json") == result
+
+
+# A range test whose smoothed loss is lowest at lr=0.04: max_lr 0.04, base_lr 0.004.
+RANGE_TEST = dict(
+    lrs=(0.001, 0.01, 0.04, 1.0),
+    losses=(2.3, 1.5, 0.9, 9.0),
+    smoothed_losses=(2.3, 1.5, 0.9, 3.6),
+    stop_reason="diverged",
+    smoothing=0.0,
+    diverge_threshold=4.0,
+)
+
+
+def _saved_range_test(path, **changes):
+    from flax_cyclic import LRFinderResult
+
+    LRFinderResult(**{**RANGE_TEST, **changes}).save(path)
+    return path
+
+
+def test_describe_lr_find_prints_every_suggestion_and_the_flags(tmp_path):
+    from flax_cyclic import LRFinderResult
+
+    text = train.describe_lr_find(LRFinderResult(**RANGE_TEST), str(tmp_path))
+    assert text.splitlines() == [
+        "LR range test: 4 steps, stopped: diverged.",
+        "    steepest: 0.04",
+        "      valley: 0.01",
+        "     minimum: 0.04",
+        "  minimum/10: 0.004",
+        "Suggested: --config.base_lr=0.004 --config.max_lr=0.04 (OneCycleLR: --config.max_lr=0.04)",
+        f"Or train with them: --config.lr_from={tmp_path / 'lr_find.json'}",
+        f"Plot: {tmp_path / 'lr_find.png'}",
+        f"Result: {tmp_path / 'lr_find.json'}",
+    ]
+
+
+def test_lr_from_trains_cyclic_with_the_recommended_pair(tiny, tmp_path):
+    path = _saved_range_test(tmp_path / "lr_find.json")
+    config = tiny_config(tiny, lr_from=str(path), num_train_steps=4)
+    results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert results["lr_from"] == {"path": str(path), "base_lr": 0.004, "max_lr": 0.04}
+    assert train.describe_taken(results["lr_from"]) == "base_lr=0.004, max_lr=0.04"
+    assert (config.base_lr, config.max_lr) == (0.01, 0.1)  # the given config is unchanged
+    series = tensorboard_series(tmp_path / "work" / "tensorboard")
+    # CyclicLR from 0.004 to 0.04 in step_size_up=3 steps.
+    assert [value for _, value in series["learning_rate"]] == pytest.approx(
+        [0.004, 0.016, 0.028, 0.04], rel=1e-6
+    )
+
+
+def test_lr_from_gives_onecycle_its_max_lr(tiny, tmp_path):
+    path = _saved_range_test(tmp_path / "lr_find.json")
+    config, taken = train.apply_lr_from(tiny_config(tiny, lr_from=str(path), schedule="onecycle"))
+    assert taken == {"path": str(path), "max_lr": 0.04}
+    assert (config.base_lr, config.max_lr) == (0.01, 0.04)  # OneCycleLR reads max_lr only
+    assert train.apply_lr_from(tiny_config(tiny)) == (tiny_config(tiny), None)
+
+
+def _message(error, config) -> str:
+    with pytest.raises(error) as caught:
+        train.apply_lr_from(config)
+    return str(caught.value)
+
+
+def test_lr_from_problems_are_clear_errors(tiny, tmp_path):
+    missing = tmp_path / "none.json"
+    assert _message(FileNotFoundError, tiny_config(tiny, lr_from=str(missing))) == (
+        f"config.lr_from={str(missing)!r}: there is no file {missing}. Run the LR range test "
+        "first: --config.find_lr=True writes WORKDIR/lr_find.json."
+    )
+    path = _saved_range_test(tmp_path / "lr_find.json")
+    constant = tiny_config(tiny, lr_from=str(path), schedule="constant")
+    assert _message(ValueError, constant) == (
+        f"config.lr_from={str(path)!r} sets base_lr and max_lr, which schedule='constant' does "
+        "not use. Use --config.schedule=cyclic or onecycle, or drop lr_from and set "
+        "--config.learning_rate (e.g. the valley or minimum/10 of the range test)."
+    )
+    broken = tmp_path / "broken.json"
+    broken.write_text("PNG")
+    assert _message(ValueError, tiny_config(tiny, lr_from=str(broken))) == (
+        f"config.lr_from={str(broken)!r}: LRFinderResult.load: {str(broken)!r} is not JSON "
+        "(Expecting value: line 1 column 1 (char 0)); pass a file written by "
+        "LRFinderResult.save, e.g. lr_find.json."
+    )
+    flat = _saved_range_test(tmp_path / "flat.json", smoothed_losses=(1.0, 2.0, 3.0, 4.0))
+    assert _message(ValueError, tiny_config(tiny, lr_from=str(flat))) == (
+        f"config.lr_from={str(flat)!r}: LRFinderResult: the smoothed loss never fell "
+        "(stop_reason='diverged', 4 steps from lr=0.001), so there is no range to recommend. "
+        "Start lower (start_lr), run more steps, or check the model and the data."
+    )

@@ -7,6 +7,8 @@ config file, e.g.
         --config=examples/mnist/configs/default.py --config.num_epochs=1
 
 Running it again with the same workdir resumes from the newest checkpoint.
+--config.find_lr=True runs the LR range test instead (it writes WORKDIR/lr_find.json), and
+--config.lr_from=WORKDIR/lr_find.json trains with the learning rates it recommends.
 """
 
 import jax
@@ -53,16 +55,14 @@ def main(argv):
         raise app.UsageError("Run the LR range test (--config.find_lr=True) in one process.")
     if config.find_lr:
         result = train.find_lr(config, FLAGS.workdir)
-        base_lr, max_lr = result.recommended
-        print(f"LR range test: {len(result.lrs)} steps, stopped: {result.stop_reason}.")
-        for name, lr in result.suggestions.items():
-            print(f"  {name:>10}: {lr:.4g}")
-        print(f"Suggested: --config.base_lr={base_lr:.3g} --config.max_lr={max_lr:.3g}")
-        print(f"Plot: {FLAGS.workdir}/lr_find.png")
+        print(train.describe_lr_find(result, FLAGS.workdir))
         return
     results = train.train_and_evaluate(config, FLAGS.workdir)
     if jax.process_index() != 0:
         return
+    if results["lr_from"] is not None:
+        taken = results["lr_from"]
+        print(f"Learning rates from {taken['path']}: {train.describe_taken(taken)}.")
     if results["resumed_from"] is not None:
         print(f"Resumed from the checkpoint at step {results['resumed_from']}.")
     print(

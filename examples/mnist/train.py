@@ -147,9 +147,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             (``tensorboard/``) go; running again with the same workdir resumes.
 
     Returns:
-        ``{'test_accuracy', 'test_loss', 'steps', 'resumed_from', 'workdir'}``.
+        ``{'test_accuracy', 'test_loss', 'steps', 'resumed_from', 'workdir', 'lr_from'}``;
+        ``lr_from`` is what ``apply_lr_from`` took (``None`` without ``config.lr_from``).
     """
     workdir = pathlib.Path(workdir).absolute()
+    config, taken = apply_lr_from(config)
     train_data, test_data, total_steps = load_data(config)
     model, optimizer = create_model_and_optimizer(config)
     logdir = workdir / "tensorboard"
@@ -197,11 +199,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "steps": trainer.step,
         "resumed_from": history.resumed_from,
         "workdir": os.fspath(workdir),
+        "lr_from": taken,
     }
 
 
 def find_lr(config: ml_collections.ConfigDict, workdir: str) -> flax_cyclic.LRFinderResult:
-    """Runs the LR range test on the config's model and data; writes ``workdir/lr_find.png``."""
+    """Runs the LR range test on the config's model and data.
+
+    Writes the plot to ``workdir/lr_find.png`` and the result to ``workdir/lr_find.json``
+    (what ``--config.lr_from`` reads).
+    """
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     train_data, _, _ = load_data(config)
@@ -216,4 +223,80 @@ def find_lr(config: ml_collections.ConfigDict, workdir: str) -> flax_cyclic.LRFi
         num_steps=config.lr_find_steps,
     )
     result.plot(workdir / "lr_find.png", title=f"LR range test: CNN on {config.dataset}")
+    result.save(workdir / "lr_find.json")
     return result
+
+
+def describe_lr_find(result: flax_cyclic.LRFinderResult, workdir: str) -> str:
+    """What ``find_lr`` found, for the terminal: every suggestion and the flags to use."""
+    workdir = pathlib.Path(workdir).absolute()
+    lines = [f"LR range test: {len(result.lrs)} steps, stopped: {result.stop_reason}."]
+    for name, lr in result.suggestions.items():
+        lines.append(f"  {name:>10}: " + ("none" if lr is None else f"{lr:.4g}"))
+    try:
+        base_lr, max_lr = result.recommended
+    except ValueError as error:
+        lines.append(f"No recommendation: {error}")
+    else:
+        lines += [
+            f"Suggested: --config.base_lr={base_lr:.3g} --config.max_lr={max_lr:.3g} "
+            f"(OneCycleLR: --config.max_lr={result.onecycle_max_lr:.3g})",
+            f"Or train with them: --config.lr_from={workdir / 'lr_find.json'}",
+        ]
+    lines += [f"Plot: {workdir / 'lr_find.png'}", f"Result: {workdir / 'lr_find.json'}"]
+    return "\n".join(lines)
+
+
+def apply_lr_from(
+    config: ml_collections.ConfigDict,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any] | None]:
+    """The config with the learning rates of the range test in ``config.lr_from``, if set.
+
+    ``schedule='cyclic'`` takes ``base_lr`` and ``max_lr`` from the recommended pair,
+    ``'onecycle'`` takes ``max_lr`` (``onecycle_max_lr``, the same). The given config is not
+    changed.
+
+    Returns:
+        The config to train with, and what was taken: ``{'path', 'base_lr', 'max_lr'}``
+        (``'onecycle'``: no ``'base_lr'``); ``None`` when ``config.lr_from`` is empty.
+
+    Raises:
+        FileNotFoundError: If there is no file at ``config.lr_from``.
+        ValueError: For ``schedule='constant'``, a file that is not a saved range test, or a
+            range test whose loss never fell.
+    """
+    if not config.lr_from:
+        return config, None
+    where = f"config.lr_from={config.lr_from!r}"
+    if config.schedule == "constant":
+        raise ValueError(
+            f"{where} sets base_lr and max_lr, which schedule='constant' does not use. Use "
+            "--config.schedule=cyclic or onecycle, or drop lr_from and set "
+            "--config.learning_rate (e.g. the valley or minimum/10 of the range test)."
+        )
+    path = pathlib.Path(config.lr_from).absolute()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{where}: there is no file {path}. Run the LR range test first: "
+            "--config.find_lr=True writes WORKDIR/lr_find.json."
+        )
+    try:
+        result = flax_cyclic.LRFinderResult.load(path)
+        base_lr, max_lr = result.recommended
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
+    # OneCycleLR has no base_lr: it starts at max_lr / 25.
+    taken = (
+        {"max_lr": result.onecycle_max_lr}
+        if config.schedule == "onecycle"
+        else {"base_lr": base_lr, "max_lr": max_lr}
+    )
+    config = config.copy_and_resolve_references()
+    config.update(taken)
+    logging.info("Learning rates from %s: %s.", path, describe_taken(taken))
+    return config, {"path": os.fspath(path), **taken}
+
+
+def describe_taken(taken: dict[str, Any]) -> str:
+    """``'base_lr=0.0137, max_lr=0.0548'``: the learning rates ``apply_lr_from`` took."""
+    return ", ".join(f"{name}={value:.4g}" for name, value in taken.items() if name != "path")

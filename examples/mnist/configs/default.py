@@ -34,9 +34,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 50
     config.eval_every_steps = -1  # -1: at the end of every epoch only
     config.progress = True  # the progress bar on the terminal
-    # --config.find_lr=True runs the LR range test instead of training.
+    # --config.find_lr=True runs the LR range test instead of training; it writes
+    # workdir/lr_find.png and workdir/lr_find.json.
     config.find_lr = False
     config.lr_find_start = 1e-4
     config.lr_find_end = 10.0
     config.lr_find_steps = 200
+    # A path to an lr_find.json: train with its recommended base_lr and max_lr (schedule
+    # 'cyclic') or its max_lr (schedule 'onecycle'), in place of the two above. '': off.
+    config.lr_from = ""
     return config
