@@ -62,7 +62,7 @@ def real(owner: str, name: str, value: Any, *, positive: bool = False, hint: str
     arrays with elements are rejected with a ``TypeError``.
     """
     requirement = "a positive" if positive else "a non-negative"
-    if not _is_real_scalar(value):
+    if not is_real_scalar(value):
         raise TypeError(f"{owner}: `{name}` must be a real number, {_got(name, value)}. {hint}")
     result = float(value)
     if not math.isfinite(result) or result < 0 or (positive and result == 0):
@@ -72,8 +72,8 @@ def real(owner: str, name: str, value: Any, *, positive: bool = False, hint: str
     return result
 
 
-def _is_real_scalar(value: Any) -> bool:
-    # Python and NumPy numbers, and 0-d integer or floating arrays (NumPy or JAX).
+def is_real_scalar(value: Any) -> bool:
+    """Whether ``value`` is a real number: Python, NumPy (not a bool) or a 0-d int/float array."""
     if isinstance(value, bool):
         return False
     if isinstance(value, numbers.Real):

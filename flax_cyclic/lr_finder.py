@@ -366,7 +366,9 @@ def _result_of(document: Mapping[str, Any]) -> LRFinderResult:
     curves = {}
     for name in ("lrs", "losses", "smoothed_losses"):
         values = document[name]
-        if not isinstance(values, list) or not all(_is_number(value) for value in values):
+        if not isinstance(values, list) or not all(
+            _checks.is_real_scalar(value) for value in values
+        ):
             raise ValueError(f"{name} is not a list of numbers")
         curves[name] = tuple(float(value) for value in values)
     lengths = [len(values) for values in curves.values()]
@@ -378,7 +380,7 @@ def _result_of(document: Mapping[str, Any]) -> LRFinderResult:
     if document["stop_reason"] not in STOP_REASONS:
         raise ValueError(f"stop_reason={document['stop_reason']!r} is not one of {STOP_REASONS}")
     for name in ("smoothing", "diverge_threshold"):
-        if not _is_number(document[name]):
+        if not _checks.is_real_scalar(document[name]):
             raise ValueError(f"{name}={document[name]!r} is not a number")
     return LRFinderResult(
         lrs=curves["lrs"],
@@ -388,10 +390,6 @@ def _result_of(document: Mapping[str, Any]) -> LRFinderResult:
         smoothing=float(document["smoothing"]),
         diverge_threshold=float(document["diverge_threshold"]),
     )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def lr_find(

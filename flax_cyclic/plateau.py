@@ -8,7 +8,6 @@ state (saved with the counters in ``state_dict()``), not a formula of ``last_epo
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -188,7 +187,7 @@ class ReduceLROnPlateau(LRScheduler):
                 "e.g. scheduler.step(val_loss). The learning rate follows that metric, not the "
                 "step count."
             )
-        if not _is_number(metric):
+        if not _checks.is_real_scalar(metric):
             raise TypeError(
                 f"{owner}: `metric` must be a real number, got metric={metric!r} "
                 f"({type(metric).__name__}). Pass the monitored value, e.g. a float or a 0-d "
@@ -357,7 +356,7 @@ class ReduceLROnPlateau(LRScheduler):
     def _restore(self, state: Mapping[str, Any], last_epoch: int, *, strict: bool) -> None:
         owner = f"{type(self).__name__}.load_state_dict"
         best = state["best"]
-        if best is not None and not (_is_number(best) and math.isfinite(float(best))):
+        if best is not None and not (_checks.is_real_scalar(best) and math.isfinite(float(best))):
             raise TypeError(
                 f"{owner}: `best` must be a finite number or None (no metric yet), got "
                 f"best={best!r}."
@@ -404,13 +403,3 @@ def _check_threshold(owner: str, threshold: Any, threshold_mode: str) -> float:
         hint="With threshold_mode='rel' it is the fraction of best an improvement must beat "
         "best by, e.g. 1e-4; use threshold_mode='abs' for an amount.",
     )
-
-
-def _is_number(value: Any) -> bool:
-    """Python and NumPy real numbers, and 0-d integer or floating arrays (NumPy or JAX)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, numbers.Real):
-        return True
-    kind = getattr(getattr(value, "dtype", None), "kind", None)
-    return getattr(value, "shape", None) == () and kind in ("f", "i", "u")
