@@ -527,6 +527,18 @@ def cyclic_configs(draw, groups: int):
     )
 
 
+def _assert_continues_from_any_step(make, theirs, steps, data):
+    """Built at a random ``last_epoch``, it continues PyTorch's values; its state survives JSON."""
+    start = data.draw(st.integers(min_value=0, max_value=steps - 1), label="last_epoch")
+    _assert_close_per_group(
+        host_lrs(make(last_epoch=start), steps - start),
+        theirs[start:],
+        _scales(theirs),
+        first_step=start,
+    )
+    _sequential_state_round_trip(make, steps, start)
+
+
 def _sequential_state_round_trip(make, steps: int, at: int) -> None:
     """A JSON round trip at step ``at`` continues exactly as the uninterrupted run."""
     scheduler = make()
@@ -565,14 +577,7 @@ def test_sequential_linear_then_cyclic_matches_pytorch(groups, milestone, data):
         _assert_close_per_group(host_momentums(make(), steps), their_momentums)
     else:
         assert make().get_last_momentum() is None
-    start = data.draw(st.integers(min_value=0, max_value=steps - 1), label="last_epoch")
-    _assert_close_per_group(
-        host_lrs(make(last_epoch=start), steps - start),
-        theirs[start:],
-        _scales(theirs),
-        first_step=start,
-    )
-    _sequential_state_round_trip(make, steps, start)
+    _assert_continues_from_any_step(make, theirs, steps, data)
 
 
 @settings(max_examples=40, deadline=None)
@@ -605,14 +610,7 @@ def test_sequential_linear_then_cosine_matches_pytorch(
     # takes the closed form there).
     _assert_close_per_group(host_lrs(make(), steps), theirs)
     assert make().get_last_momentum() is None
-    start = data.draw(st.integers(min_value=0, max_value=steps - 1), label="last_epoch")
-    _assert_close_per_group(
-        host_lrs(make(last_epoch=start), steps - start),
-        theirs[start:],
-        _scales(theirs),
-        first_step=start,
-    )
-    _sequential_state_round_trip(make, steps, start)
+    _assert_continues_from_any_step(make, theirs, steps, data)
 
 
 def _cyclic_with_momentum(o=None, *, base_lr, max_lr, base_momentum, max_momentum, step=5):
