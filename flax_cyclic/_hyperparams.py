@@ -44,12 +44,15 @@ class InjectedHyperparams:
         values: Hyperparameter name -> its value: the ``nnx.Variable`` holding it inside an
             ``nnx.Optimizer``, else the array.
         dtypes: Hyperparameter name -> the dtype its value keeps.
+        scheduled: The names injected as a schedule: optax recomputes them inside every
+            update from its own count, so a value written there is overwritten.
     """
 
     label: str | None
     path: tuple[Any, ...]
     values: Mapping[str, Any]
     dtypes: Mapping[str, np.dtype]
+    scheduled: frozenset[str] = frozenset()
 
     @property
     def where(self) -> str:
@@ -99,19 +102,27 @@ def find_injected_hyperparams(opt_state: Any) -> list[InjectedHyperparams]:
     Returns:
         One entry per injected state; empty if the optimizer has none.
     """
-    found = optax.tree_utils.tree_get_all_with_path(
-        opt_state,
-        "hyperparams",
-        lambda path, _: getattr(path[-1], "tuple_name", None) in _INJECTED_STATES,
-    )
+
+    def fields(name: str) -> list[tuple[Any, Any]]:
+        return optax.tree_utils.tree_get_all_with_path(
+            opt_state,
+            name,
+            lambda path, _: getattr(path[-1], "tuple_name", None) in _INJECTED_STATES,
+        )
+
+    # Each injected state's schedules keep a state of their own, beside its hyperparams.
+    schedules = {
+        tuple(path[:-1]): frozenset(states) for path, states in fields("hyperparams_states")
+    }
     return [
         InjectedHyperparams(
             label=_group_label(path),
             path=tuple(path),
             values=dict(values),
             dtypes={name: _dtype(value) for name, value in values.items()},
+            scheduled=schedules.get(tuple(path[:-1]), frozenset()),
         )
-        for path, values in found
+        for path, values in fields("hyperparams")
     ]
 
 
@@ -226,7 +237,8 @@ def set_hyperparams(
 
     Raises:
         ValueError: If there is nothing to set, no injected state, an unknown label, a
-            sequence of the wrong length, or a state that does not inject a given name.
+            sequence of the wrong length, a state that does not inject a given name, or one
+            that injects it as a schedule (optax would overwrite the value at every update).
         TypeError: If a value is not a real number, or does not fit the old value's shape.
 
     Examples:
@@ -262,6 +274,15 @@ def set_hyperparams(
         found, missing = resolve_targets(matched, {kind: "auto" if kind == "momentum" else kind})
         targets += found
         problems += missing
+    scheduled = [target for target in targets if target.name in target.state.scheduled]
+    if scheduled:
+        names = "; ".join(f"{t.name!r} at {t.state.where}" for t in scheduled)
+        raise ValueError(
+            f"{owner}: {names} is injected as a schedule: optax recomputes it inside every "
+            "update, so a value set here would be overwritten and never used. Inject a number "
+            "instead, e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), and set it "
+            "before each update."
+        )
     if problems:
         raise ValueError(
             f"{owner}: the optimizer state does not inject every value given: "

@@ -18,7 +18,13 @@ from flax_cyclic import _checks
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._metrics import mean_metrics
 from flax_cyclic._split_step import SplitStep
-from flax_cyclic.callbacks.base import Callback, CallbackList, MetricWriter, check_optimizer
+from flax_cyclic.callbacks.base import (
+    Callback,
+    CallbackList,
+    MetricWriter,
+    Monitored,
+    check_optimizer,
+)
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
 from flax_cyclic.callbacks.metrics_logger import MetricsLogger
 from flax_cyclic.callbacks.monitor import LearningRateMonitor
@@ -146,6 +152,8 @@ class Trainer:
                 f"{data_axis!r} for a mesh with axes {mesh.axis_names}."
             )
         self.mesh = mesh
+        # The last evaluation's step and means: a save at that step is ranked by them.
+        self._last_eval: tuple[int, dict[str, float]] | None = None
         self._batch_sharding = (
             None
             if mesh is None
@@ -215,16 +223,11 @@ class Trainer:
             eval_every_steps = _checks.integer(
                 "Trainer.fit", "eval_every_steps", eval_every_steps, minimum=1, hint="e.g. 500."
             )
-        if self.checkpointer and self.checkpointer.best_metric and eval_data is None:
-            raise ValueError(
-                f"Trainer.fit: the checkpointer keeps the best checkpoints by "
-                f"{self.checkpointer.best_metric!r}, an evaluation metric, but there is no "
-                "eval_data to evaluate on; pass eval_data=... (and eval_every_steps=... to "
-                "evaluate within epochs)."
-            )
+        if eval_data is None:
+            self._check_nothing_waits_for_evaluations()
         history = History()
         self.callbacks.stop_training = False
-        self._last_eval: tuple[int, dict[str, float]] | None = None
+        self._last_eval = None
         self._place_on_mesh()
         position, data_state = self._resume(history)
         self._split_step.refresh()
@@ -253,6 +256,24 @@ class Trainer:
                     self.checkpointer.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
+
+    def _check_nothing_waits_for_evaluations(self) -> None:
+        """Refuses a run without eval_data when a checkpointer or callback acts on its metrics."""
+        fix = "pass eval_data=... (and eval_every_steps=... to evaluate within epochs)."
+        if self.checkpointer and self.checkpointer.best_metric:
+            raise ValueError(
+                f"Trainer.fit: the checkpointer keeps the best checkpoints by "
+                f"{self.checkpointer.best_metric!r}, an evaluation metric, but there is no "
+                f"eval_data to evaluate on; {fix}"
+            )
+        for callback in self.callbacks.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, Monitored) and monitor.source == "eval":
+                raise ValueError(
+                    f"Trainer.fit: {type(callback).__name__} acts on {str(monitor)!r}, an "
+                    f"evaluation metric, but there is no eval_data to evaluate on, so it would "
+                    f"never act; {fix}"
+                )
 
     def _run_epoch(self, run: _Run) -> None:
         """Trains (the rest of) one epoch, then evaluates and saves as configured."""

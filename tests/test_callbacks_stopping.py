@@ -16,7 +16,9 @@ from flax_cyclic import (
     CallbackList,
     Checkpointer,
     EarlyStopping,
+    LRSchedulerCallback,
     NonFiniteError,
+    ReduceLROnPlateau,
     TerminateOnNaN,
     Trainer,
 )
@@ -301,3 +303,19 @@ def test_restore_best_in_a_trainer_leaves_the_model_at_the_best_evaluation():
     assert stopping.best_step == min(losses, key=lambda step: (losses[step], step))
     assert stopping.best_step != 24  # else the test shows nothing
     np.testing.assert_array_equal(model.hidden.kernel[...], kernels[stopping.best_step])
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [EarlyStopping("eval/loss"), LRSchedulerCallback(ReduceLROnPlateau(0.1), monitor="eval/loss")],
+    ids=["EarlyStopping", "LR callback with a plateau"],
+)
+def test_a_callback_acting_on_an_eval_metric_without_eval_data_is_refused(callback):
+    model, optimizer = tiny_setup()
+    with raises_exactly(
+        ValueError,
+        f"Trainer.fit: {type(callback).__name__} acts on 'eval/loss', an evaluation metric, but "
+        "there is no eval_data to evaluate on, so it would never act; pass eval_data=... (and "
+        "eval_every_steps=... to evaluate within epochs).",
+    ):
+        Trainer(model, optimizer, callbacks=[callback]).fit(tiny_batches(16, 2), num_steps=2)

@@ -328,3 +328,22 @@ def _two_groups():
 def test_set_hyperparams_refuses_with_the_fix(state, kwargs, error, message):
     with raises_exactly(error, message):
         set_hyperparams(state(), **kwargs)
+
+
+def test_a_hyperparameter_injected_as_a_schedule_is_refused_not_silently_overwritten():
+    tx = optax.inject_hyperparams(optax.sgd)(
+        learning_rate=optax.linear_schedule(0.1, 0.01, 10), momentum=0.9
+    )
+    opt_state = tx.init({"w": jnp.ones(2)})
+    (found,) = find_injected_hyperparams(opt_state)
+    assert found.scheduled == {"learning_rate"}
+    # A number injected beside the schedule is still set.
+    assert float(set_hyperparams(opt_state, momentum=0.5).hyperparams["momentum"]) == 0.5
+    with raises_exactly(
+        ValueError,
+        "set_hyperparams: 'learning_rate' at the root of the optimizer state is injected as a "
+        "schedule: optax recomputes it inside every update, so a value set here would be "
+        "overwritten and never used. Inject a number instead, e.g. "
+        "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), and set it before each update.",
+    ):
+        set_hyperparams(opt_state, learning_rate=0.5)
