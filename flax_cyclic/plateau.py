@@ -13,13 +13,12 @@ from typing import Any, NoReturn
 
 import jax
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _improvement
 from flax_cyclic._policies import LR_HINT, in_unit_interval
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["ReduceLROnPlateau"]
 
-PLATEAU_MODES = ("min", "max")
 THRESHOLD_MODES = ("rel", "abs")
 
 
@@ -57,7 +56,12 @@ class ReduceLROnPlateau(LRScheduler):
 
     Args:
         base_lr: The learning rate to start with; a number or a list per parameter group.
-        mode: ``'min'`` (a lower metric is better, e.g. a loss) or ``'max'`` (e.g. accuracy).
+        mode: ``'min'`` (a lower metric is better, e.g. a loss), ``'max'`` (e.g. accuracy), or
+            ``'auto'``: inferred from the monitored metric's name (loss / error -> ``'min'``;
+            accuracy, acc, auc, f1, precision, recall -> ``'max'``) when
+            ``LRSchedulerCallback(scheduler, monitor=...)`` calls
+            [`resolve_mode`][flax_cyclic.ReduceLROnPlateau.resolve_mode]. Stepping it by hand
+            needs ``'min'`` or ``'max'``.
         factor: Each reduction multiplies the learning rate by it; in [0, 1).
         patience: Evaluations without improvement tolerated before a reduction; an integer
             >= 0 (0: reduce after the first bad one).
@@ -77,7 +81,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     Examples:
         >>> from flax_cyclic import ReduceLROnPlateau
-        >>> scheduler = ReduceLROnPlateau(base_lr=1.0, factor=0.5, patience=1)
+        >>> scheduler = ReduceLROnPlateau(base_lr=1.0, mode="min", factor=0.5, patience=1)
         >>> lrs = []
         >>> for val_loss in [1.0, 0.9, 0.95, 0.97, 0.96, 0.5]:
         ...     scheduler.step(val_loss)
@@ -91,7 +95,7 @@ class ReduceLROnPlateau(LRScheduler):
     def __init__(
         self,
         base_lr: float | list[float],
-        mode: str = "min",
+        mode: str = "auto",
         factor: float = 0.1,
         patience: int = 10,
         threshold: float = 1e-4,
@@ -106,7 +110,8 @@ class ReduceLROnPlateau(LRScheduler):
             owner, {"base_lr": base_lr, "min_lr": min_lr}, {"base_lr": LR_HINT, "min_lr": LR_HINT}
         )
         self._base_lrs, self._min_lrs = groups["base_lr"], groups["min_lr"]
-        self._mode = _checks.choice(owner, "mode", mode, PLATEAU_MODES)
+        self._mode = _checks.choice(owner, "mode", mode, _improvement.MODES)
+        self._auto = self._mode == "auto"  # resolved from the monitor's name, once
         self._threshold_mode = _checks.choice(
             owner, "threshold_mode", threshold_mode, THRESHOLD_MODES
         )
@@ -136,7 +141,7 @@ class ReduceLROnPlateau(LRScheduler):
             owner, "eps", eps, hint="A reduction smaller than eps is skipped, e.g. 1e-8."
         )
         self._lrs = list(self._base_lrs)
-        self._best = math.inf if self._mode == "min" else -math.inf
+        self._best: float | None = None  # PyTorch's +-inf: any finite metric improves on it
         self._num_bad_epochs = 0
         self._cooldown_counter = 0
         self._start(len(self._base_lrs), (), None, last_epoch)
@@ -152,6 +157,37 @@ class ReduceLROnPlateau(LRScheduler):
         """
         return True
 
+    def resolve_mode(self, metric_name: str) -> None:
+        """Infers ``mode='auto'`` from the monitored metric's name; checks nothing otherwise.
+
+        ``LRSchedulerCallback(scheduler, monitor=...)`` calls it with its monitor. An explicit
+        ``'min'`` or ``'max'`` stays as given.
+
+        Args:
+            metric_name: The metric as it is logged, e.g. ``'eval/loss'``.
+
+        Raises:
+            ValueError: If the name says neither direction (pass ``mode='min'`` or ``'max'``),
+                or if the mode was inferred before from a name of the other direction.
+
+        Example:
+            >>> scheduler = ReduceLROnPlateau(0.1)
+            >>> scheduler.resolve_mode("eval/accuracy")
+            >>> scheduler.mode
+            'max'
+        """
+        owner = f"{type(self).__name__}.resolve_mode"
+        if not self._auto:
+            return
+        mode = _improvement.infer_mode(owner, "mode", metric_name)
+        if self._mode not in ("auto", mode):
+            raise ValueError(
+                f"{owner}: the mode was resolved to {self._mode!r} before (or restored so), but "
+                f"{metric_name!r} means {mode!r}; drive one scheduler by one metric, or pass "
+                "mode='min' or mode='max'."
+            )
+        self._mode = mode
+
     def step(self, metric: float | None = None) -> None:
         """Takes the monitored value of one evaluation; reduces the learning rate on a plateau.
 
@@ -160,11 +196,25 @@ class ReduceLROnPlateau(LRScheduler):
 
         Raises:
             TypeError: If ``metric`` is missing or not a real number.
-            ValueError: If ``metric`` is NaN or infinite (a diverged run, not a plateau).
+            ValueError: If ``metric`` is NaN or infinite (a diverged run, not a plateau), or
+                the mode is still ``'auto'``.
         """
         current = self._check_metric(metric)
+        if self._mode == "auto":
+            raise ValueError(
+                f"{type(self).__name__}.step: mode='auto' is not resolved: the scheduler does not "
+                "know which metric it is given. Pass mode='min' (e.g. a loss) or mode='max' (e.g. "
+                "an accuracy), or drive it through LRSchedulerCallback(scheduler, "
+                "monitor='eval/<name>'), which infers the mode from the name."
+            )
         best, bad, cooldown = self._best, self._num_bad_epochs, self._cooldown_counter
-        if self._is_better(current, best):
+        if _improvement.is_improvement(
+            current,
+            best,
+            self._mode,
+            delta=self._threshold,
+            relative=self._threshold_mode == "rel",
+        ):
             best, bad = current, 0
         else:
             bad += 1
@@ -201,16 +251,6 @@ class ReduceLROnPlateau(LRScheduler):
                 "instead of lowering the learning rate."
             )
         return value
-
-    def _is_better(self, current: float, best: float) -> bool:
-        """PyTorch's ``_is_better``, with ``best`` at +-inf before the first metric."""
-        if self._mode == "min":
-            if self._threshold_mode == "rel":
-                return current < best * (1.0 - self._threshold)
-            return current < best - self._threshold
-        if self._threshold_mode == "rel":
-            return current > best * (self._threshold + 1.0)
-        return current > best + self._threshold
 
     def _reduced(self, lrs: list[float]) -> list[float]:
         """Each group's ``max(lr * factor, min_lr)``, unless that lowers it by ``eps`` or less."""
@@ -269,7 +309,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     @property
     def mode(self) -> str:
-        """``'min'`` or ``'max'``."""
+        """``'min'`` or ``'max'``; ``'auto'`` until ``resolve_mode`` or a restored state."""
         return self._mode
 
     @property
@@ -305,7 +345,7 @@ class ReduceLROnPlateau(LRScheduler):
     @property
     def best(self) -> float | None:
         """The best metric so far; ``None`` before the first ``step(metric)``."""
-        return None if math.isinf(self._best) else self._best
+        return self._best
 
     @property
     def num_bad_epochs(self) -> int:
@@ -342,6 +382,26 @@ class ReduceLROnPlateau(LRScheduler):
             "eps": self._eps,
         }
 
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True) -> None:
+        """Restores a saved state; an unresolved ``mode='auto'`` takes the saved mode.
+
+        The saved mode is the one the run resolved from its monitor's name; a later
+        [`resolve_mode`][flax_cyclic.ReduceLROnPlateau.resolve_mode] with a name of the other
+        direction is refused. Otherwise as
+        [`LRScheduler.load_state_dict`][flax_cyclic.LRScheduler.load_state_dict].
+        """
+        config = state.get("config") if isinstance(state, Mapping) else None
+        saved = config.get("mode") if isinstance(config, Mapping) else None
+        unresolved = self._mode == "auto" and saved in ("min", "max")
+        if unresolved:
+            self._mode = str(saved)
+        try:
+            super().load_state_dict(state, strict=strict)
+        except Exception:
+            if unresolved:
+                self._mode = "auto"  # on an error, nothing changes
+            raise
+
     _EXTRA_STATE_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "lrs")
 
     def _extra_state(self) -> dict[str, Any]:
@@ -376,8 +436,7 @@ class ReduceLROnPlateau(LRScheduler):
             )
         lrs = [_checks.real(owner, f"lrs[{i}]", lr, hint=hint) for i, lr in enumerate(lrs)]
         self._lrs, self._num_bad_epochs, self._cooldown_counter = lrs, bad, cooldown
-        worst = math.inf if self._mode == "min" else -math.inf
-        self._best = worst if best is None else float(best)
+        self._best = None if best is None else float(best)
         self._move_to(last_epoch)
 
 

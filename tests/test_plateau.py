@@ -32,7 +32,7 @@ def lrs_after(scheduler: ReduceLROnPlateau, values) -> list[float]:
 
 def test_defaults_and_the_start():
     scheduler = ReduceLROnPlateau(0.1)
-    assert (scheduler.mode, scheduler.factor, scheduler.patience) == ("min", 0.1, 10)
+    assert (scheduler.mode, scheduler.factor, scheduler.patience) == ("auto", 0.1, 10)
     assert (scheduler.threshold, scheduler.threshold_mode) == (1e-4, "rel")
     assert (scheduler.cooldown, scheduler.min_lrs, scheduler.eps) == (0, (0.0,), 1e-8)
     assert scheduler.get_last_lr() == scheduler.get_lr() == [0.1]
@@ -53,7 +53,7 @@ def test_requires_metric_is_false_for_the_step_schedulers():
 
 def test_patience_then_reduction_by_hand():
     # patience=2: the third bad evaluation in a row reduces (num_bad_epochs > patience).
-    scheduler = ReduceLROnPlateau(1.0, factor=0.5, patience=2)
+    scheduler = ReduceLROnPlateau(1.0, "min", factor=0.5, patience=2)
     assert lrs_after(scheduler, [1.0, 1.0, 1.0, 1.0, 0.5, 0.6, 0.6, 0.6]) == [
         *[1.0, 1.0, 1.0, 0.5],  # 1.0 improves on +inf, then three ties are bad
         *[0.5, 0.5, 0.5, 0.25],  # 0.5 improves; three worse values
@@ -85,7 +85,7 @@ def test_the_four_improvement_rules(mode, threshold_mode, threshold, best, impro
 
 
 def test_cooldown_ignores_bad_evaluations():
-    scheduler = ReduceLROnPlateau(1.0, factor=0.5, patience=0, cooldown=2)
+    scheduler = ReduceLROnPlateau(1.0, "min", factor=0.5, patience=0, cooldown=2)
     seen = []
     for value in [1.0, 2.0, 2.0, 2.0, 2.0]:
         scheduler.step(value)
@@ -100,7 +100,9 @@ def test_cooldown_ignores_bad_evaluations():
 
 
 def test_min_lr_per_group_and_eps():
-    scheduler = ReduceLROnPlateau([1.0, 0.1, 1e-8], factor=0.1, patience=0, min_lr=[0.05, 0.0, 0])
+    scheduler = ReduceLROnPlateau(
+        [1.0, 0.1, 1e-8], "min", factor=0.1, patience=0, min_lr=[0.05, 0.0, 0]
+    )
     lrs = []
     for value in [1.0, 1.0, 1.0, 1.0]:
         scheduler.step(value)
@@ -112,12 +114,12 @@ def test_min_lr_per_group_and_eps():
 
 
 def test_factor_zero_drops_to_min_lr():
-    scheduler = ReduceLROnPlateau(0.1, factor=0.0, patience=0, min_lr=0.001)
+    scheduler = ReduceLROnPlateau(0.1, "min", factor=0.0, patience=0, min_lr=0.001)
     assert lrs_after(scheduler, [1.0, 1.0]) == [0.1, 0.001]
 
 
 def test_numpy_and_jax_scalars_are_metrics():
-    scheduler = ReduceLROnPlateau(0.1, patience=0)
+    scheduler = ReduceLROnPlateau(0.1, "min", patience=0)
     for value in (np.float32(1.0), jnp.asarray(2.0), np.int64(3), jnp.asarray(4, jnp.int32)):
         scheduler.step(value)
     assert scheduler.best == 1.0
@@ -170,7 +172,7 @@ def test_numpy_and_jax_scalars_are_metrics():
     ],
 )
 def test_step_refuses_a_missing_or_non_finite_metric(metric, error, message):
-    scheduler = ReduceLROnPlateau(0.1, patience=0)
+    scheduler = ReduceLROnPlateau(0.1, "min", patience=0)
     scheduler.step(1.0)
     with raises_exactly(error, message):
         scheduler.step(metric)
@@ -181,7 +183,7 @@ def test_step_without_an_argument_is_refused():
     with raises_exactly(TypeError, "ReduceLROnPlateau.step: `metric` is missing: pass the "
                         "monitored value of this evaluation, e.g. scheduler.step(val_loss). The "
                         "learning rate follows that metric, not the step count."):  # fmt: skip
-        ReduceLROnPlateau(0.1).step()
+        ReduceLROnPlateau(0.1, "min").step()
 
 
 @pytest.mark.parametrize(
@@ -190,7 +192,7 @@ def test_step_without_an_argument_is_refused():
         (
             dict(mode="mean"),
             ValueError,
-            "ReduceLROnPlateau: `mode` must be one of 'min', 'max', got mode='mean' (str).",
+            "ReduceLROnPlateau: `mode` must be one of 'auto', 'min', 'max', got mode='mean' (str).",
         ),
         (
             dict(threshold_mode="relative"),
@@ -278,7 +280,7 @@ def test_bad_arguments_are_refused_with_the_fix(kwargs, error, message):
 
 
 def test_threshold_may_exceed_1_in_abs_mode():
-    scheduler = ReduceLROnPlateau(0.1, threshold=2.0, threshold_mode="abs", patience=0)
+    scheduler = ReduceLROnPlateau(0.1, "min", threshold=2.0, threshold_mode="abs", patience=0)
     assert lrs_after(scheduler, [10.0, 8.5, 7.9]) == [0.1, pytest.approx(0.01), pytest.approx(0.01)]
     assert scheduler.best == 7.9
 
@@ -294,7 +296,7 @@ def test_there_is_no_pure_schedule(method):
 
 
 def test_last_epoch_counts_step_calls_and_assigning_it_keeps_the_lrs():
-    scheduler = ReduceLROnPlateau(1.0, patience=0, last_epoch=5)
+    scheduler = ReduceLROnPlateau(1.0, "min", patience=0, last_epoch=5)
     lrs_after(scheduler, [1.0, 2.0])
     assert (scheduler.last_epoch, scheduler.get_last_lr()) == (7, [0.1])
     scheduler.last_epoch = 20  # relabels the count, as in PyTorch; the state stays
@@ -426,6 +428,71 @@ def test_load_with_another_configuration():
 
 
 def test_repr_names_the_configuration():
-    text = repr(ReduceLROnPlateau(0.1, patience=3))
+    text = repr(ReduceLROnPlateau(0.1, "min", patience=3))
     assert text.startswith("ReduceLROnPlateau(base_lrs=[0.1], mode='min', factor=0.1, patience=3")
     assert text.endswith("last_epoch=0)")
+
+
+# -- mode='auto': the one improvement rule, resolved from the monitored metric's name --
+
+
+def test_auto_mode_on_an_accuracy_reduces_when_it_stops_rising():
+    # The old default, mode='min', halved the rate each time the accuracy rose.
+    scheduler = ReduceLROnPlateau(1.0, factor=0.5, patience=0)
+    scheduler.resolve_mode("eval/top1_accuracy")
+    assert scheduler.mode == "max"
+    assert lrs_after(scheduler, [0.5, 0.6, 0.7, 0.65]) == [1.0, 1.0, 1.0, 0.5]
+    assert scheduler.best == 0.7
+
+
+def test_auto_mode_on_a_loss_is_min():
+    scheduler = ReduceLROnPlateau(1.0, factor=0.5, patience=0)
+    scheduler.resolve_mode("train/loss")
+    assert scheduler.mode == "min"
+    assert lrs_after(scheduler, [1.0, 0.9, 0.95]) == [1.0, 1.0, 0.5]
+
+
+def test_stepping_an_unresolved_auto_mode_is_refused_and_changes_nothing():
+    scheduler = ReduceLROnPlateau(0.1)
+    with pytest.raises(ValueError, match=r"^ReduceLROnPlateau.step: mode='auto' is not resolved"):
+        scheduler.step(0.5)
+    assert (scheduler.last_epoch, scheduler.best) == (0, None)
+
+
+def test_a_name_that_says_no_direction_asks_for_the_mode():
+    with pytest.raises(ValueError, match=r"^ReduceLROnPlateau.resolve_mode: `mode`='auto' cannot"):
+        ReduceLROnPlateau(0.1).resolve_mode("eval/perplexity")
+
+
+def test_an_explicit_mode_is_kept_whatever_the_name():
+    scheduler = ReduceLROnPlateau(0.1, "min")
+    scheduler.resolve_mode("eval/accuracy")
+    assert scheduler.mode == "min"
+
+
+def test_a_resolved_mode_is_saved_and_an_unresolved_one_takes_it_on_load():
+    scheduler = ReduceLROnPlateau(0.1, patience=0)
+    scheduler.resolve_mode("eval/accuracy")
+    scheduler.step(0.5)
+    state = json.loads(json.dumps(scheduler.state_dict(), allow_nan=False))
+    assert state["config"]["mode"] == "max"
+    restored = ReduceLROnPlateau(0.1, patience=0)
+    restored.load_state_dict(state)
+    assert (restored.mode, restored.best) == ("max", 0.5)
+    restored.resolve_mode("eval/accuracy")  # the same direction: fine
+    with pytest.raises(ValueError, match=r"^ReduceLROnPlateau.resolve_mode: the mode was resolved"):
+        restored.resolve_mode("eval/loss")
+    other = ReduceLROnPlateau(0.1, patience=0)
+    other.resolve_mode("eval/loss")
+    with pytest.raises(ValueError, match=r"mode: saved 'max', now 'min'"):
+        other.load_state_dict(state)
+    assert other.mode == "min"
+
+
+def test_a_failed_load_leaves_an_auto_mode_unresolved():
+    scheduler = ReduceLROnPlateau(0.1, "max", patience=0)
+    state = scheduler.state_dict()
+    other = ReduceLROnPlateau(0.1, patience=5)
+    with pytest.raises(ValueError, match=r"patience: saved 0, now 5"):
+        other.load_state_dict(state)
+    assert other.mode == "auto"
