@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _improvement
 from flax_cyclic._errors import NonFiniteError
 from flax_cyclic.callbacks.base import Callback, Loop, Monitored
+from flax_cyclic.schedulers import _check_flag
 
 __all__ = ["EarlyStopping", "TerminateOnNaN"]
 
@@ -87,22 +88,29 @@ class EarlyStopping(Callback):
 
     At each check it compares the metric with the best value so far: with ``mode='min'`` an
     improvement is a value below ``best - min_delta``, with ``'max'`` one above
-    ``best + min_delta``. After ``patience`` checks in a row without one, it sets
+    ``best + min_delta``; ``mode='auto'`` takes the direction from the metric's name (loss /
+    error -> ``'min'``; accuracy, acc, auc, f1, precision, recall -> ``'max'``), the rule the
+    plateau and the checkpointer's best-k share. After ``patience`` checks in a row without one,
+    it sets
     ``loop.stop_training``: the [`Trainer`][flax_cyclic.Trainer] ends the run through its normal
     end (the final checkpoint, ``on_train_end``); a hand-written loop checks
     ``callbacks.stop_training``. A metric that is NaN or infinite stops the run at the check
     where it appears: it will not improve any more.
 
     When: ``monitor='eval/<name>'`` checks after each evaluation, ``'train/<name>'`` at each
-    epoch end, on the epoch's train mean.
+    epoch end, on the epoch's train mean (a hand-written loop passes it:
+    ``callbacks.on_epoch_end({'loss': mean_loss})``; an epoch end with train steps but no
+    metrics is an error, as the check could never happen).
 
-    Its counts are checkpointed (with the configuration they belong to): a resumed run
-    continues counting the patience where it stopped.
+    Its counts are checkpointed (with the configuration they belong to) under the
+    ``state_key`` ``'EarlyStopping[<monitor>]'``, so callbacks on different metrics do not
+    collide: a resumed run continues counting the patience where it stopped.
 
     Args:
         monitor: The metric, as it is logged: ``'eval/loss'``, ``'eval/accuracy'``,
             ``'train/loss'``.
-        mode: ``'min'`` (the metric should fall) or ``'max'`` (it should rise).
+        mode: ``'min'`` (the metric should fall), ``'max'`` (it should rise) or ``'auto'``
+            (from the metric's name; a name that says neither is an error).
         patience: Checks in a row without improvement after which training stops; 0 stops at
             the first one.
         min_delta: The least change that counts as an improvement (>= 0).
@@ -119,7 +127,8 @@ class EarlyStopping(Callback):
 
     Raises:
         ValueError: For a ``monitor`` that is not ``'eval/<name>'`` or ``'train/<name>'``, an
-            unknown ``mode`` or a negative count.
+            unknown ``mode`` (or ``'auto'`` with a name that says no direction) or a negative
+            count.
         TypeError: For arguments of the wrong type.
 
     Examples:
@@ -136,32 +145,45 @@ class EarlyStopping(Callback):
         0.72 2 True
     """
 
+    #: The layout of ``state_dict()``; a state without ``version`` (0.2 and before) is read too.
+    STATE_VERSION = 1
+
     def __init__(
         self,
         monitor: str = "eval/loss",
         *,
-        mode: str = "min",
+        mode: str = "auto",
         patience: int = 3,
         min_delta: float = 0.0,
         restore_best: bool = False,
     ) -> None:
         owner = type(self).__name__
         self.monitor = Monitored.parse(owner, monitor)
-        self.mode = _checks.choice(owner, "mode", mode, ("min", "max"))
+        self.mode = _improvement.resolve_mode(owner, "mode", mode, str(self.monitor))
         self.patience = _checks.integer(
             owner, "patience", patience, minimum=0, maximum=None, hint="e.g. 3."
         )
         self.min_delta = _checks.real(owner, "min_delta", min_delta, hint="e.g. 0.0 or 1e-4.")
-        if not isinstance(restore_best, bool):
-            raise TypeError(
-                f"{owner}: `restore_best` must be True or False, got restore_best={restore_best!r}."
-            )
-        self.restore_best = restore_best
+        self.restore_best = _check_flag(owner, "restore_best", restore_best)
         self.best: float | None = None
         self.best_step: int | None = None
         self.wait = 0
         self.stopped_step: int | None = None
         self._best_weights: Any = None  # the model's state at best_step, in this process
+        self._epoch_start = 0  # the loop's step when the epoch began
+
+    @property
+    def state_key(self) -> str:
+        """``'EarlyStopping[<monitor>]'``: one per watched metric in a loop."""
+        return f"{type(self).__name__}[{self.monitor}]"
+
+    def on_train_begin(self, loop: Loop) -> None:
+        """Notes the step the first epoch begins at."""
+        self._epoch_start = getattr(loop, "step", 0)
+
+    def on_epoch_begin(self, loop: Loop, epoch: int) -> None:
+        """Notes the step the epoch begins at."""
+        self._epoch_start = getattr(loop, "step", 0)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Checks an ``eval/`` metric."""
@@ -169,9 +191,26 @@ class EarlyStopping(Callback):
             self._check(loop, metrics)
 
     def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Checks a ``train/`` metric: the epoch's mean (none for an epoch resumed at its end)."""
-        if self.monitor.source == "train" and metrics:
+        """Checks a ``train/`` metric: the epoch's mean (none for an epoch resumed at its end).
+
+        Raises:
+            ValueError: For a ``train/`` monitor, if train steps ran in the epoch but no metrics
+                came with its end: the check would never happen.
+        """
+        step = getattr(loop, "step", 0)
+        steps, self._epoch_start = step - self._epoch_start, step
+        if self.monitor.source != "train":
+            return
+        if metrics:
             self._check(loop, metrics)
+        elif steps > 0:
+            raise ValueError(
+                f"{type(self).__name__}: monitor={str(self.monitor)!r} is checked on the "
+                f"epoch's train mean, but epoch {epoch} ended after {steps} train step(s) with "
+                f"no metrics (reported: {sorted(metrics)}), so it would never act. Pass the "
+                "epoch's means, e.g. callbacks.on_epoch_end({'loss': mean_loss}), or monitor an "
+                "'eval/<name>' metric."
+            )
 
     def _check(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         value = self.monitor.value(type(self).__name__, metrics)
@@ -193,11 +232,7 @@ class EarlyStopping(Callback):
             )
 
     def _improves(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+        return _improvement.is_improvement(value, self.best, self.mode, delta=self.min_delta)
 
     def _stop(self, loop: Loop, reason: str) -> None:
         self.stopped_step = getattr(loop, "step", 0)
@@ -233,6 +268,7 @@ class EarlyStopping(Callback):
     def state_dict(self) -> dict[str, Any]:
         """The counts, and the monitor and mode they belong to, as JSON-serialisable data."""
         return {
+            "version": self.STATE_VERSION,
             "monitor": str(self.monitor),
             "mode": self.mode,
             "best": self.best,
@@ -244,10 +280,21 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores [`state_dict`][flax_cyclic.EarlyStopping.state_dict]'s output.
 
+        A state saved without a ``version`` (by 0.2 and before) has the same entries and is
+        read as version 1.
+
         Raises:
-            ValueError: If the state lacks an entry, or was saved for another monitor or mode.
+            ValueError: If the state lacks an entry, has an unknown version, or was saved for
+                another monitor or mode.
         """
         owner = f"{type(self).__name__}.load_state_dict"
+        version = state.get("version", self.STATE_VERSION)
+        if isinstance(version, bool) or version != self.STATE_VERSION:
+            raise ValueError(
+                f"{owner}: state version {version!r} is not supported; this flax_cyclic reads "
+                f"version {self.STATE_VERSION}. Resume with the flax_cyclic release that saved "
+                "it, or start the run in a new checkpoint directory."
+            )
         missing = [key for key in _EARLY_STOPPING_KEYS if key not in state]
         if missing:
             raise ValueError(
