@@ -33,15 +33,23 @@ class SplitStep:
         train_step: The step, written against the NNX objects (as for ``nnx.jit``).
         model: The ``nnx.Module``.
         optimizer: Its ``nnx.Optimizer``.
+        rngs: An ``nnx.Rngs`` the step draws from, passed as ``train_step(..., rngs=rngs)``
+            and carried with the state (its counters advance); ``None``: not passed.
         donate: Donate the carried state to the step (``False``: for comparison only).
     """
 
     def __init__(
-        self, train_step: Callable[..., Any], model: Any, optimizer: Any, *, donate: bool = True
+        self,
+        train_step: Callable[..., Any],
+        model: Any,
+        optimizer: Any,
+        *,
+        rngs: Any = None,
+        donate: bool = True,
     ) -> None:
         self._train_step = train_step
         self._donate = donate
-        self._objects = (model, optimizer)
+        self._objects = (model, optimizer) if rngs is None else (model, optimizer, rngs)
         self._graphdef: Any = None
         self._variables: list[Any] = []
         self._leaves: list[Any] | None = None  # the carried arrays, while the objects are stale
@@ -151,9 +159,12 @@ class SplitStep:
                 for path, variable, value in zip(self._paths, self._variables, values, strict=True)
             ]
         )
-        model, optimizer = nnx.merge(self._graphdef, state)
-        metrics = self._train_step(model, optimizer, batch)
-        _, flat = nnx.graph.flatten((model, optimizer))
+        objects = nnx.merge(self._graphdef, state)
+        if len(objects) == 3:
+            metrics = self._train_step(objects[0], objects[1], batch, rngs=objects[2])
+        else:
+            metrics = self._train_step(objects[0], objects[1], batch)
+        _, flat = nnx.graph.flatten(objects)
         paths = [path for path, _ in flat]
         if paths != self._paths:
             added = sorted(map(_named, set(map(tuple, paths)) - set(map(tuple, self._paths))))
@@ -177,4 +188,4 @@ class SplitStep:
 
 def _named(path: tuple[Any, ...]) -> str:
     """A variable's path in words: ``(0, 'out', 'bias')`` -> ``'model.out.bias'``."""
-    return ".".join(["model" if path[0] == 0 else "optimizer", *map(str, path[1:])])
+    return ".".join([("model", "optimizer", "rngs")[path[0]], *map(str, path[1:])])

@@ -67,19 +67,33 @@ def _classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, j
     return {"loss": loss, "accuracy": accuracy}
 
 
-def classification_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: Any) -> Metrics:
+def classification_train_step(
+    model: nnx.Module, optimizer: nnx.Optimizer, batch: Any, *, rngs: nnx.Rngs | None = None
+) -> Metrics:
     """The default train step: softmax cross-entropy on integer labels.
 
     ``batch`` is ``(inputs, labels)`` or a mapping with ``'image'`` and ``'label'``; the model
     maps inputs to logits. Returns the batch's ``loss`` and ``accuracy``.
+
+    Args:
+        model: The model, called as ``model(inputs)``, or ``model(inputs, rngs=rngs)`` when
+            ``rngs`` is given (the Flax NNX tutorials' style for ``nnx.Dropout``).
+        optimizer: Its ``nnx.Optimizer``, updated in place.
+        batch: The batch.
+        rngs: Random streams for the model, e.g. ``nnx.Rngs(dropout=0)``; the
+            [`Trainer`][flax_cyclic.Trainer] passes its ``rngs`` here.
     """
     inputs, labels = _inputs_and_labels(batch)
 
-    def loss_fn(model: nnx.Module) -> tuple[jax.Array, dict[str, jax.Array]]:
-        metrics = _classification_metrics(model(inputs), labels)
+    def loss_fn(
+        model: nnx.Module, rngs: nnx.Rngs | None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits = model(inputs) if rngs is None else model(inputs, rngs=rngs)
+        metrics = _classification_metrics(logits, labels)
         return metrics["loss"], metrics
 
-    (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    # rngs is an argument (not a closure): its counters advance inside the traced function.
+    (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, rngs)
     optimizer.update(model, grads)
     return metrics
 

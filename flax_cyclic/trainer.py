@@ -14,9 +14,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _modes
 from flax_cyclic._errors import CheckpointError, NonFiniteError
-from flax_cyclic._metrics import mean_metrics
+from flax_cyclic._metrics import local_copy, mean_metrics
 from flax_cyclic._split_step import SplitStep
 from flax_cyclic.callbacks.base import (
     Callback,
@@ -92,6 +92,11 @@ class Trainer:
         log_every_steps: How often the train metrics are written.
         progress: A [`ProgressBar`][flax_cyclic.ProgressBar] on the terminal: ``None`` shows it
             when standard error is a terminal, ``False`` never, ``True`` always.
+        rngs: An ``nnx.Rngs`` for a model called as ``model(x, rngs=rngs)`` (the Flax NNX
+            tutorials' style for ``nnx.Dropout``): the Trainer passes it to ``train_step`` as
+            ``train_step(model, optimizer, batch, rngs=rngs)`` (the default step passes it on to
+            the model) and carries its counters with the training state. Models that keep their
+            own streams (``nnx.Dropout(rate, rngs=rngs)``) need none.
         mesh: A ``jax.sharding.Mesh`` to train data-parallel on. Before training (and before a
             restore, so a checkpoint loads onto this mesh, whatever device count saved it),
             every model and optimizer array not already sharded on ``mesh`` is replicated on
@@ -117,6 +122,7 @@ class Trainer:
         writer: MetricWriter | None = None,
         log_every_steps: int = 50,
         progress: bool | None = None,
+        rngs: nnx.Rngs | None = None,
         mesh: jax.sharding.Mesh | None = None,
         data_axis: str = "data",
     ) -> None:
@@ -139,7 +145,10 @@ class Trainer:
             callbacks.append(MetricsLogger(writer, every_steps=log_every_steps))
         if progress is not False:
             callbacks.append(ProgressBar(enabled=progress))
-        self._split_step = SplitStep(train_step, model, optimizer)
+        if rngs is not None and not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"Trainer: `rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+        self.rngs = rngs
+        self._split_step = SplitStep(train_step, model, optimizer, rngs=rngs)
         self.callbacks = _TrainerLoop(
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
@@ -223,29 +232,54 @@ class Trainer:
             eval_every_steps = _checks.integer(
                 "Trainer.fit", "eval_every_steps", eval_every_steps, minimum=1, hint="e.g. 500."
             )
+            if eval_data is None:
+                raise ValueError(
+                    f"Trainer.fit: eval_every_steps={eval_every_steps}, but there is no "
+                    "eval_data to evaluate on; pass eval_data=... as well, or drop "
+                    "eval_every_steps."
+                )
         if eval_data is None:
             self._check_nothing_waits_for_evaluations()
         history = History()
         self.callbacks.stop_training = False
         self._last_eval = None
         self._place_on_mesh()
-        position, data_state = self._resume(history)
+        # Training mode for the whole run (evaluation switches to evaluation mode and back);
+        # the model's own mode is put back on the way out.
+        with _modes.mode(self.callbacks.model, training=True):
+            return self._fit(
+                train_data, num_epochs, num_steps, eval_data, eval_every_steps, history
+            )
+
+    def _fit(
+        self,
+        train_data: Any,
+        num_epochs: int | None,
+        num_steps: int | None,
+        eval_data: Any,
+        eval_every_steps: int | None,
+        history: History,
+    ) -> History:
+        resumed = self._resume(history)
         self._split_step.refresh()
         self.callbacks.total_steps = num_steps or _epoch_length(train_data, num_epochs)
-        if history.resumed_from is not None and not self._more(num_epochs, num_steps):
-            self._say_complete(num_epochs, num_steps)
+        complete = not self._more(num_epochs, num_steps) or resumed.stopped
+        if complete:
+            self._say_complete(num_epochs, num_steps, resumed)
         self._unsaved: list[tuple[int, Metrics]] = []
         with _preemption(self.checkpointer is not None, self.callbacks.step) as preempted:
             run = _Run(
                 _epoch_source(train_data), num_epochs, num_steps, eval_data, eval_every_steps,
-                preempted, history, position, data_state,
+                preempted, history, resumed.position, resumed.data_state, resumed.epoch_metrics,
             )  # fmt: skip
+            run.stop = run.history.stopped = resumed.stopped
             try:
                 self.callbacks.on_train_begin()
                 while not run.stop and self._more(num_epochs, num_steps):
                     self._run_epoch(run)
                 if self.checkpointer:
-                    self._save(run.position, run.batches)
+                    if self._saved_step != self.callbacks.step:
+                        self._save(run)
                     self.checkpointer.wait()
                 self._split_step.sync()
                 self.callbacks.on_train_end()
@@ -276,62 +310,80 @@ class Trainer:
                 )
 
     def _run_epoch(self, run: _Run) -> None:
-        """Trains (the rest of) one epoch, then evaluates and saves as configured."""
-        callbacks = self.callbacks
-        callbacks.on_epoch_begin()
-        run.batches = _seek(iter(run.epochs_for(callbacks.epoch)), run.position, run.data_state)
-        epoch_metrics: list[Metrics] = []
-        for batch in run.batches:
-            epoch_metrics.append(self._train_one(batch))
-            run.position += 1
-            self._periodic_actions(run)
-            if self._should_stop(run):
-                break
-        if not epoch_metrics and run.position == 0:
+        """Trains (the rest of) one epoch; at its end evaluates, runs the hooks and saves.
+
+        The order at a step that ends an epoch is the one of docs/concepts.md: update, step
+        hooks, evaluation, epoch-end hooks and decisions, then the save, so a checkpoint holds
+        what every decision of that step needed.
+        """
+        self.callbacks.on_epoch_begin()
+        batches = _seek(iter(run.epochs_for(self.callbacks.epoch)), run.position, run.data_state)
+        run.batches = batches
+        if self._train_epoch(run, batches):
+            self._end_epoch(run)
+        elif run.epoch_metrics:  # stopped part-way: the partial epoch's means, no epoch end
+            self._epoch_summary(run)
+
+    def _epoch_summary(self, run: _Run) -> dict[str, float]:
+        """The epoch's train means (all of its steps, before a resume too), into the History."""
+        summary: dict[str, float] = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
+        summary |= mean_metrics(run.epoch_metrics)
+        run.history.train.append(summary)
+        return summary
+
+    def _train_epoch(self, run: _Run, batches: Iterator[Any]) -> bool:
+        """Trains the epoch's remaining batches; False if the run stops within the epoch.
+
+        At a step where something is due (an evaluation, a save, a stop), the next batch is
+        fetched first (after the data position is recorded) to know whether the step ends the
+        epoch: if it does, the epoch's end evaluates and saves, once, after its hooks.
+        """
+        batch = next(batches, _END)
+        if batch is _END and run.position == 0:
             raise ValueError(
-                f"Trainer.fit: epoch {callbacks.epoch} has no batches. If train_data is an "
+                f"Trainer.fit: epoch {self.callbacks.epoch} has no batches. If train_data is an "
                 "iterator, pass a re-iterable (a list, a grain dataset) or a function epoch -> "
                 "iterable instead: an iterator is exhausted after one epoch."
             )
-        if epoch_metrics:
-            summary = {"step": callbacks.step, "epoch": callbacks.epoch}
-            run.history.train.append(summary | mean_metrics(epoch_metrics))
-        if run.history.preempted:
-            return
-        evaluated = False
-        if run.eval_data is not None and not self._every(run.eval_every_steps):
-            run.history.eval.append(self.evaluate(run.eval_data))
-            evaluated = True
-        if run.stop:
-            return  # num_steps reached, or a callback stopped the run: the epoch is not over
-        callbacks.on_epoch_end(run.history.train[-1] if epoch_metrics else {})
-        run.position, run.data_state = 0, None
-        if self.checkpointer and (self.checkpointer.every_epoch or self._ranks(evaluated)):
-            self._save(0, None)
-        if callbacks.stop_training:
-            run.history.stopped = run.stop = True
-
-    def _should_stop(self, run: _Run) -> bool:
-        """After a step: a SIGTERM (agreed across processes), or ``num_steps`` reached."""
-        step = self.callbacks.step
-        if run.preempted(step):
-            run.history.preempted = run.stop = True
-            logger.warning("SIGTERM: saving step %d and stopping.", step)
-        elif self.callbacks.stop_training:
-            run.history.stopped = run.stop = True
-        elif run.num_steps is not None and step >= run.num_steps:
-            run.stop = True
-        return run.stop
-
-    def _every(self, interval: int | None) -> bool:
-        """Whether the steps done so far are a multiple of ``interval`` (never for ``None``)."""
-        return interval is not None and self.callbacks.step % interval == 0
+        while batch is not _END:
+            run.epoch_metrics.append(self._train_one(batch))
+            run.position += 1
+            run.data_state = None
+            if not self._due(run):
+                batch = next(batches, _END)
+                continue
+            run.data_state = _data_state(batches)  # where the data stand after this step
+            batch = next(batches, _END)
+            if run.stop:
+                return False  # preempted, or stopped by a step hook: saved as it is
+            if batch is _END:
+                return True  # the epoch's last step: its end evaluates and saves
+            evaluated = run.eval_due
+            if evaluated and run.eval_data is not None:
+                run.history.eval.append(self.evaluate(run.eval_data))
+            if self.checkpointer and _should_save(
+                self.checkpointer, self.callbacks.step, evaluated=evaluated
+            ):
+                self._save(run)
+            if self._stops_after_decisions(run):
+                return False
+        return True
 
     def _train_one(self, batch: Any) -> Metrics:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
         callbacks = self.callbacks
         callbacks.on_step_begin()
-        metrics = self._split_step(self._shard(batch))
+        try:
+            metrics = self._split_step(self._shard(batch))
+        except ValueError as error:
+            if self.rngs is None and "no `rngs` argument" in str(error):
+                raise ValueError(
+                    "Trainer.fit: the model draws random numbers in training mode (e.g. "
+                    "nnx.Dropout) but has no random streams of its own; pass "
+                    "rngs=nnx.Rngs(dropout=0) to the Trainer, which gives them to train_step "
+                    "(the default step calls model(x, rngs=rngs)) and checkpoints them."
+                ) from error
+            raise
         if not isinstance(metrics, Mapping):
             raise TypeError(
                 "Trainer.fit: train_step must return a mapping of metric names "
@@ -342,35 +394,87 @@ class Trainer:
         callbacks.on_step_end(metrics)
         return metrics
 
-    def _periodic_actions(self, run: _Run) -> None:
-        """Evaluates and saves every N steps, as configured.
+    def _due(self, run: _Run) -> bool:
+        """After a step: notes a stop and what is due; whether anything is (then it looks ahead).
 
-        With a checkpointer that keeps the best, every evaluation is saved too, to rank it.
+        A SIGTERM (agreed across processes) or a step hook's ``stop_training`` stops the run at
+        this step, before any evaluation.
         """
-        evaluated = False
-        if run.eval_data is not None and self._every(run.eval_every_steps):
-            run.history.eval.append(self.evaluate(run.eval_data))
-            evaluated = True
-        if self.checkpointer and (
-            self._every(self.checkpointer.every_steps) or self._ranks(evaluated)
-        ):
-            self._save(run.position, run.batches)
-
-    def _ranks(self, evaluated: bool) -> bool:
-        """Whether an evaluation just made calls for a save: the checkpointer keeps the best."""
-        return evaluated and self.checkpointer is not None and bool(self.checkpointer.best_metric)
-
-    def _say_complete(self, num_epochs: int | None, num_steps: int | None) -> None:
-        assert self.checkpointer is not None  # only a resumed run is complete
-        length = f"num_steps={num_steps}" if num_steps is not None else f"num_epochs={num_epochs}"
-        logger.warning(
-            "The run in %s is complete at step %d (%s): nothing left to train. Raise %s to "
-            "train longer, or use a new checkpoint directory to start over.",
-            self.checkpointer.directory,
-            self.callbacks.step,
-            length,
-            length.split("=")[0],
+        step = self.callbacks.step
+        if run.preempted(step):
+            run.history.preempted = run.stop = True
+            logger.warning("SIGTERM: saving step %d and stopping.", step)
+        elif self.callbacks.stop_training:
+            run.history.stopped = run.stop = True
+        run.eval_due = run.eval_data is not None and _every(step, run.eval_every_steps)
+        return (
+            run.stop
+            or run.eval_due
+            or self._reached(run)
+            or (
+                self.checkpointer is not None
+                and _should_save(self.checkpointer, step, evaluated=run.eval_due)
+            )
         )
+
+    def _reached(self, run: _Run) -> bool:
+        return run.num_steps is not None and self.callbacks.step >= run.num_steps
+
+    def _stops_after_decisions(self, run: _Run) -> bool:
+        """Whether a decision (e.g. early stopping) or ``num_steps`` ends the run here."""
+        if self.callbacks.stop_training:
+            run.history.stopped = run.stop = True
+        elif self._reached(run):
+            run.stop = True
+        return run.stop
+
+    def _end_epoch(self, run: _Run) -> None:
+        """The end of an epoch: its train means, evaluation, hooks, then the save."""
+        callbacks = self.callbacks
+        summary = self._epoch_summary(run) if run.epoch_metrics else {}
+        evaluated = run.eval_data is not None
+        if run.eval_data is not None:
+            run.history.eval.append(self.evaluate(run.eval_data))
+        callbacks.on_epoch_end(summary)
+        run.position, run.data_state, run.epoch_metrics = 0, None, []
+        if self.checkpointer and _should_save(
+            self.checkpointer, callbacks.step, epoch_end=True, evaluated=evaluated
+        ):
+            self._save(run)
+        self._stops_after_decisions(run)
+
+    def _say_complete(
+        self, num_epochs: int | None, num_steps: int | None, resumed: _Resumed
+    ) -> None:
+        """Says why this ``fit`` trains nothing, and how to train on."""
+        length = f"num_steps={num_steps}" if num_steps is not None else f"num_epochs={num_epochs}"
+        done = f"step {self.callbacks.step}, epoch {self.callbacks.epoch}"
+        if self.checkpointer is None or not resumed.resumed:
+            logger.warning(
+                "Trainer.fit: nothing to train: this trainer has completed %s, and %s counts "
+                "from the start of the run. Raise %s to train longer.",
+                done,
+                length,
+                length.split("=")[0],
+            )
+        elif resumed.stopped:
+            logger.warning(
+                "The run in %s stopped early at step %d (a callback set stop_training, e.g. "
+                "EarlyStopping): it is complete, and is not trained further. To train on, "
+                "remove or change the callback that stopped it and use a new checkpoint "
+                "directory, or restore a step of this one (Checkpointer.restore(step=...)).",
+                self.checkpointer.directory,
+                self.callbacks.step,
+            )
+        else:
+            logger.warning(
+                "The run in %s is complete at step %d (%s): nothing left to train. Raise %s "
+                "to train longer, or use a new checkpoint directory to start over.",
+                self.checkpointer.directory,
+                self.callbacks.step,
+                length,
+                length.split("=")[0],
+            )
 
     def _place_on_mesh(self) -> None:
         """Replicates every model and optimizer array that is not yet sharded on the mesh."""
@@ -396,17 +500,19 @@ class Trainer:
             lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
         )
 
-    def _resume(self, history: History) -> tuple[int, Any]:
-        """Restores the newest checkpoint into the run; returns the data position."""
+    def _resume(self, history: History) -> _Resumed:
+        """Restores the newest checkpoint into the run; returns where the run stands."""
+        self._saved_step: int | None = None
         if self.checkpointer is None:
-            return 0, None
+            return _Resumed()
         restored = self.checkpointer.restore(model=self.model, optimizer=self.optimizer)
         if restored is None:
             logger.info("No checkpoint in %s: starting fresh.", self.checkpointer.directory)
-            return 0, None
+            return _Resumed()
         try:
             self.callbacks.load_state_dict(restored.callbacks)
             trainer = {key: restored.trainer[key] for key in _TRAINER_KEYS}
+            epoch_metrics = _metrics_from_json(restored.trainer.get("epoch_metrics"))
         except (ValueError, TypeError, KeyError) as error:
             raise CheckpointError(
                 f"The checkpoint at step {restored.step} in {self.checkpointer.directory} does "
@@ -420,6 +526,7 @@ class Trainer:
                 "before, or use a new checkpoint directory."
             )
         self.callbacks.step, self.callbacks.epoch = trainer["step"], trainer["epoch"]
+        self._saved_step = restored.step
         history.resumed_from = restored.step
         logger.info(
             "Resumed from the checkpoint at step %d in %s (epoch %d, %d batches into it).",
@@ -428,18 +535,28 @@ class Trainer:
             trainer["epoch"],
             trainer["position"],
         )
-        return trainer["position"], trainer["data_state"]
+        return _Resumed(
+            resumed=True,
+            position=trainer["position"],
+            data_state=trainer["data_state"],
+            epoch_metrics=epoch_metrics,
+            stopped=bool(restored.trainer.get("stopped", False)),
+        )
 
-    def _save(self, position: int, batches: Any) -> None:
-        get_state = getattr(batches, "get_state", None)
+    def _save(self, run: _Run) -> None:
+        """Saves the run as it stands after the current step."""
         try:
-            self._save_checked(position, batches, get_state)
+            self._save_checked(run)
         except NonFiniteError as error:
             raise self._diverged(error) from error
+        self._saved_step = self.callbacks.step
         self._unsaved = []
 
-    def _save_checked(self, position: int, batches: Any, get_state: Any) -> None:
+    def _save_checked(self, run: _Run) -> None:
         assert self.checkpointer is not None
+        position = run.position
+        if position and run.data_state is None:
+            run.data_state = _data_state(run.batches)
         self.checkpointer.save(
             self.callbacks.step,
             model=self.model,
@@ -449,7 +566,10 @@ class Trainer:
                 "step": self.callbacks.step,
                 "epoch": self.callbacks.epoch,
                 "position": position,
-                "data_state": get_state() if position and callable(get_state) else None,
+                "data_state": run.data_state if position else None,
+                # The epoch's train metrics so far: a resumed epoch's mean covers all its steps.
+                "epoch_metrics": _metrics_to_json(run.epoch_metrics) if position else None,
+                "stopped": bool(self.callbacks.stop_training),
             },
             metrics=self._evaluated_here(),
         )
@@ -497,7 +617,10 @@ class Trainer:
         """Evaluates the model on ``eval_data`` and reports it to the callbacks.
 
         ``fit`` calls it as configured; call it directly for a final evaluation, e.g. after
-        a run that resumed from its last checkpoint and had nothing left to train.
+        a run that resumed from its last checkpoint and had nothing left to train. The model
+        is evaluated in evaluation mode (NNX's ``model.eval()``: ``nnx.Dropout`` off,
+        ``nnx.BatchNorm`` on its running averages, nothing updated), and left in the mode it
+        was in: evaluating changes neither the model nor the training that follows.
 
         Args:
             eval_data: Batches (re-iterable) for ``eval_step``.
@@ -508,11 +631,19 @@ class Trainer:
 
         Raises:
             ValueError: If ``eval_data`` has no batches.
+            TypeError: If ``eval_step`` does not return a mapping of metric names to scalars.
         """
         self.callbacks.on_eval_begin()
-        metrics = [self._eval_step(self.model, self._shard(batch)) for batch in eval_data]
+        model = self.model
+        with _modes.mode(model, training=False):
+            metrics = [self._eval_step(model, self._shard(batch)) for batch in eval_data]
         if not metrics:
             raise ValueError("Trainer.evaluate: eval_data has no batches.")
+        if not isinstance(metrics[0], Mapping):
+            raise TypeError(
+                "Trainer.evaluate: eval_step must return a mapping of metric names to scalars, "
+                f"e.g. {{'loss': loss}}; it returned {type(metrics[0]).__name__}."
+            )
         summary: dict[str, float] = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
         means = mean_metrics(metrics)
         summary |= means
@@ -564,12 +695,59 @@ class _Run:
     preempted: Callable[[int], bool]
     history: History
     position: int = 0  # batches done in the current epoch
-    data_state: Any = None  # a grain iterator's saved state, to resume the epoch
+    data_state: Any = None  # a grain iterator's state after `position` batches, to resume
+    epoch_metrics: list[Mapping[str, Any]] = dataclasses.field(default_factory=list)
     batches: Any = None  # the current epoch's iterator
+    eval_due: bool = False  # an evaluation is due after the current step
     stop: bool = False
 
 
+@dataclasses.dataclass
+class _Resumed:
+    """Where a run stands when ``fit`` begins: at the start, or as a checkpoint left it."""
+
+    resumed: bool = False
+    position: int = 0
+    data_state: Any = None
+    epoch_metrics: list[Mapping[str, Any]] = dataclasses.field(default_factory=list)
+    stopped: bool = False
+
+
 _TRAINER_KEYS = ("step", "epoch", "position", "data_state")
+
+
+def _every(step: int, interval: int | None) -> bool:
+    """Whether ``step`` is a multiple of ``interval`` (never for ``None``)."""
+    return interval is not None and step % interval == 0
+
+
+def _data_state(batches: Any) -> Any:
+    """A data iterator's own state (e.g. grain's), or ``None`` where it has none."""
+    get_state = getattr(batches, "get_state", None)
+    return get_state() if callable(get_state) else None
+
+
+def _metrics_to_json(metrics: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """An epoch's per-step train metrics as JSON: values as floats, and their dtypes."""
+    if not metrics:
+        return None
+    host = [{name: np.asarray(local_copy(v)) for name, v in m.items()} for m in metrics]
+    return {
+        "values": {name: [float(m[name]) for m in host] for name in host[0]},
+        "dtypes": {name: str(value.dtype) for name, value in host[0].items()},
+    }
+
+
+def _metrics_from_json(saved: Any) -> list[Mapping[str, Any]]:
+    """Inverse of ``_metrics_to_json``: the same values in the same dtypes (exact)."""
+    if not saved:
+        return []
+    values, dtypes = saved["values"], saved["dtypes"]
+    length = len(next(iter(values.values())))
+    return [
+        {name: np.asarray(values[name][i], dtype=dtypes[name]) for name in values}
+        for i in range(length)
+    ]
 
 
 def _reason(error: BaseException) -> str:
@@ -653,3 +831,16 @@ def _epoch_source(train_data: Any) -> Callable[[int], Iterator[Any]]:
             f"epoch -> iterable, got {type(train_data).__name__}."
         )
     return lambda epoch: iter(train_data)
+
+
+def _should_save(
+    checkpointer: Any, step: int, *, epoch_end: bool = False, evaluated: bool = False
+) -> bool:
+    should_save = getattr(checkpointer, "should_save", None)  # TEMPORARY until Checkpointer has it
+    if should_save is not None:
+        return should_save(step, epoch_end=epoch_end, evaluated=evaluated)
+    return bool(
+        _every(step, checkpointer.every_steps)
+        or (epoch_end and checkpointer.every_epoch)
+        or (evaluated and checkpointer.best_metric)
+    )

@@ -266,7 +266,7 @@ def test_an_lr_callback_with_the_writer_is_not_logged_twice():
         "MetricsLogger",
     ]
     trainer.fit(tiny_batches(16, 4), num_steps=4)
-    assert sorted(writer.by_tag()["learning_rate"]) == [0, 1, 2, 3]
+    assert sorted(writer.by_tag()["learning_rate"]) == [1, 2, 3, 4]
 
 
 # -- the step as a pure jax.jit function of split, donated state --
@@ -398,3 +398,113 @@ def test_a_train_step_that_adds_a_variable_is_refused():
         ValueError, match=r"train_step changed the structure .*added \['model.extra'\]"
     ):
         Trainer(model, optimizer, train_step=adding_step).fit(tiny_batches(16, 1), num_steps=1)
+
+
+# --- Evaluation mode, the tutorial's rngs, and the loop's own decisions (issue: trust in the loop)
+
+
+class NoisyNet(nnx.Module):
+    """BatchNorm + Dropout, called as the Flax NNX tutorial calls its model: model(x, rngs=rngs)."""
+
+    def __init__(self, rngs: nnx.Rngs, *, own_dropout_rngs: bool = False):
+        self.hidden = nnx.Linear(8, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, rngs=rngs)
+        self.dropout = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5) if own_dropout_rngs else None)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x, rngs: nnx.Rngs | None = None):
+        return self.out(self.dropout(jax.nn.relu(self.norm(self.hidden(x))), rngs=rngs))
+
+
+def noisy_trainer(*, own_dropout_rngs: bool = True, rngs: nnx.Rngs | None = None, **kwargs):
+    model = NoisyNet(nnx.Rngs(0), own_dropout_rngs=own_dropout_rngs)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.05, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    return Trainer(model, optimizer, progress=False, rngs=rngs, **kwargs)
+
+
+def leaves(*objects) -> list[np.ndarray]:
+    """Every array of the objects' state, PRNG keys as their key data."""
+    return [
+        np.asarray(
+            jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+        )
+        for leaf in jax.tree.leaves(nnx.state(objects))
+    ]
+
+
+def test_evaluation_runs_in_evaluation_mode_and_changes_nothing():
+    trainer = noisy_trainer()
+    trainer.fit(tiny_batches(16, 4), num_steps=4)
+    before = leaves(trainer.model)
+    first = trainer.evaluate(tiny_batches(16, 3, seed=1))
+    second = trainer.evaluate(tiny_batches(16, 3, seed=1))
+    assert first == second
+    for a, b in zip(before, leaves(trainer.model), strict=True):
+        np.testing.assert_array_equal(a, b)  # BatchNorm statistics and dropout streams untouched
+
+
+def test_evaluations_during_fit_do_not_change_training():
+    plain = noisy_trainer()
+    plain.fit(tiny_batches(16, 6), num_epochs=2)
+    evaluated = noisy_trainer()
+    evaluated.fit(
+        tiny_batches(16, 6), num_epochs=2, eval_data=tiny_batches(16, 2, seed=1), eval_every_steps=2
+    )
+    for a, b in zip(leaves(plain.model), leaves(evaluated.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_trains_in_training_mode_and_leaves_the_users_mode():
+    trainer = noisy_trainer()
+    trainer.model.eval()  # the user's mode
+    trainer.fit(tiny_batches(16, 4), num_steps=4)
+    assert trainer.model.dropout.deterministic and trainer.model.norm.use_running_average
+    # It trained in training mode: the batch statistics moved the running mean.
+    assert np.any(np.asarray(trainer.model.norm.mean[...]) != 0)
+
+
+def test_a_tutorial_model_takes_the_trainers_rngs():
+    history = noisy_trainer(own_dropout_rngs=False, rngs=nnx.Rngs(dropout=3)).fit(
+        tiny_batches(16, 4), num_steps=4
+    )
+    assert len(history.train) == 1
+    with pytest.raises(ValueError, match=r"^Trainer.fit: the model draws random numbers"):
+        noisy_trainer(own_dropout_rngs=False).fit(tiny_batches(16, 4), num_steps=4)
+
+
+def test_the_rngs_advance_and_dropout_differs_between_steps():
+    rngs = nnx.Rngs(dropout=3)
+    trainer = noisy_trainer(own_dropout_rngs=False, rngs=rngs)
+    trainer.fit(tiny_batches(16, 4), num_steps=4)
+    assert int(trainer.rngs.dropout.count[...]) == 4  # one draw per step, carried by the loop
+
+
+def test_eval_every_steps_without_eval_data_is_an_error():
+    model, optimizer = tiny_setup()
+    with pytest.raises(ValueError, match=r"^Trainer.fit: eval_every_steps=2, but there is no"):
+        Trainer(model, optimizer, progress=False).fit(
+            tiny_batches(16, 4), num_epochs=1, eval_every_steps=2
+        )
+
+
+def test_an_eval_step_returning_a_bare_scalar_is_an_error():
+    model, optimizer = tiny_setup()
+
+    def eval_step(model, batch):
+        return jnp.mean(model(batch[0]))
+
+    trainer = Trainer(model, optimizer, eval_step=eval_step, progress=False)
+    with pytest.raises(TypeError, match=r"^Trainer.evaluate: eval_step must return a mapping"):
+        trainer.evaluate(tiny_batches(16, 2))
+
+
+def test_a_second_fit_that_has_nothing_to_train_says_so(caplog):
+    model, optimizer = tiny_setup()
+    trainer = Trainer(model, optimizer, progress=False)
+    trainer.fit(tiny_batches(16, 4), num_epochs=1)
+    with caplog.at_level("WARNING", logger="flax_cyclic"):
+        history = trainer.fit(tiny_batches(16, 4), num_epochs=1)
+    assert history.train == [] and trainer.step == 4
+    assert "nothing to train: this trainer has completed step 4, epoch 1" in caplog.text
+    assert "Raise num_epochs to train longer" in caplog.text
