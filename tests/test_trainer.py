@@ -459,7 +459,8 @@ def test_fit_trains_in_training_mode_and_leaves_the_users_mode():
     trainer = noisy_trainer()
     trainer.model.eval()  # the user's mode
     trainer.fit(tiny_batches(16, 4), num_steps=4)
-    assert trainer.model.dropout.deterministic and trainer.model.norm.use_running_average
+    assert trainer.model.dropout.deterministic
+    assert trainer.model.norm.use_running_average
     # It trained in training mode: the batch statistics moved the running mean.
     assert np.any(np.asarray(trainer.model.norm.mean[...]) != 0)
 
@@ -505,6 +506,7 @@ def test_a_second_fit_that_has_nothing_to_train_says_so(caplog):
     trainer.fit(tiny_batches(16, 4), num_epochs=1)
     with caplog.at_level("WARNING", logger="flax_cyclic"):
         history = trainer.fit(tiny_batches(16, 4), num_epochs=1)
-    assert history.train == [] and trainer.step == 4
+    assert history.train == []
+    assert trainer.step == 4
     assert "nothing to train: this trainer has completed step 4, epoch 1" in caplog.text
     assert "Raise num_epochs to train longer" in caplog.text
