@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -66,7 +67,7 @@ class InjectedHyperparams:
         """The injected momentum's name (the first of ``MOMENTUM_NAMES`` present), if any."""
         return next((name for name in MOMENTUM_NAMES if name in self.values), None)
 
-    def write(self, name: str, value: float) -> None:
+    def write(self, name: str, value: float, owner: str = "set_hyperparams") -> None:
         """Replaces hyperparameter ``name`` in place: the twin of ``set_hyperparams``.
 
         For a live ``nnx.Optimizer``, whose values are ``nnx.Variable`` objects. The new value
@@ -76,8 +77,12 @@ class InjectedHyperparams:
         host value is uncommitted, so it also fits state replicated over a device mesh.
         ``set_raw_value`` skips ``set_value``'s defensive tree copy (half the cost); the
         optimizer's hyperparameter variables carry no value hooks to skip.
+
+        Raises:
+            ValueError: As [`held_value`] does: the value would not be applied as given.
         """
-        self.values[name].set_raw_value(np.asarray(value, dtype=self.dtypes[name]))
+        held = held_value(owner, self, name, value)
+        self.values[name].set_raw_value(held)
 
 
 class Target(NamedTuple):
@@ -149,7 +154,10 @@ def match_groups(
     one per label of ``groups`` or, without labels, one per state in the state's order.
     """
     if groups is not None:
-        labels = {state.label: state for state in injected if state.label is not None}
+        labels: dict[str, list[InjectedHyperparams]] = {}
+        for state in injected:
+            if state.label is not None:  # every state of a group: a chain has several
+                labels.setdefault(state.label, []).append(state)
         unknown = [label for label in groups if label not in labels]
         if unknown:
             raise ValueError(
@@ -157,7 +165,7 @@ def match_groups(
                 f"labels are {sorted(labels)}."
             )
         chosen = [labels[label] for label in groups]
-        return [chosen] if count == 1 else [[state] for state in chosen]
+        return [[s for states in chosen for s in states]] if count == 1 else chosen
     if count == 1:
         return [injected]
     if count != len(injected):
@@ -176,29 +184,109 @@ def resolve_targets(
     """The hyperparameters to write, and what is missing, one entry per state lacking names.
 
     ``names`` maps each kind of value to the injected name it goes to; the name ``'auto'``
-    (for momentum) is resolved per state: ``'momentum'`` (SGD) or ``'b1'`` (Adam).
+    (for momentum) is resolved per state: ``'momentum'`` (SGD) or ``'b1'`` (Adam). A value is
+    written into the states of its group that inject it (a ``chain`` of an optimizer and
+    ``add_decayed_weights`` injects the learning rate once); it is missing only where no
+    state of the group injects it, and then reported for each of them.
     """
     targets: list[Target] = []
     problems: list[str] = []
     for group, states in enumerate(per_group):
+        found: dict[str, list[Target]] = {kind: [] for kind in names}
         for state in states:
-            resolved = {
-                kind: state.momentum_name() if name == "auto" else name
-                for kind, name in names.items()
-            }
+            for kind, name in names.items():
+                resolved = state.momentum_name() if name == "auto" else name
+                if resolved is not None and resolved in state.values:
+                    found[kind].append(Target(kind, group, state, resolved))
+        targets.extend(target for kind in names for target in found[kind])
+        for state in states:
             absent = [
-                f"no {name!r}" if name else f"neither {' nor '.join(map(repr, MOMENTUM_NAMES))}"
-                for name in resolved.values()
-                if name not in state.values
+                f"no {name!r}"
+                if name != "auto"
+                else f"neither {' nor '.join(map(repr, MOMENTUM_NAMES))}"
+                for kind, name in names.items()
+                if not found[kind]
             ]
             if absent:
                 problems.append(
                     f"{state.where} has {' and '.join(absent)} (it injects {sorted(state.values)})"
                 )
-            targets.extend(
-                Target(kind, group, state, name) for kind, name in resolved.items() if name
-            )
     return targets, problems
+
+
+def refuse_integer(owner: str, targets: Sequence[Target]) -> None:
+    """Refuses hyperparameters injected as integers: every value written there is truncated.
+
+    ``inject_hyperparams(optax.sgd)(learning_rate=0)`` keeps an integer learning rate, so
+    0.05 is applied as 0 and the weights never move while logs show the schedule.
+
+    Raises:
+        ValueError: Naming each integer hyperparameter, its dtype and the fix.
+    """
+    integers = [t for t in targets if not _is_float(t.state.dtypes[t.name])]
+    if integers:
+        described = "; ".join(
+            f"{t.name!r} at {t.state.where} is {t.state.dtypes[t.name]}" for t in integers
+        )
+        example = integers[0].name
+        raise ValueError(
+            f"{owner}: {described}: an integer hyperparameter truncates every value written "
+            f"into it (0.05 becomes 0), so the optimizer would not apply the values given. "
+            f"Build the optimizer with a float, e.g. optax.inject_hyperparams(optax.sgd)"
+            f"({example}=0.0) rather than {example}=0."
+        )
+
+
+def held_value(owner: str, state: InjectedHyperparams, name: str, value: Any) -> np.ndarray:
+    """``value`` as hyperparameter ``name`` of ``state`` holds it: a host array of its dtype.
+
+    This cast value is the one the optimizer applies: with float16 or bfloat16, it is what
+    must be reported and logged, not the float64 it was made from.
+
+    Raises:
+        ValueError: For an integer hyperparameter (see [`refuse_integer`]), a value that is not
+            finite or is negative, or a nonzero one that the dtype turns into 0 or infinity
+            (1e-9 in float16, 1e300 in float32).
+    """
+    dtype = state.dtypes[name]
+    if not _is_float(dtype):
+        refuse_integer(owner, [Target(name, 0, state, name)])
+    with np.errstate(over="ignore", under="ignore"):  # checked below, with the value named
+        held = np.asarray(value, dtype=dtype)
+    number = float(value) if np.ndim(value) == 0 else math.nan
+    if number == 0 or (0 < number < math.inf and 0 < float(held) < math.inf):
+        return held  # the common case, checked in a few microseconds
+    given = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(given) & (given >= 0)):
+        raise ValueError(
+            f"{owner}: {name}={_shown(value)} at {state.where} is not a finite number >= 0 "
+            f"(the hyperparameter is {dtype}); a scheduler or loop gave a value that no "
+            "optimizer should apply. Give a finite, non-negative value."
+        )
+    lost = (given != 0) & ((held == 0) | ~np.isfinite(held))
+    if np.any(lost):
+        raise ValueError(
+            f"{owner}: {name}={_shown(value)} at {state.where} becomes "
+            f"{_shown(held.astype(np.float64))} in {dtype}, the hyperparameter's dtype: the "
+            "optimizer would apply that instead. Inject the hyperparameter as float32 (e.g. "
+            f"optax.inject_hyperparams(optax.sgd)({name}=0.0)), or keep the value within "
+            f"{dtype}'s range (its smallest nonzero value is "
+            f"{float(_smallest(dtype)):.3g})."
+        )
+    return held
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is a floating dtype: NumPy's, or bfloat16 (``ml_dtypes``)."""
+    return dtype.kind == "f" or bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def _shown(value: Any) -> str:
+    return f"{float(value):.7g}" if np.ndim(value) == 0 else str(np.asarray(value).tolist())
+
+
+def _smallest(dtype: np.dtype) -> Any:
+    return jnp.finfo(dtype).smallest_subnormal
 
 
 def set_hyperparams(
@@ -285,6 +373,7 @@ def set_hyperparams(
             "instead, e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), and set it "
             "before each update."
         )
+    refuse_integer(owner, targets)
     if problems:
         raise ValueError(
             f"{owner}: the optimizer state does not inject every value given: "
@@ -341,7 +430,7 @@ def _converted(owner: str, target: Target, old: Any, value: Any) -> Any:
                 f"set_hyperparams: `{target.kind}` must be a real number, got "
                 f"{target.kind}={value!r} ({type(value).__name__})."
             )
-        new = new.astype(dtype)
+        new = held_value(owner, target.state, target.name, new)
     if np.shape(new) != np.shape(raw):
         raise TypeError(
             f"{owner}: the new {target.name!r} at {target.state.where} has shape "
@@ -356,6 +445,24 @@ def _converted(owner: str, target: Target, old: Any, value: Any) -> Any:
 def accumulation_state(opt_state: Any) -> optax.MultiStepsState | None:
     """The ``optax.MultiSteps`` state wrapping the optimizer, if it accumulates gradients."""
     return opt_state if isinstance(opt_state, optax.MultiStepsState) else None
+
+
+def accumulation_counters(opt_state: Any) -> list[tuple[str, Any]]:
+    """Every ``optax.MultiSteps`` in ``opt_state``, at the root or nested: (where, its count).
+
+    The count is its ``gradient_step`` (the parameter updates it made): the
+    ``nnx.Variable`` inside an ``nnx.Optimizer``, else the array. Nested means e.g.
+    ``optax.chain(clip, optax.MultiSteps(...).gradient_transformation())``.
+    """
+    found = optax.tree_utils.tree_get_all_with_path(
+        opt_state,
+        "gradient_step",
+        lambda path, _: getattr(path[-1], "tuple_name", None) == "MultiStepsState",
+    )
+    return [
+        (jax.tree_util.keystr(tuple(path[:-1])) or "the root of the optimizer state", count)
+        for path, count in found
+    ]
 
 
 def accumulation_every_k(tx: Any) -> int | None:

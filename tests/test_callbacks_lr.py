@@ -32,6 +32,7 @@ from flax_cyclic import (
     Trainer,
     cyclic_schedule,
 )
+from flax_cyclic.steps import classification_train_step
 
 
 class Revealer(nnx.Module):
@@ -209,11 +210,12 @@ def test_logs_the_value_each_update_used_without_off_by_one():
     writer = RecordingWriter(plan=True)
     callback = LRSchedulerCallback(CyclicLR(**CONFIG), writer=writer, log_every_steps=2)
     applied = _run(model, optimizer, [callback], 10)
-    assert [step for step, _ in writer.scalars] == [0, 2, 4, 6, 8]
+    # Step s is s updates completed: what update s - 1 applied, at the multiples of 2.
+    assert [step for step, _ in writer.scalars] == [2, 4, 6, 8, 10]
     for step, scalars in writer.scalars:
-        assert scalars["learning_rate"] == pytest.approx(applied[step, 0], rel=1e-6)
+        assert scalars["learning_rate"] == np.float32(applied[step - 1, 0])
         assert set(scalars) == {"learning_rate", "lr_cycle", "lr_cycle_position"}
-    assert writer.scalars[1][1]["lr_cycle_position"] == 2 / 8
+    assert writer.scalars[1][1]["lr_cycle_position"] == 3 / 8  # update 3, logged at step 4
     # Written once on a fresh start: the configuration and a plot of three cycles.
     assert len(writer.hparams) == 1
     assert writer.hparams[0]["scheduler/mode"] == "triangular2"
@@ -235,8 +237,8 @@ def test_a_restored_callback_writes_no_second_plan():
     _run(model, optimizer, [callback], 2)
     assert writer.hparams == []
     assert writer.images == []
-    # Logged at the updates the values were used at: the scheduler stood at step 5.
-    assert [step for step, _ in writer.scalars] == [5, 6]
+    # The scheduler stood at step 5: updates 5 and 6, logged once done, at steps 6 and 7.
+    assert [step for step, _ in writer.scalars] == [6, 7]
 
 
 def test_state_round_trip_restores_the_scheduler():
@@ -360,18 +362,16 @@ def test_logs_every_group_and_the_momentum():
     callback = LRSchedulerCallback(scheduler, groups=["body", "head"], writer=writer)
     _run(model, optimizer, [callback], 3)
     step, scalars = writer.scalars[1]
-    assert step == 1
-    assert scalars == pytest.approx(
-        {
-            "learning_rate/body": 0.055,
-            "learning_rate/head": 0.11,
-            "momentum/body": 0.85,
-            "momentum/head": 0.85,
-            "lr_cycle": 1,
-            "lr_cycle_position": 0.25,
-        },
-        rel=1e-12,
-    )
+    assert step == 2  # what update 1 applied
+    f32 = np.float32  # the values as the float32 hyperparameters hold them: applied = logged
+    assert scalars == {
+        "learning_rate/body": float(f32(0.055)),
+        "learning_rate/head": float(f32(0.11)),
+        "momentum/body": float(f32(0.85)),
+        "momentum/head": float(f32(0.85)),
+        "lr_cycle": 1,
+        "lr_cycle_position": 0.25,
+    }
 
 
 # -- guards: what optax applies is what the scheduler reports --
@@ -450,11 +450,10 @@ def test_accumulation_steps_checked_against_the_update_count_when_it_cannot_be_r
     model = Revealer()
     loop = _loop(tx, LRSchedulerCallback(CyclicLR(), accumulation_steps=2), model)
     loop.on_train_begin()
-    with raises_exactly(
+    with pytest.raises(
         ValueError,
-        "LRSchedulerCallback: optax.MultiSteps made 0 parameter updates in the first 2 train "
-        "steps, but accumulation_steps=2 means 1: the scheduler would not advance once per "
-        "update. Pass its every_k_schedule as accumulation_steps.",
+        match=r"^LRSchedulerCallback: optax.MultiSteps \(at the root of the optimizer state\) "
+        r"made 0 parameter updates in 2 train steps, but accumulation_steps=2 means 1",
     ):
         _steps(loop, model, 8)  # within 2k micro-steps
 
@@ -510,7 +509,7 @@ def test_a_scheduler_built_with_last_epoch_starts_the_loop_at_its_step():
     loop.on_train_begin()
     assert loop.step == 13
     _steps(loop, model, 3)
-    assert [step for step, _ in writer.scalars] == [13, 14, 15]
+    assert [step for step, _ in writer.scalars] == [14, 15, 16]  # updates 13, 14, 15 done
     expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 16)[13:]]
     assert [scalars["learning_rate"] for _, scalars in writer.scalars] == pytest.approx(expected)
     assert writer.hparams == []  # the plan belongs to step 0
@@ -636,7 +635,7 @@ def test_an_epoch_interval_callback_takes_the_loop_step():
     loop = CallbackList([callback], model=model, optimizer=optimizer, step=5)
     loop.on_train_begin()
     _steps(loop, model, 2)
-    assert [step for step, _ in writer.scalars] == [5, 6]
+    assert [step for step, _ in writer.scalars] == [6, 7]
 
 
 # -- OneCycleLR through the callback -----------------------------------------------------------
@@ -698,12 +697,13 @@ def _plateau_run(directory=None, crash_at=None):
     trainer.fit(
         tiny_batches(16, 4), num_steps=16, eval_data=tiny_batches(16, 1), eval_every_steps=2
     )
-    return {update: scalars["learning_rate"] for update, scalars in monitor.history}
+    # The monitor logs what update i applied at step i + 1 (the updates completed).
+    return {step - 1: scalars["learning_rate"] for step, scalars in monitor.history}
 
 
 def test_reduce_on_plateau_is_stepped_with_each_evaluation_under_the_trainer():
     used = _plateau_run()
-    reference = ReduceLROnPlateau(0.1, factor=0.5, patience=1)
+    reference = ReduceLROnPlateau(0.1, factor=0.5, patience=1, mode="min")
     expected = {}
     for update in range(16):
         expected[update] = float(np.float32(reference.get_last_lr()[0]))
@@ -753,3 +753,196 @@ def test_a_metric_driven_scheduler_needs_a_monitor_and_others_refuse_one():
         "Leave monitor out.",
     ):
         LRSchedulerCallback(CyclicLR(0.01, 0.1), monitor="eval/loss")
+
+
+# -- what optax applies is what is reported and logged (issue 22, items 3, 4, 14, 15) ------------
+
+
+def _sgd(model, **hyperparams):
+    tx = optax.inject_hyperparams(optax.sgd)(**hyperparams)
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+@pytest.mark.parametrize(
+    ("hyperparams", "name"),
+    [({"learning_rate": 0}, "learning_rate"), ({"learning_rate": 0.0, "momentum": 1}, "momentum")],
+)
+def test_an_integer_hyperparameter_is_refused_before_the_first_update(hyperparams, name):
+    model = Revealer()
+    scheduler = CyclicLR(0.01, 0.1, step_size_up=2, cycle_momentum="momentum" in hyperparams)
+    loop = CallbackList(
+        [LRSchedulerCallback(scheduler)], model=model, optimizer=_sgd(model, **hyperparams)
+    )
+    with pytest.raises(ValueError, match=rf"^LRSchedulerCallback: '{name}' at .* is int32: ") as e:
+        loop.on_train_begin()
+    assert f"({name}=0.0) rather than {name}=0" in str(e.value)
+
+
+def test_a_bfloat16_learning_rate_is_logged_as_applied():
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=jnp.bfloat16(0.0))
+    writer = RecordingWriter()
+    callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3), writer=writer)
+    applied = _run(model, optimizer, [callback], 6)
+    logged = [scalars["learning_rate"] for _, scalars in writer.scalars]
+    reported = [lr[0] for lr in host_lrs(CyclicLR(0.01, 0.1, step_size_up=3), 6)]
+    assert logged == [float(jnp.bfloat16(lr)) for lr in reported]  # cast as the optimizer holds it
+    assert logged != reported  # bfloat16 rounds 0.04 (to 0.0400390625)
+    np.testing.assert_array_equal(np.asarray(applied[:, 0], np.float32), np.float32(logged))
+
+
+def test_a_float16_learning_rate_that_becomes_zero_is_refused():
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=jnp.float16(0.0))
+    callback = LRSchedulerCallback(CyclicLR(1e-9, 1e-3, step_size_up=3))
+    loop = CallbackList([callback], model=model, optimizer=optimizer)
+    with pytest.raises(
+        ValueError, match=r"^LRSchedulerCallback: learning_rate=1e-09 at .* becomes 0 in float16"
+    ):
+        loop.on_train_begin()
+
+
+def _accumulating(inner, k=2, nested=True):
+    multi_steps = optax.MultiSteps(inner, every_k_schedule=k)
+    if not nested:
+        return multi_steps.gradient_transformation()
+    return optax.chain(optax.clip_by_global_norm(10.0), multi_steps.gradient_transformation())
+
+
+def test_nested_multisteps_needs_accumulation_steps_and_advances_once_per_update():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    tx = _accumulating(inner, k=3)
+    with pytest.raises(ValueError, match=r"^LRSchedulerCallback: .* nested at \[1\]"):
+        _loop(tx, LRSchedulerCallback(CyclicLR(**CONFIG))).on_train_begin()
+    model = Revealer()
+    scheduler = CyclicLR(**CONFIG)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler, accumulation_steps=3)], 12)
+    assert scheduler.last_epoch == 4
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 4)]
+    np.testing.assert_allclose(applied[2::3, 0], expected, rtol=1e-6)
+    model = Revealer()
+    wrong = LRSchedulerCallback(CyclicLR(**CONFIG), accumulation_steps=2)
+    with pytest.raises(ValueError, match=r"^LRSchedulerCallback: optax.MultiSteps \(at \[1\]\)"):
+        _run(model, nnx.Optimizer(model, tx, wrt=nnx.Param), [wrong], 6)
+
+
+def test_an_every_k_schedule_that_changes_later_is_found_at_a_power_of_two():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    # 2 micro-steps per update for the first 4 updates (8 train steps), then 3.
+    multi_steps = optax.MultiSteps(inner, every_k_schedule=lambda step: jnp.where(step < 4, 2, 3))
+    model = Revealer()
+    optimizer = nnx.Optimizer(model, multi_steps.gradient_transformation(), wrt=nnx.Param)
+    loop = CallbackList(
+        [LRSchedulerCallback(CyclicLR(**CONFIG), accumulation_steps=2)],
+        model=model,
+        optimizer=optimizer,
+    )
+    loop.on_train_begin()
+    with pytest.raises(ValueError, match=r"^LRSchedulerCallback: optax.MultiSteps .* made 6 "):
+        _steps(loop, model, 40)
+    assert loop.step == 15  # found at train step 16, the next power of two after the change
+
+
+def test_a_functional_split_loop_that_never_uses_the_written_values_is_refused():
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=0.0)
+    loop = CallbackList([LRSchedulerCallback(CyclicLR(**CONFIG))], model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    graphdef, state = nnx.split((model, optimizer))
+
+    @jax.jit
+    def step(state):
+        model, optimizer = nnx.merge(graphdef, state)
+        optimizer.update(model, nnx.grad(lambda m: m())(model))
+        return nnx.state((model, optimizer))
+
+    loop.on_step_begin()
+    state = step(state)  # trains the split copy, at the value it held when split
+    with pytest.raises(
+        ValueError,
+        match=r"^LRSchedulerCallback: the optimizer it writes made 0 updates while the callback "
+        r"counted 1 train steps",
+    ) as raised:
+        loop.on_step_end()
+    assert "set_hyperparams" in str(raised.value)
+    assert "docs/own_loop.md" in str(raised.value)
+
+
+def test_on_step_end_twice_per_update_is_refused():
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=0.0)
+    loop = CallbackList([LRSchedulerCallback(CyclicLR(**CONFIG))], model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    reveal_step(model, optimizer)
+    loop.on_step_end()
+    with pytest.raises(ValueError, match=r"^LRSchedulerCallback: the optimizer it writes made 1 "):
+        loop.on_step_end()
+
+
+def test_a_replaced_loop_optimizer_is_refused_at_the_next_step():
+    model = Revealer()
+    loop = CallbackList(
+        [LRSchedulerCallback(CyclicLR(**CONFIG))],
+        model=model,
+        optimizer=_sgd(model, learning_rate=0.0),
+    )
+    loop.on_train_begin()
+    _steps(loop, model, 2)
+    loop.optimizer = _sgd(model, learning_rate=0.0)
+    with pytest.raises(RuntimeError, match=r"^LRSchedulerCallback: loop.optimizer was replaced"):
+        loop.on_step_begin()
+
+
+def test_a_train_monitor_without_epoch_metrics_is_refused():
+    model, optimizer = tiny_setup()
+    plateau = ReduceLROnPlateau(0.1, factor=0.5, patience=0, mode="min")
+    loop = CallbackList(
+        [LRSchedulerCallback(plateau, monitor="train/loss")], model=model, optimizer=optimizer
+    )
+    loop.on_train_begin()
+    loop.on_epoch_begin()
+    step = nnx.jit(classification_train_step)
+    for batch in tiny_batches(count=2):
+        loop.on_step_begin()
+        loop.on_step_end(step(model, optimizer, batch))
+    with pytest.raises(
+        ValueError,
+        match=r"^LRSchedulerCallback: monitor='train/loss' is the epoch's train mean, but "
+        r"epoch 0 ended after 2 train steps with no metrics reported",
+    ) as raised:
+        loop.on_epoch_end()
+    assert "callbacks.on_epoch_end({'loss': mean_loss})" in str(raised.value)
+
+
+def test_a_metric_driven_scheduler_learns_its_mode_from_the_monitor():
+    plateau = ReduceLROnPlateau(0.1)
+    if not hasattr(plateau, "resolve_mode"):
+        pytest.skip("ReduceLROnPlateau has no mode='auto' here")
+    LRSchedulerCallback(plateau, monitor="eval/accuracy")
+    assert plateau.mode == "max"
+
+
+def test_momentum_none_logs_no_momentum():
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=0.0, momentum=0.9)
+    writer = RecordingWriter()
+    scheduler = OneCycleLR(max_lr=0.1, total_steps=10)
+    assert scheduler.get_last_momentum() is not None  # it cycles one, but it is not driven
+    _run(model, optimizer, [LRSchedulerCallback(scheduler, momentum=None, writer=writer)], 3)
+    assert [sorted(scalars) for _, scalars in writer.scalars] == [["learning_rate"]] * 3
+    assert float(optimizer.opt_state.hyperparams["momentum"][...]) == np.float32(0.9)
+
+
+def test_a_state_saved_with_another_interval_is_refused():
+    saved = LRSchedulerCallback(CyclicLR(**CONFIG), interval="step")
+    saved.scheduler.step(epoch=7)
+    state = saved.state_dict()
+    assert state["interval"] == "step"
+    with pytest.raises(
+        ValueError,
+        match=r"^LRSchedulerCallback.load_state_dict: the state was saved with interval='step', "
+        r"but this callback has interval='epoch'",
+    ):
+        LRSchedulerCallback(CyclicLR(**CONFIG), interval="epoch").load_state_dict(state)
+    LRSchedulerCallback(CyclicLR(**CONFIG)).load_state_dict(state)  # the same interval: taken

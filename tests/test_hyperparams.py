@@ -13,6 +13,7 @@ from helpers import count_compilations, raises_exactly, tiny_batches, tiny_mlp
 
 from flax_cyclic import CyclicLR, set_hyperparams
 from flax_cyclic._hyperparams import (
+    accumulation_counters,
     accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
@@ -347,3 +348,92 @@ def test_a_hyperparameter_injected_as_a_schedule_is_refused_not_silently_overwri
         "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), and set it before each update.",
     ):
         set_hyperparams(opt_state, learning_rate=0.5)
+
+
+# -- values the optimizer would not apply as given --
+
+
+def _sgd_state(**hyperparams):
+    return optax.inject_hyperparams(optax.sgd)(**hyperparams).init({"w": jnp.ones(2)})
+
+
+def test_an_integer_hyperparameter_is_refused_not_truncated():
+    opt_state = _sgd_state(learning_rate=0, momentum=0.9)  # an int32 learning rate
+    with pytest.raises(
+        ValueError,
+        match=r"^set_hyperparams: 'learning_rate' at the root of the optimizer state is int32: "
+        r"an integer hyperparameter truncates",
+    ) as raised:
+        set_hyperparams(opt_state, learning_rate=0.05)
+    assert "learning_rate=0.0" in str(raised.value)
+    with pytest.raises(ValueError, match=r"^set_hyperparams: 'momentum' .* is int32"):
+        set_hyperparams(_sgd_state(learning_rate=0.1, momentum=1), momentum=0.9)
+    # Inside jax.jit too: the dtype is known when the step is traced.
+    with pytest.raises(ValueError, match=r"^set_hyperparams: 'learning_rate' .* is int32"):
+        jax.jit(lambda state, lr: set_hyperparams(state, learning_rate=lr))(opt_state, 0.05)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1])
+def test_a_non_finite_or_negative_value_is_refused(value):
+    with pytest.raises(
+        ValueError, match=r"^set_hyperparams: learning_rate=.* is not a finite number >= 0 "
+    ) as raised:
+        set_hyperparams(_sgd_state(learning_rate=0.0), learning_rate=value)
+    assert "float32" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "becomes"),
+    [(jnp.float32, 1e300, "inf"), (jnp.float16, 1e-9, "0"), (jnp.bfloat16, 1e39, "inf")],
+)
+def test_a_value_the_dtype_turns_into_zero_or_infinity_is_refused(dtype, value, becomes):
+    opt_state = _sgd_state(learning_rate=dtype(0.0))
+    with pytest.raises(ValueError, match=rf"^set_hyperparams: learning_rate=.* becomes {becomes}"):
+        set_hyperparams(opt_state, learning_rate=value)
+    held = set_hyperparams(opt_state, learning_rate=1e-4).hyperparams["learning_rate"]
+    assert held.dtype == dtype
+    assert float(held) == float(np.asarray(1e-4, dtype))  # rounded, as applied
+
+
+def test_every_injected_state_of_a_chained_group_is_written():
+    inject = optax.inject_hyperparams
+    tx = optax.multi_transform(
+        {
+            "a": optax.chain(inject(optax.adam)(learning_rate=0.0), inject(optax.sgd)(0.0)),
+            "b": inject(optax.sgd)(learning_rate=0.0),
+        },
+        {"x": "a", "y": "b"},
+    )
+    opt_state = tx.init({"x": jnp.ones(1), "y": jnp.ones(1)})
+    new = set_hyperparams(opt_state, learning_rate=[0.1, 0.2], groups=["a", "b"])
+    written = [(s.label, float(s.values["learning_rate"])) for s in find_injected_hyperparams(new)]
+    assert written == [("a", np.float32(0.1)), ("a", np.float32(0.1)), ("b", np.float32(0.2))]
+
+
+def test_a_group_of_an_optimizer_and_injected_weight_decay_takes_the_learning_rate():
+    inject = optax.inject_hyperparams
+    group = optax.chain(
+        inject(optax.adam)(learning_rate=0.0), inject(optax.add_decayed_weights)(1e-4)
+    )
+    tx = optax.multi_transform({"a": group}, {"x": "a"})
+    opt_state = tx.init({"x": jnp.ones(1)})
+    new = set_hyperparams(opt_state, learning_rate=0.1, momentum=0.8, groups=["a"])
+    adam, decay = find_injected_hyperparams(new)
+    assert float(adam.values["learning_rate"]) == np.float32(0.1)
+    assert float(adam.values["b1"]) == np.float32(0.8)
+    assert float(decay.values["weight_decay"]) == np.float32(1e-4)
+    # Missing in every state of the group: still an error.
+    with pytest.raises(ValueError, match=r"^set_hyperparams: the optimizer state does not"):
+        set_hyperparams(opt_state, decay=0.5, groups=["a"])
+
+
+def test_accumulation_counters_find_multisteps_at_the_root_and_nested():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    root = optax.MultiSteps(inner, every_k_schedule=2)
+    nested = optax.chain(optax.clip_by_global_norm(1.0), root.gradient_transformation())
+    ((where_root, _),) = accumulation_counters(_opt_state(root))
+    ((where_nested, count),) = accumulation_counters(_opt_state(nested))
+    assert where_root == "the root of the optimizer state"
+    assert where_nested == "[1]"
+    assert int(count.get_value()) == 0
+    assert accumulation_counters(_opt_state(inner)) == []

@@ -15,10 +15,12 @@ from flax_cyclic._errors import CheckpointError
 from flax_cyclic._hyperparams import (
     InjectedHyperparams,
     Target,
+    accumulation_counters,
     accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
     match_groups,
+    refuse_integer,
     resolve_targets,
 )
 from flax_cyclic._metrics import local_copy
@@ -82,7 +84,9 @@ class LRSchedulerCallback(Callback):
             it only where it cannot be read (an ``every_k_schedule`` function); it is checked
             against the optimizer's update counter over the first ``2 * k`` train steps.
         writer: Optional CLU ``MetricWriter`` (anything with ``write_scalars(step, scalars)``).
-        log_every_steps: Log every this many updates.
+            The learning rate (and the momentum, when the callback drives it) that update
+            ``i`` applied is logged at step ``i + 1``: the updates completed.
+        log_every_steps: Log at every step that is a multiple of this.
         strict: On restore, refuse a saved scheduler state made with another configuration;
             ``False`` takes the saved position and keeps this scheduler's configuration.
         plot_steps: On a fresh start with a ``writer``, the scheduler's configuration is
@@ -97,7 +101,17 @@ class LRSchedulerCallback(Callback):
       writes would do nothing) is detected by comparing the values the optimizer applied with
       those written, without waiting on the device, until the scheduler's value has changed
       once (by the scheduler's second distinct value at the latest).
-    - ``accumulation_steps`` that disagrees with ``optax.MultiSteps`` is refused.
+    - ``accumulation_steps`` that disagrees with ``optax.MultiSteps`` (at the root of the
+      optimizer or nested in it) is refused.
+    - An integer injected hyperparameter (``learning_rate=0`` instead of ``0.0``) is refused at
+      ``on_train_begin``; with float16 or bfloat16 the values logged are the ones the optimizer
+      holds (cast), and a value the dtype turns into 0 or infinity is an error.
+    - The optimizer it writes must be the one that makes the updates: its update count is
+      compared with the train steps the callback counted at the first ``2 * k`` train steps,
+      at each power of two, at each epoch end and at the end of training (where a functional
+      ``nnx.split`` + ``jax.jit`` loop trains a copy of the state, or ``on_step_end`` runs
+      twice per update); a ``loop.optimizer`` replaced after ``on_train_begin`` is refused
+      at the next step hook.
     - A scheduler moved by anyone else (``scheduler.step()`` in the loop as well) is a
       ``RuntimeError`` at the next hook; so is a step hook before ``on_train_begin``.
     - A scheduler built with ``last_epoch=N`` starts a loop at step 0 at step ``N`` (the loop
@@ -191,12 +205,16 @@ class LRSchedulerCallback(Callback):
         self._updates_per_step = 1  # the resolved accumulation_steps
         self._position = self.scheduler.last_epoch  # where the callback last left the scheduler
         # The checks of _verify_applied (device values read once ready, never waited for)
-        # and _verify_accumulation (the first 2k train steps).
+        # and _verify_counts (the first 2k train steps, powers of two, epoch ends).
         self._applied: list[_Applied] = []
         self._unconfirmed: dict[int, float | None] = {}
         self._recorded: dict[int, float] = {}  # the last value written, per target, recorded
-        self._counts_to_check = 0
-        self._gradient_step_offset = 0
+        self._optimizer: Any = None  # the optimizer on_train_begin found in the loop
+        self._dtypes: dict[tuple[str, int], np.dtype] = {}  # per (kind, group) written
+        self._began_at = 0  # the train steps counted when this run began
+        self._update_offset = 0  # the optimizer's update count minus the train steps
+        self._accumulation_offsets: list[int] = []  # per optax.MultiSteps, likewise
+        self._epoch_steps = 0  # train steps since the last epoch end
 
     @property
     def train_steps(self) -> int:
@@ -218,6 +236,7 @@ class LRSchedulerCallback(Callback):
         owner = type(self).__name__
         optimizer = loop_optimizer(owner, loop)
         opt_state = optimizer.opt_state
+        self._optimizer = optimizer
         self._updates_per_step = self._resolve_accumulation(optimizer)
         injected = find_injected_hyperparams(opt_state)
         if not injected:
@@ -227,17 +246,24 @@ class LRSchedulerCallback(Callback):
                 "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)."
             )
         self._targets = self._resolve_targets(self._match_groups(injected))
+        refuse_integer(owner, self._targets)
+        self._dtypes = self._dtype_per_group()
         fresh = not self._restored and self._train_steps == 0
         started_at = self.scheduler.last_epoch
         self._align_with_loop(loop)
         self._check_length(loop)
         self._position = self.scheduler.last_epoch
         self._write()
-        self._start_verification(opt_state)
+        self._start_verification(optimizer)
         first_run = fresh and started_at == 0 and not self._plan_written
         if first_run and self.writer is not None and jax.process_index() == 0:
             self._write_plan()
         self._plan_written = True
+
+    def on_step_begin(self, loop: Loop, step: int) -> None:
+        """Checks, on the host, that the loop still trains the optimizer the callback writes."""
+        if self._targets:
+            self._check_same_optimizer(loop)
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
@@ -245,16 +271,19 @@ class LRSchedulerCallback(Callback):
             raise self._not_begun("on_step_end")
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
+        self._check_same_optimizer(loop)
         self._train_steps += 1
-        if self._counts_to_check:
-            self._verify_accumulation(loop)
+        self._epoch_steps += 1
+        run = self._train_steps - self._began_at
+        if run <= 2 * self._updates_per_step or run & (run - 1) == 0:  # the first, then 2^n
+            self._verify_counts(loop)
         if self._train_steps % self._updates_per_step:
             return  # a micro-batch of optax.MultiSteps: no parameter update yet
         update = self._train_steps // self._updates_per_step - 1
         if self._unconfirmed:
             self._verify_applied(loop, update)
-        if self.writer is not None and update % self.log_every_steps == 0:
-            self._log(update)
+        if self.writer is not None and (update + 1) % self.log_every_steps == 0:
+            self._log(update + 1)  # what update i applied is logged at step i + 1
         if self._per_update:
             self._advance()
 
@@ -268,6 +297,8 @@ class LRSchedulerCallback(Callback):
         try:
             if self._applied:
                 self._check_applied(block=True)
+            if self._targets and self._train_steps != self._began_at:
+                self._verify_counts(loop)
         finally:
             flush_writer(self.writer)
 
@@ -276,10 +307,23 @@ class LRSchedulerCallback(Callback):
         flush_writer(self.writer)
 
     def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Advances a per-epoch scheduler, or steps one driven by a ``train/`` metric."""
+        """Advances a per-epoch scheduler, or steps one driven by a ``train/`` metric.
+
+        Raises:
+            ValueError: For a ``train/<name>`` monitor, if the epoch trained but its end
+                reports no metrics (``callbacks.on_epoch_end()`` without the epoch's means):
+                the scheduler would never act.
+        """
+        trained, self._epoch_steps = self._epoch_steps, 0
+        if self._targets and trained:
+            self._verify_counts(loop)
         if self.monitor is not None:
-            if self.monitor.source == "train" and metrics:  # none: an epoch resumed at its end
+            if self.monitor.source != "train":
+                return
+            if metrics:
                 self._step_on(metrics, "on_epoch_end")
+            elif trained:  # none after no step: an epoch resumed at its end
+                raise self._no_epoch_metrics(epoch, trained)
             return
         if not self._targets:
             raise self._not_begun("on_epoch_end")
@@ -324,13 +368,23 @@ class LRSchedulerCallback(Callback):
                 f"{owner}: `monitor` is for a scheduler driven by a metric (ReduceLROnPlateau); "
                 f"{name} follows the update count, got monitor={monitor!r}. Leave monitor out."
             )
-        return None if monitor is None else Monitored.parse(owner, monitor)
+        if monitor is None:
+            return None
+        parsed = Monitored.parse(owner, monitor)
+        resolve_mode = getattr(self.scheduler, "resolve_mode", None)
+        if callable(resolve_mode):  # ReduceLROnPlateau(mode='auto'): min or max by the name
+            resolve_mode(str(parsed))
+        return parsed
 
     # -- state --
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state and the train-step counter, as JSON-serialisable data."""
-        return {"scheduler": self.scheduler.state_dict(), "train_steps": self._train_steps}
+        """The scheduler's state, the train-step counter and their interval, as JSON data."""
+        return {
+            "scheduler": self.scheduler.state_dict(),
+            "train_steps": self._train_steps,
+            "interval": self.interval,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores [`state_dict`][flax_cyclic.LRSchedulerCallback.state_dict]'s output.
@@ -339,7 +393,9 @@ class LRSchedulerCallback(Callback):
         position against the loop's step.
 
         Raises:
-            ValueError: If ``state`` lacks an entry, or the scheduler refuses its state.
+            ValueError: If ``state`` lacks an entry, was saved with another ``interval`` (its
+                count of steps would be read as epochs, or the reverse), or the scheduler
+                refuses its state.
         """
         owner = type(self).__name__
         keys = ("scheduler", "train_steps")
@@ -358,6 +414,15 @@ class LRSchedulerCallback(Callback):
             maximum=None,
             hint="Restore a state made by LRSchedulerCallback.state_dict().",
         )
+        saved_interval = state.get("interval", self.interval)  # absent: saved before 0.3
+        if saved_interval != self.interval:
+            raise ValueError(
+                f"{owner}.load_state_dict: the state was saved with interval="
+                f"{saved_interval!r}, but this callback has interval={self.interval!r}: the "
+                f"scheduler's position counts {saved_interval}s and would be read as "
+                f"{self.interval}s. Build the callback with interval={saved_interval!r} to "
+                "resume this run, or start a new run."
+            )
         self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
         self._position = self.scheduler.last_epoch
         self._plan_written = True
@@ -372,20 +437,33 @@ class LRSchedulerCallback(Callback):
         """Train steps per parameter update: 1, or optax.MultiSteps' every_k_schedule."""
         owner = type(self).__name__
         given = self.accumulation_steps
-        if accumulation_state(optimizer.opt_state) is None:
+        counters = accumulation_counters(optimizer.opt_state)
+        if not counters:
             if given not in (None, 1):
                 raise ValueError(
                     f"{owner}: accumulation_steps={given} but the optimizer is not an "
                     "optax.MultiSteps; leave accumulation_steps out (or pass 1)."
                 )
             return 1
-        read = accumulation_every_k(getattr(optimizer, "tx", None))
-        if given is None and read is None:
+        if len(counters) > 1:
             raise ValueError(
-                f"{owner}: the optimizer accumulates gradients with optax.MultiSteps, and its "
-                "every_k_schedule cannot be read as one number (a function of the step); pass "
-                "accumulation_steps=k, the train steps per parameter update, so the scheduler "
-                "advances once per update, not per micro-batch."
+                f"{owner}: the optimizer has {len(counters)} optax.MultiSteps (at "
+                f"{', '.join(where for where, _ in counters)}); their updates cannot be counted "
+                "as one. Accumulate gradients with one optax.MultiSteps."
+            )
+        ((where, _),) = counters
+        root = accumulation_state(optimizer.opt_state) is not None
+        read = accumulation_every_k(getattr(optimizer, "tx", None)) if root else None
+        if given is None and read is None:
+            why = (
+                "its every_k_schedule cannot be read as one number (a function of the step)"
+                if root
+                else f"it is nested at {where}, where its every_k_schedule cannot be read"
+            )
+            raise ValueError(
+                f"{owner}: the optimizer accumulates gradients with optax.MultiSteps, and {why}; "
+                "pass accumulation_steps=k, the train steps per parameter update, so the "
+                "scheduler advances once per update, not per micro-batch."
             )
         if given is not None and read is not None and given != read:
             raise ValueError(
@@ -394,10 +472,7 @@ class LRSchedulerCallback(Callback):
                 f"would run {read / given:g} times too fast. Pass accumulation_steps={read}, or "
                 "leave it out to read it from the optimizer."
             )
-        if given is None:
-            assert read is not None  # refused above otherwise
-            return read
-        return given
+        return cast(int, given if given is not None else read)
 
     def _match_groups(self, injected: list[InjectedHyperparams]) -> list[list[InjectedHyperparams]]:
         """For each scheduler group, the injected states it drives."""
@@ -433,6 +508,23 @@ class LRSchedulerCallback(Callback):
                 + f". {fix}."
             )
         return targets
+
+    def _dtype_per_group(self) -> dict[tuple[str, int], np.dtype]:
+        """The dtype each scheduler value is applied in; one per value, or an error."""
+        dtypes: dict[tuple[str, int], set[np.dtype]] = {}
+        for target in self._targets:
+            dtypes.setdefault((target.kind, target.group), set()).add(
+                target.state.dtypes[target.name]
+            )
+        mixed = {key: kinds for key, kinds in dtypes.items() if len(kinds) > 1}
+        if mixed:
+            (kind, group), kinds = next(iter(mixed.items()))
+            raise ValueError(
+                f"{type(self).__name__}: the {kind} of scheduler group {group} goes to "
+                f"hyperparameters of dtypes {sorted(map(str, kinds))}, so it would be applied "
+                "as different values and only one could be logged. Inject them with one dtype."
+            )
+        return {key: next(iter(kinds)) for key, kinds in dtypes.items()}
 
     def _align_with_loop(self, loop: Loop) -> None:
         """Agrees with the loop on the train step: the loop learns it, or both must match."""
@@ -497,24 +589,50 @@ class LRSchedulerCallback(Callback):
             values["momentum"] = momentum
         return values
 
+    @property
+    def applied_values(self) -> dict[str, list[float]]:
+        """What the next update applies, per kind (``'lr'``, ``'momentum'``) and group.
+
+        The scheduler's values as the optimizer holds them: cast to each hyperparameter's
+        dtype (float16 or bfloat16 round them), for what the callback drives only (no
+        momentum with ``momentum=None``). These are the values logged.
+
+        Raises:
+            RuntimeError: Before ``on_train_begin``.
+        """
+        if not self._targets:
+            raise self._not_begun("applied_values")
+        values = self._values()
+        return {
+            kind: [
+                float(np.asarray(value, dtype=self._dtypes[kind, group]))
+                for group, value in enumerate(values[kind])
+            ]
+            for kind in dict.fromkeys(kind for kind, _ in self._dtypes)
+        }
+
     def _write(self) -> None:
         values = self._values()
+        owner = type(self).__name__
         for target in self._targets:
-            target.state.write(target.name, values[target.kind][target.group])
+            target.state.write(target.name, values[target.kind][target.group], owner)
 
-    def _start_verification(self, opt_state: Any) -> None:
-        """Arms the checks that compare the optimizer's own counters and values with ours."""
+    def _start_verification(self, optimizer: Any) -> None:
+        """Arms the checks that compare the optimizer's own counters and values with ours.
+
+        One device read at the start: the update counts the optimizer has made so far.
+        """
         self._applied = []
         self._unconfirmed = {i: None for i in range(len(self._targets))}
         self._recorded = {}
-        state = accumulation_state(opt_state)
-        self._counts_to_check = 0
-        if state is not None:
-            k = self._updates_per_step
-            # One device read at the start: the optimizer's update count so far.
-            done = int(_host_value(state.gradient_step.get_value()))
-            self._gradient_step_offset = done - self._train_steps // k
-            self._counts_to_check = 2 * k
+        self._began_at = self._train_steps
+        self._epoch_steps = 0
+        self._update_offset = _update_count(optimizer) - self._train_steps
+        k = self._updates_per_step
+        self._accumulation_offsets = [
+            int(_host_value(count.get_value())) - self._train_steps // k
+            for _, count in accumulation_counters(optimizer.opt_state)
+        ]
 
     def _verify_applied(self, loop: Loop, update: int) -> None:
         """Records the values the optimizer applied in ``update`` and checks those ready.
@@ -569,25 +687,79 @@ class LRSchedulerCallback(Callback):
         if not self._unconfirmed:
             self._applied.clear()
 
-    def _verify_accumulation(self, loop: Loop) -> None:
-        """Compares optax.MultiSteps' update count with the one ``accumulation_steps`` implies.
+    def _verify_counts(self, loop: Loop) -> None:
+        """Compares the optimizer's update counts with the train steps the callback counted.
 
-        Over the first ``2 * k`` train steps of a run, each reading the counter from the device
-        (the step donates its state, so the value is read before the next step reuses it).
+        Called at the first ``2 * k`` train steps of a run, at each power of two, at epoch ends
+        and at the end: each reads the counts from the device (the step donates its state, so
+        they are read before the next step reuses it). ``nnx.Optimizer.step`` counts every
+        update call (micro-batches too); ``optax.MultiSteps``' ``gradient_step`` the
+        parameter updates.
         """
-        state = accumulation_state(loop_optimizer(type(self).__name__, loop).opt_state)
-        self._counts_to_check -= 1
-        if state is None:
-            return
-        made = int(_host_value(state.gradient_step.get_value())) - self._gradient_step_offset
-        expected = self._train_steps // self._updates_per_step
-        if made != expected:
-            raise ValueError(
-                f"{type(self).__name__}: optax.MultiSteps made {made} parameter updates in "
-                f"the first {self._train_steps} train steps, but accumulation_steps="
-                f"{self._updates_per_step} means {expected}: the scheduler would not "
-                "advance once per update. Pass its every_k_schedule as accumulation_steps."
+        owner = type(self).__name__
+        optimizer = loop_optimizer(owner, loop)
+        self._check_same_optimizer(loop)
+        made = _update_count(optimizer) - self._update_offset
+        if made != self._train_steps:
+            raise self._not_the_update(made)
+        k = self._updates_per_step
+        counters = accumulation_counters(optimizer.opt_state)
+        for (where, count), offset in zip(counters, self._accumulation_offsets, strict=True):
+            made = int(_host_value(count.get_value())) - offset
+            expected = self._train_steps // k
+            if made != expected:
+                raise ValueError(
+                    f"{owner}: optax.MultiSteps (at {where}) made {made} parameter updates in "
+                    f"{self._train_steps} train steps, but accumulation_steps={k} means "
+                    f"{expected}: the scheduler would not advance once per update. Pass its "
+                    "every_k_schedule as accumulation_steps (a constant one)."
+                )
+
+    def _check_same_optimizer(self, loop: Loop) -> None:
+        """Refuses a ``loop.optimizer`` replaced after ``on_train_begin`` (a host check)."""
+        held = _held_optimizer(loop)
+        if held is not None and held is not self._optimizer:
+            raise RuntimeError(
+                f"{type(self).__name__}: loop.optimizer was replaced after on_train_begin: "
+                "the callback writes the learning rate into the optimizer it began with, so "
+                "the new one would train at its own injected value (e.g. 0.0). Give the loop "
+                "its optimizer before callbacks.on_train_begin(), or start a new CallbackList "
+                "for the new optimizer."
             )
+
+    def _not_the_update(self, made: int) -> ValueError:
+        counted = self._train_steps - self._began_at
+        made -= self._began_at
+        if made < counted:
+            why = (
+                "the updates were made on another copy of the optimizer state (a functional "
+                "loop over nnx.split state trains that copy, so the values written here are "
+                "never used), or on_step_end ran more than once per update. In a jax.jit step "
+                "of split state, set the values inside the step with set_hyperparams("
+                "opt_state, learning_rate=...) and step the scheduler yourself "
+                "(docs/own_loop.md), or call on_step_end once per update"
+            )
+        else:
+            why = (
+                "the optimizer made updates without on_step_end, so the scheduler fell behind. "
+                "Call callbacks.on_step_end() after every update, and no update outside the "
+                "hooks"
+            )
+        return ValueError(
+            f"{type(self).__name__}: the optimizer it writes made {made} updates while the "
+            f"callback counted {counted} train steps (on_step_end calls): {why}."
+        )
+
+    def _no_epoch_metrics(self, epoch: int, trained: int) -> ValueError:
+        assert self.monitor is not None
+        name = self.monitor.name
+        return ValueError(
+            f"{type(self).__name__}: monitor={str(self.monitor)!r} is the epoch's train mean, "
+            f"but epoch {epoch} ended after {trained} train steps with no metrics reported "
+            f"(on_epoch_end got {{}}), so {type(self.scheduler).__name__} would never act. "
+            f"Pass the epoch's means: callbacks.on_epoch_end({{{name!r}: mean_{name}}}), as "
+            "the Trainer does."
+        )
 
     def _not_begun(self, hook: str) -> RuntimeError:
         return RuntimeError(
@@ -632,10 +804,10 @@ class LRSchedulerCallback(Callback):
             return
         write_images(0, {"lr_schedule": image[None]})
 
-    def _log(self, update: int) -> None:
+    def _log(self, step: int) -> None:
         if jax.process_index() != 0:
             return
-        values = self._values()
+        values = self.applied_values
         scalars: dict[str, float] = {}
         for kind, tag in (("lr", "learning_rate"), ("momentum", "momentum")):
             if kind not in values:
@@ -652,12 +824,24 @@ class LRSchedulerCallback(Callback):
             if hasattr(self.scheduler, attribute):
                 scalars[tag] = getattr(self.scheduler, attribute)
         assert self.writer is not None  # _log runs only with a writer
-        self.writer.write_scalars(update, scalars)
+        self.writer.write_scalars(step, scalars)
 
 
 def _is_ready(value: Any) -> bool:
     """Whether reading ``value`` would not wait for the device."""
     return not isinstance(value, jax.Array) or bool(value.is_ready())  # type: ignore[attr-defined]
+
+
+def _update_count(optimizer: Any) -> int:
+    """The optimizer's update calls so far (``nnx.Optimizer.step``): one device read."""
+    step = getattr(optimizer, "step", None)
+    return 0 if step is None else int(_host_value(step.get_value()))
+
+
+def _held_optimizer(loop: Any) -> Any:
+    """The loop's optimizer object as it holds it, without bringing the state up to date."""
+    attributes = getattr(loop, "__dict__", {})
+    return attributes.get("_optimizer", attributes.get("optimizer"))
 
 
 def _host_value(value: Any) -> float:
