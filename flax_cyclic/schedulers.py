@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import abc
 import bisect
+import hashlib
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -269,7 +271,8 @@ class LRScheduler(abc.ABC):
 
         It holds the step counter and the configuration it was made with (to check a restore
         against). No pickles and no callables: a custom ``scale_fn`` is code, which comes from
-        the constructor; only its name is recorded.
+        the constructor; its name and a hash of its code are recorded, so that a restore with
+        another function is refused even where both are lambdas.
         """
         return {
             "format": self._format,
@@ -366,6 +369,54 @@ class LRScheduler(abc.ABC):
 
 
 _MISSING = object()
+
+
+def _fingerprint(fn: Callable[..., Any]) -> str:
+    """A custom ``scale_fn`` as a JSON string that changes when its code does.
+
+    Two lambdas share the name ``'<lambda>'``; the fingerprint also hashes the code (bytecode,
+    constants, names), the defaults, the closure's values and the simple globals it reads,
+    so a resume with another formula is refused. What cannot be described by value (a
+    callable object, a closure over an object without a stable ``repr``) is marked not
+    comparable: it equals only itself within one process.
+    """
+    name = getattr(fn, "__qualname__", type(fn).__qualname__)
+    parts: list[str] = []
+    if _describe(fn, parts, depth=0):
+        digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+        return f"{name} (code {digest})"
+    return f"{name} (not comparable by its code: object {id(fn):x})"
+
+
+def _describe(value: Any, parts: list[str], depth: int) -> bool:
+    """Appends a by-value description of ``value``; False where there is none."""
+    if depth > 8:
+        return False
+    if isinstance(value, types.FunctionType):
+        simple = (bool, int, float, str, bytes, type(None))
+        names = value.__code__.co_names
+        globals_ = [(n, value.__globals__[n]) for n in names if n in value.__globals__]
+        parts.append(f"globals {[(n, g) for n, g in globals_ if isinstance(g, simple)]!r}")
+        return (
+            _describe(value.__code__, parts, depth + 1)
+            and _describe(value.__defaults__, parts, depth + 1)
+            and _describe(value.__kwdefaults__, parts, depth + 1)
+            and all(
+                _describe(cell.cell_contents, parts, depth + 1) for cell in value.__closure__ or ()
+            )
+        )
+    if isinstance(value, types.CodeType):
+        parts += [value.co_code.hex(), repr(value.co_names), repr(value.co_varnames)]
+        return all(_describe(const, parts, depth + 1) for const in value.co_consts)
+    if isinstance(value, (tuple, list)):
+        return all(_describe(item, parts, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return _describe(sorted(value.items(), key=repr), parts, depth + 1)
+    described = repr(value)
+    if " at 0x" in described:  # an object's default repr: not a value
+        return False
+    parts.append(described)
+    return True
 
 
 def _check_flag(owner: str, name: str, value: Any) -> bool:
@@ -580,6 +631,7 @@ class CyclicLR(LRScheduler):
             "base_lrs": list(self._base_lrs),
             "max_lrs": list(self._max_lrs),
             **self._policy.config(),
+            "scale_fn": None if self.scale_fn is None else _fingerprint(self.scale_fn),
             "cycle_momentum": self.cycle_momentum,
             "base_momentums": list(self._base_momentums),
             "max_momentums": list(self._max_momentums),
