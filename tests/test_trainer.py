@@ -510,3 +510,89 @@ def test_a_second_fit_that_has_nothing_to_train_says_so(caplog):
     assert trainer.step == 4
     assert "nothing to train: this trainer has completed step 4, epoch 1" in caplog.text
     assert "Raise num_epochs to train longer" in caplog.text
+
+
+def plateau_trainer(directory, *, every_steps, extra=(), best_metric=None, monitor="train/loss"):
+    """A tiny MLP whose LR a plateau on `monitor` halves (patience 0: at every non-improvement)."""
+    from flax_cyclic import Checkpointer, ReduceLROnPlateau
+
+    model, optimizer = tiny_setup()
+    plateau = ReduceLROnPlateau(base_lr=0.05, mode="min", factor=0.5, patience=0, threshold=0.5)
+    checkpointer = Checkpointer(
+        directory, every_steps=every_steps, best_metric=best_metric, async_save=False
+    )
+    callbacks = [LRSchedulerCallback(plateau, monitor=monitor), LRTrace(), *extra]
+    trainer = Trainer(model, optimizer, callbacks=callbacks, checkpointer=checkpointer)
+    trainer.progress = False
+    return trainer
+
+
+class LRTrace(Callback):
+    """The learning rate each update applied, read back from the optimizer after it."""
+
+    def __init__(self):
+        self.lrs: dict[int, float] = {}
+
+    def on_step_end(self, loop, step, metrics):
+        lr = loop.optimizer.opt_state.hyperparams["learning_rate"]
+        self.lrs[step] = float(np.asarray(lr[...]))
+
+
+def test_a_save_at_an_epochs_last_step_comes_after_its_end(tmp_path):
+    data, evals = tiny_batches(16, 4), tiny_batches(16, 2, seed=1)
+    trainer = plateau_trainer(tmp_path, every_steps=4, best_metric="eval/loss")
+    trainer.fit(data, num_epochs=3, eval_data=evals)
+    checkpointer = trainer.checkpointer
+    assert all(checkpointer.metrics(step) is not None for step in checkpointer.all_steps())
+    assert checkpointer.best_step() in (4, 8, 12)
+    # The checkpoint of step 4 holds the epoch's end: a resume from it skips nothing.
+    reference = plateau_trainer(tmp_path / "reference", every_steps=4)
+    reference.fit(data, num_epochs=3)
+    crashed = plateau_trainer(tmp_path / "crashed", every_steps=4, extra=[CrashAt(5)])
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(data, num_epochs=3)
+    resumed = plateau_trainer(tmp_path / "crashed", every_steps=4)
+    resumed.fit(data, num_epochs=3)
+    trace = resumed.callbacks.callbacks[1].lrs
+    assert trace == {s: lr for s, lr in reference.callbacks.callbacks[1].lrs.items() if s >= 4}
+    assert len(set(trace.values())) > 1  # the plateau acted
+
+
+def test_a_resumed_epochs_train_mean_covers_the_whole_epoch(tmp_path):
+    data = tiny_batches(16, 5)
+    reference = plateau_trainer(tmp_path / "reference", every_steps=2)
+    expected = reference.fit(data, num_epochs=3).train
+    crashed = plateau_trainer(tmp_path / "crashed", every_steps=2, extra=[CrashAt(8)])
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(data, num_epochs=3)
+    resumed = plateau_trainer(tmp_path / "crashed", every_steps=2)
+    history = resumed.fit(data, num_epochs=3)
+    assert history.resumed_from == 8
+    assert history.train == [entry for entry in expected if entry["step"] > 8]
+    assert resumed.callbacks.callbacks[1].lrs == {
+        s: lr for s, lr in reference.callbacks.callbacks[1].lrs.items() if s >= 8
+    }
+
+
+def test_an_early_stopped_run_is_complete_when_run_again(tmp_path, caplog):
+    from flax_cyclic import Checkpointer, EarlyStopping
+
+    def run():
+        model, optimizer = tiny_setup(lr=0.05)
+        stopper = EarlyStopping(monitor="eval/loss", patience=1, min_delta=100.0)
+        checkpointer = Checkpointer(tmp_path, every_steps=3, async_save=False)
+        trainer = Trainer(
+            model, optimizer, callbacks=[stopper], checkpointer=checkpointer, progress=False
+        )
+        data, evals = tiny_batches(16, 4), tiny_batches(16, 2, seed=1)
+        return trainer, trainer.fit(data, num_epochs=10, eval_data=evals, eval_every_steps=2)
+
+    first, history = run()
+    assert history.stopped
+    assert first.step == 4  # evaluations at 2 and 4: no improvement at 4, patience 1
+    with caplog.at_level("WARNING", logger="flax_cyclic"):
+        again, history = run()
+    assert again.step == 4
+    assert history.stopped
+    assert history.train == []
+    assert "stopped early at step 4" in caplog.text
