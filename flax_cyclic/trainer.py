@@ -161,6 +161,7 @@ class Trainer:
                 f"{data_axis!r} for a mesh with axes {mesh.axis_names}."
             )
         self.mesh = mesh
+        self._data_axis = data_axis
         # The last evaluation's step and means: a save at that step is ranked by them.
         self._last_eval: tuple[int, dict[str, float]] | None = None
         self._batch_sharding = (
@@ -496,8 +497,34 @@ class Trainer:
         if self._batch_sharding is None:
             return batch
         sharding = self._batch_sharding
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+
+        def place(path: Any, leaf: Any) -> jax.Array:
+            local = np.asarray(leaf)
+            parts = self._local_data_parts
+            if local.ndim == 0 or local.shape[0] % parts:
+                shape = "a scalar" if local.ndim == 0 else f"of shape {local.shape}"
+                raise ValueError(
+                    f"Trainer: the batch leaf {jax.tree_util.keystr(path) or 'batch'} is {shape},"
+                    f" but each batch leaf is split over the mesh axis {self._data_axis!r} on its "
+                    f"first dimension, into {parts} parts on this process: give every leaf a "
+                    f"leading batch dimension that is a multiple of {parts}."
+                )
+            return jax.make_array_from_process_local_data(sharding, local)
+
+        return jax.tree_util.tree_map_with_path(place, batch)
+
+    @property
+    def _local_data_parts(self) -> int:
+        """Into how many parts this process's batch is split: its devices along the data axis."""
+        assert self.mesh is not None
+        axis = self.mesh.axis_names.index(self._data_axis)
+        local = {device.id for device in jax.local_devices()}
+        return len(
+            {
+                index[axis]
+                for index, device in np.ndenumerate(self.mesh.devices)
+                if device.id in local
+            }
         )
 
     def _resume(self, history: History) -> _Resumed:

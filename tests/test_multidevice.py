@@ -167,3 +167,27 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
         _params(tmp_path / "run", total), _params(tmp_path / "uninterrupted", total), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_batch_that_does_not_divide_over_the_data_axis_is_a_clear_error():
+    script = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
+import jax, numpy as np, optax
+from flax import nnx
+from flax_cyclic import Trainer
+model = nnx.Linear(8, 3, rngs=nnx.Rngs(0))
+optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+batch = (np.ones((16, 8), np.float32), np.zeros(16, np.int32))
+try:
+    Trainer(model, optimizer, mesh=mesh, progress=False).fit([batch], num_steps=1)
+except ValueError as error:
+    print(error)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("Trainer: the batch leaf [0] is of shape (16, 8), but each")
+    assert "a multiple of 3" in done.stdout

@@ -596,3 +596,15 @@ def test_an_early_stopped_run_is_complete_when_run_again(tmp_path, caplog):
     assert history.stopped
     assert history.train == []
     assert "stopped early at step 4" in caplog.text
+
+
+def test_a_batch_that_cannot_be_split_over_the_mesh_is_a_clear_error():
+    model, optimizer = tiny_setup()
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    trainer = Trainer(model, optimizer, mesh=mesh, progress=False)
+
+    def with_a_scalar(epoch):
+        return [{"image": x, "label": y, "scale": np.float32(1.0)} for x, y in tiny_batches(16, 2)]
+
+    with pytest.raises(ValueError, match=r"^Trainer: the batch leaf \['scale'\] is a scalar"):
+        trainer.fit(with_a_scalar, num_steps=1)
