@@ -580,7 +580,7 @@ def _sweep(
         batch = next(batches, _END)
         if batch is _END:
             return lrs, losses, "data exhausted"
-        lr = callback.scheduler.get_last_lr()[0]
+        lr = callback.applied_values["lr"][0]  # as the optimizer's dtype holds it
         loss = _loss_of(step_fn(loop.model, loop.optimizer, batch))
         if not math.isfinite(loss):
             if i == 0:

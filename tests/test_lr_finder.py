@@ -62,7 +62,8 @@ def quadratic_result():
 def test_the_ramp_is_exponential_from_start_to_end(quadratic_result):
     lrs = np.array(quadratic_result.lrs)
     expected = 1e-4 * (1e6 ** (np.arange(len(lrs)) / 199))
-    np.testing.assert_allclose(lrs, expected, rtol=1e-13)
+    # Recorded as applied: the float32 learning rate holds each ramp value rounded.
+    np.testing.assert_allclose(lrs, expected.astype(np.float32), rtol=1e-13)
 
 
 def test_stops_just_past_the_analytic_divergence(quadratic_result):
@@ -120,7 +121,8 @@ def test_the_loss_of_each_step_is_the_loss_at_its_lr():
     result = lr_find(
         model, optimizer, ones, train_step=quadratic_step, start_lr=0.01, end_lr=0.1, num_steps=3
     )
-    assert result.lrs == pytest.approx((0.01, math.sqrt(0.001), 0.1), rel=1e-15)
+    expected = np.float32([0.01, math.sqrt(0.001), 0.1])  # as the optimizer applied them
+    assert result.lrs == tuple(map(float, expected))
     w = 0.0
     for lr, loss in zip(result.lrs, result.losses, strict=True):
         assert loss == pytest.approx(0.5 * CURVATURE * 16 * (w - 1) ** 2, rel=1e-6)
@@ -142,7 +144,8 @@ def test_linear_ramp():
         diverge_threshold=1e9,  # the raw loss is noisy: no early stop here
     )
     assert result.stop_reason == "completed"
-    np.testing.assert_allclose(result.lrs, np.linspace(0.001, 0.4, 20), rtol=1e-14)
+    expected = np.linspace(0.001, 0.4, 20).astype(np.float32)
+    np.testing.assert_allclose(result.lrs, expected, rtol=1e-14)
     assert result.smoothed_losses == result.losses  # smoothing=0: none
 
 
@@ -614,3 +617,27 @@ def test_the_plot_shades_the_recommended_range(clean):
     band = np.array([222, 241, 222])
     assert (np.abs(image - band).max(axis=-1) <= 6).sum() > 1000
     assert NEVER_FELL.plot().shape == (320, 800, 3)  # nothing to shade, no error
+
+
+def _low_precision(learning_rate):
+    model = Quadratic()
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def test_an_integer_learning_rate_is_refused_not_swept_at_zero():
+    model, optimizer = _low_precision(0)
+    with pytest.raises(ValueError, match=r"^lr_find: LRSchedulerCallback: 'learning_rate' .*int32"):
+        lr_find(model, optimizer, TARGETS, train_step=quadratic_step)
+
+
+def test_a_float16_learning_rate_records_what_was_applied():
+    model, optimizer = _low_precision(jnp.float16(0.0))
+    with pytest.raises(ValueError, match=r"^lr_find: .*learning_rate=1e-09 .*becomes 0 in float16"):
+        lr_find(model, optimizer, TARGETS, train_step=quadratic_step, start_lr=1e-9)
+    result = lr_find(
+        model, optimizer, TARGETS, train_step=quadratic_step, start_lr=1e-3, num_steps=20
+    )
+    float16 = [float(np.float16(lr)) for lr in np.geomspace(1e-3, 10.0, 20)[: len(result.lrs)]]
+    assert list(result.lrs) == float16  # as the float16 optimizer applied them
+    assert result.lrs[1] != pytest.approx(np.geomspace(1e-3, 10.0, 20)[1], rel=1e-6)
