@@ -206,7 +206,7 @@ def plateau_loss(evaluation: int) -> float:
 
 def draw_plateau(figure: Figure) -> None:
     """``ReduceLROnPlateau``: the monitored loss above, the learning rate it leads to below."""
-    scheduler = ReduceLROnPlateau(0.1, factor=0.5, patience=3, cooldown=2, min_lr=0.005)
+    scheduler = ReduceLROnPlateau(0.1, mode="min", factor=0.5, patience=3, cooldown=2, min_lr=0.005)
     evaluations = np.arange(60)
     losses = [plateau_loss(int(e)) for e in evaluations]
     lrs = []
