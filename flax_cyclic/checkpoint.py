@@ -8,20 +8,25 @@ trainer's own position (JSON). Nothing is pickled.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import logging
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath  # type: ignore[import-untyped]
 from flax import nnx
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _improvement
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._metrics import local_copy
+from flax_cyclic.schedulers import _check_flag
 
 __all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
 
@@ -55,18 +60,29 @@ class Checkpointer:
             (``'eval/accuracy'``, ``'eval/loss'``), through Orbax's own best-k retention. The
             [`Trainer`][flax_cyclic.Trainer] then saves after every evaluation, with the
             evaluation's metrics; checkpoints saved at other steps carry none and are kept only
-            while they are the newest, so a resume always finds the newest state.
-        best_mode: ``'max'`` (higher is better, e.g. accuracy) or ``'min'`` (e.g. loss).
+            while they are the newest, so a resume always finds the newest state. A NaN or
+            infinite metric ranks below every finite one: it is never the best.
+        best_mode: ``'auto'`` (from the metric's name: loss / error -> ``'min'``; accuracy,
+            acc, auc, f1, precision, recall -> ``'max'``; the rule EarlyStopping and
+            ReduceLROnPlateau use), ``'max'`` (higher is better) or ``'min'``.
 
     A checkpoint is only written when every floating-point array of the model and the
     optimizer is finite (one reduction on the device per save): a diverged run cannot replace
     the good checkpoints with NaN weights, and a resume starts from the newest good one.
 
+    The directory records the retention rule (``best_metric`` and the resolved ``best_mode``)
+    in a small JSON file beside Orbax's steps, written once: a ``Checkpointer`` with another
+    rule on a directory that holds checkpoints is refused, since its retention would delete
+    the checkpoints the first rule kept.
+
     Raises:
-        ValueError, TypeError: For non-positive or non-integer counts, a ``best_metric`` that
-            is not ``'eval/<name>'`` or an unknown ``best_mode``.
+        ValueError, TypeError: For non-positive or non-integer counts, flags that are not
+            ``True`` or ``False``, a ``best_metric`` that is not ``'eval/<name>'``, an unknown
+            ``best_mode``, or ``'auto'`` for a name that says no direction.
         NotADirectoryError, PermissionError: For a ``directory`` that is (or lies under) a
             file, or that cannot be created or written.
+        CheckpointError: If the directory holds checkpoints kept by another ``best_metric`` or
+            ``best_mode`` (or none).
     """
 
     def __init__(
@@ -78,7 +94,7 @@ class Checkpointer:
         max_to_keep: int = 3,
         async_save: bool = True,
         best_metric: str | None = None,
-        best_mode: str = "max",
+        best_mode: str = "auto",
     ) -> None:
         owner = type(self).__name__
         if every_steps is not None:
@@ -86,10 +102,18 @@ class Checkpointer:
                 owner, "every_steps", every_steps, minimum=1, hint="e.g. 1000, or None."
             )
         self.every_steps = every_steps
-        self.every_epoch = bool(every_epoch)
+        self.every_epoch = _check_flag(owner, "every_epoch", every_epoch)
+        async_save = _check_flag(owner, "async_save", async_save)
         self.max_to_keep = _checks.integer(
             owner, "max_to_keep", max_to_keep, minimum=1, hint="e.g. 3."
         )
+        self.best_metric: str | None = _check_best_metric(owner, best_metric)
+        best_mode = _checks.choice(owner, "best_mode", best_mode, _improvement.MODES)
+        self.best_mode: str | None = None
+        if self.best_metric is not None:
+            self.best_mode = _improvement.resolve_mode(
+                owner, "best_mode", best_mode, self.best_metric
+            )
         self.directory = _checks.writable_directory(owner, "directory", directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -99,43 +123,30 @@ class Checkpointer:
                 "callbacks": ocp.JsonCheckpointHandler(),
                 "trainer": ocp.JsonCheckpointHandler(),
             },
-            options=self._options(owner, best_metric, best_mode, async_save),
+            options=self._options(async_save),
         )
+        _await_tmp_cleanup(self.manager)
+        self._check_retention()
 
-    def _options(
-        self, owner: str, best_metric: Any, best_mode: Any, async_save: bool
-    ) -> ocp.CheckpointManagerOptions:
+    def _options(self, async_save: bool) -> ocp.CheckpointManagerOptions:
         """Orbax's options: the newest ``max_to_keep``, or the best by a metric and the newest."""
-        if best_metric is not None and (
-            not isinstance(best_metric, str)
-            or not best_metric.startswith("eval/")
-            or best_metric == "eval/"
-        ):
-            raise ValueError(
-                f"{owner}: `best_metric` must name an evaluation metric as it is logged, "
-                f"'eval/<name>', got best_metric={best_metric!r}; e.g. 'eval/accuracy'. A "
-                "checkpoint is ranked by the evaluation of its own weights."
-            )
-        self.best_metric: str | None = best_metric
-        self.best_mode = _checks.choice(owner, "best_mode", best_mode, ("min", "max"))
         common: dict[str, Any] = dict(
             enable_async_checkpointing=async_save,
             # A kill during an async save leaves <step>.orbax-checkpoint-tmp-*: remove it.
             cleanup_tmp_directories=True,
             create=True,
         )
-        if best_metric is None:
+        if self.best_metric is None:
             return ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, **common)
         policies = ocp.checkpoint_managers
-        rank = _metric_of(best_metric)
+        score = self._score
         return ocp.CheckpointManagerOptions(
-            best_fn=rank,  # what best_step() ranks by
-            best_mode=self.best_mode,
+            best_fn=score,  # higher is better in either mode; non-finite lowest
+            best_mode="max",
             preservation_policy=policies.AnyPreservationPolicy(
                 [
                     policies.BestN(
-                        get_metric_fn=rank,
-                        reverse=self.best_mode == "min",
+                        get_metric_fn=score,
                         n=self.max_to_keep,
                         keep_checkpoints_without_metrics=False,
                     ),
@@ -143,6 +154,67 @@ class Checkpointer:
                 ]
             ),
             **common,
+        )
+
+    def _score(self, metrics: Mapping[str, float]) -> float:
+        """A checkpoint's rank by its saved metrics: higher is better; non-finite lowest."""
+        return _improvement.rank(float(metrics[str(self.best_metric)]), str(self.best_mode))
+
+    def _check_retention(self) -> None:
+        """Refuses a directory whose checkpoints another retention rule kept; records this one."""
+        wanted = {"best_metric": self.best_metric, "best_mode": self.best_mode}
+        path = epath.Path(self.directory) / RETENTION_FILE
+        recorded = json.loads(path.read_text()) if path.exists() else None
+        steps = self.manager.all_steps()
+        kept_by = _kept_by(recorded, [self.manager.metrics(step) for step in steps], wanted)
+        if steps and kept_by is not None:
+            raise CheckpointError(
+                f"Checkpointer: the checkpoints in {self.directory} (steps {sorted(steps)}) were "
+                f"kept with {kept_by}, but this Checkpointer has best_metric="
+                f"{self.best_metric!r}, best_mode={self.best_mode!r}: its retention would "
+                f"delete checkpoints the other rule kept. Build it with the same best_metric "
+                "and best_mode, or use a new directory."
+            )
+        record = {**_RETENTION_HEADER, **wanted}
+        if (recorded is None or not steps) and recorded != record and jax.process_index() == 0:
+            path.write_text(json.dumps(record))
+
+    def should_save(self, step: int, *, epoch_end: bool = False, evaluated: bool = False) -> bool:
+        """Whether the state after ``step`` train updates is saved now: the one cadence rule.
+
+        True at a multiple of ``every_steps``, at an epoch's end with ``every_epoch``, and after
+        an evaluation of this state with a ``best_metric`` (the save ranks it). The
+        [`Trainer`][flax_cyclic.Trainer] asks it; a hand-written loop asks it after each
+        update, once the step's evaluation (if any) is done, and saves once per step:
+
+        ```python
+        for batch in batches:
+            metrics = train_step(model, optimizer, batch)
+            step += 1
+            evaluation = evaluate(model) if step % 100 == 0 else None  # {'eval/loss': ...}
+            if checkpointer.should_save(step, evaluated=evaluation is not None):
+                checkpointer.save(step, model=model, optimizer=optimizer, callbacks={},
+                                  trainer={"step": step}, metrics=evaluation)
+        ```
+
+        Args:
+            step: Train updates completed (the step the checkpoint is saved as).
+            epoch_end: Whether ``step`` ends an epoch.
+            evaluated: Whether the state after ``step`` was just evaluated.
+
+        Returns:
+            Whether to save now.
+
+        Example:
+            >>> import tempfile
+            >>> checkpointer = Checkpointer(tempfile.mkdtemp(), every_steps=3, every_epoch=False)
+            >>> [step for step in range(10) if checkpointer.should_save(step)]
+            [3, 6, 9]
+        """
+        return (
+            (self.every_steps is not None and step > 0 and step % self.every_steps == 0)
+            or (epoch_end and self.every_epoch)
+            or (evaluated and self.best_metric is not None)
         )
 
     def latest_step(self) -> int | None:
@@ -156,6 +228,9 @@ class Checkpointer:
     def best_step(self) -> int | None:
         """The step of the best checkpoint by ``best_metric``; ``None`` before the first.
 
+        A checkpoint whose metric is NaN or infinite is never the best; of equal ones, the
+        newest.
+
         Raises:
             ValueError: If the checkpointer has no ``best_metric``.
         """
@@ -164,9 +239,13 @@ class Checkpointer:
                 "Checkpointer.best_step: this checkpointer ranks no checkpoints; build it with "
                 "best_metric='eval/<name>' (and best_mode) to keep the best ones."
             )
-        if not any(self.manager.metrics(step) for step in self.manager.all_steps()):
-            return None
-        return self.manager.best_step()
+        ranked = [
+            (self._score(metrics), step)
+            for step in self.manager.all_steps()
+            if (metrics := self.manager.metrics(step))
+        ]
+        finite = [(score, step) for score, step in ranked if math.isfinite(score)]
+        return max(finite)[1] if finite else None
 
     def metrics(self, step: int) -> dict[str, float] | None:
         """The evaluation metrics saved with the checkpoint at ``step``, if it has any."""
@@ -183,7 +262,12 @@ class Checkpointer:
         trainer: Mapping[str, Any],
         metrics: Mapping[str, float] | None = None,
     ) -> bool:
-        """Saves one checkpoint at ``step`` (asynchronously if enabled); False if it exists.
+        """Saves one checkpoint at ``step`` (asynchronously if enabled).
+
+        A step is saved once: if a complete checkpoint of ``step`` is kept already, nothing is
+        written and it returns False (the state after ``step`` updates is that checkpoint's),
+        unless this call brings the evaluation that checkpoint lacks, which is an error (see
+        [`should_save`][flax_cyclic.Checkpointer.should_save]: save after evaluating).
 
         Args:
             step: The train step the state belongs to.
@@ -191,25 +275,23 @@ class Checkpointer:
             optimizer: Its optimizer.
             callbacks: Every callback's JSON state, keyed by ``state_key``.
             trainer: The loop's JSON position.
-            metrics: The evaluation of these weights, by logged name (``{'eval/loss': ...}``);
-                with a ``best_metric`` it ranks the checkpoint. ``None``: not evaluated.
+            metrics: The evaluation of these weights, by logged name (``{'eval/loss': ...}``),
+                each a real scalar; with a ``best_metric`` it ranks the checkpoint. ``None``:
+                not evaluated.
+
+        Returns:
+            True if it saved, False if the step's checkpoint exists already.
 
         Raises:
             NonFiniteError: If the model or optimizer state holds a NaN or an infinity; nothing
                 is written then.
             KeyError: If ``metrics`` lacks the ``best_metric``.
+            TypeError: If a metric is not a real scalar.
+            CheckpointError: If the step's checkpoint exists without the metrics given now.
         """
+        metrics = self._ranked_metrics(metrics)
         if step in self.manager.all_steps():
-            return False
-        if metrics is not None and self.best_metric is not None:
-            if self.best_metric not in metrics:
-                raise KeyError(
-                    f"Checkpointer.save: best_metric={self.best_metric!r}, but the evaluation "
-                    f"reported {sorted(metrics)}; rank by one of those."
-                )
-            metrics = {name: float(value) for name, value in metrics.items()}
-        else:
-            metrics = None
+            return self._exists(step, metrics)
         states = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
         bad = _non_finite_leaves(states)
         if bad:
@@ -232,6 +314,44 @@ class Checkpointer:
         logger.info("Saving the checkpoint at step %d to %s.", step, self.directory)
         return saved
 
+    def _ranked_metrics(self, metrics: Mapping[str, Any] | None) -> dict[str, float] | None:
+        """``metrics`` checked (real scalars, the ``best_metric`` among them) as floats."""
+        if metrics is None:
+            return None
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                "Checkpointer.save: `metrics` must map metric names to real scalars or be None, "
+                f"got {type(metrics).__name__}; e.g. metrics={{'eval/loss': 0.42}}."
+            )
+        bad = [f"{n}={v!r:.60}" for n, v in metrics.items() if not _checks.is_real_scalar(v)]
+        if bad:
+            raise TypeError(
+                f"Checkpointer.save: `metrics` must map metric names to real scalars, got "
+                f"{', '.join(bad[:3])}; pass the evaluation's means, e.g. "
+                "metrics={'eval/loss': 0.42}."
+            )
+        if self.best_metric is None:
+            return None
+        if self.best_metric not in metrics:
+            raise KeyError(
+                f"Checkpointer.save: best_metric={self.best_metric!r}, but the evaluation "
+                f"reported {sorted(metrics)}; rank by one of those."
+            )
+        return {name: float(value) for name, value in metrics.items()}
+
+    def _exists(self, step: int, metrics: dict[str, float] | None) -> bool:
+        """False for a step saved already; an error if that save lacks the metrics given now."""
+        if metrics is not None and self.manager.metrics(step) is None:
+            raise CheckpointError(
+                f"Checkpointer.save: the checkpoint of step {step} in {self.directory} was saved "
+                f"before its evaluation ({metrics}), so "
+                "best-k cannot rank it and would drop it. Evaluate first and save once per "
+                "step, with the metrics: Checkpointer.should_save(step, epoch_end=..., "
+                "evaluated=...) says when."
+            )
+        logger.debug("The checkpoint of step %d exists: not saved again.", step)
+        return False
+
     def wait(self) -> None:
         """Blocks until a background save has finished."""
         self.manager.wait_until_finished()
@@ -247,9 +367,11 @@ class Checkpointer:
 
         Without ``step``, the newest checkpoint that reads back: a damaged checkpoint (a
         missing or truncated file) is reported in the log and the one before it is tried (the
-        [`Trainer`][flax_cyclic.Trainer] resumes this way). With ``step``, exactly that one,
-        e.g. ``step=checkpointer.best_step()``. A checkpoint of a different model or optimizer
-        structure is an error at once.
+        [`Trainer`][flax_cyclic.Trainer] resumes this way). The damaged step directories newer
+        than the one restored are then moved aside, as ``<step>.damaged-<n>`` in the same
+        directory (nothing is deleted; a warning names them), so the run saves those steps
+        again. With ``step``, exactly that one, e.g. ``step=checkpointer.best_step()``. A
+        checkpoint of a different model or optimizer structure is an error at once.
 
         Args:
             model: The model to restore into.
@@ -268,48 +390,74 @@ class Checkpointer:
         steps = [asked] if asked is not None else sorted(self.manager.all_steps(), reverse=True)
         if not steps:
             return None
-        model_state, optimizer_state = nnx.state(model), nnx.state(optimizer)
-        targets = {"model": model_state, "optimizer": optimizer_state}
-        failures = []
-        for step in steps:
+        targets = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        failures: dict[int, str] = {}
+        for candidate in steps:
             try:
-                mismatch = self._mismatch(step, targets)
-            except Exception as error:  # unreadable metadata: a damaged checkpoint
-                failures.append(self._damaged(step, error))
+                restored = self._read(candidate, targets)
+            except _Damaged as damaged:
+                failures[candidate] = self._damaged(candidate, damaged.__cause__ or damaged)
                 continue
-            if mismatch:
-                raise CheckpointError(
-                    f"The checkpoint at step {step} in {self.directory} was saved from a "
-                    f"different model or optimizer: {mismatch}. Restore with the model and "
-                    "optimizer it was made with, or use a new checkpoint directory."
-                )
-            try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        model=ocp.args.StandardRestore(_abstract(model_state)),
-                        optimizer=ocp.args.StandardRestore(_abstract(optimizer_state)),
-                        callbacks=ocp.args.JsonRestore(),
-                        trainer=ocp.args.JsonRestore(),
-                    ),
-                )
-            except Exception as error:
-                failures.append(self._damaged(step, error))
-                continue
+            if failures:
+                self._set_aside(sorted(failures), candidate)
             nnx.update(model, restored["model"])
             nnx.update(optimizer, restored["optimizer"])
-            return Restored(step, restored["callbacks"], restored["trainer"])
+            return Restored(candidate, restored["callbacks"], restored["trainer"])
+        failed = "; ".join(failures.values())
         if asked is not None:
             raise CheckpointError(
                 f"The checkpoint of step {asked} in {self.directory} could not be restored: "
-                + "; ".join(failures)
-                + ". Restore another step (Checkpointer.all_steps()), or repair the files."
+                f"{failed}. Restore another step (Checkpointer.all_steps()), or repair the files."
             )
         raise CheckpointError(
             f"None of the checkpoints in {self.directory} (steps {steps}) could be restored: "
-            + "; ".join(failures)
-            + ". Nothing was started from scratch. Repair or remove the damaged step "
+            f"{failed}. Nothing was started from scratch. Repair or remove the damaged step "
             "directories, or point the run at a new checkpoint directory."
+        )
+
+    def _read(self, step: int, targets: Mapping[str, nnx.State]) -> Any:
+        """The checkpoint of ``step``, read onto ``targets``; ``_Damaged`` if it cannot be."""
+        try:
+            mismatch = self._mismatch(step, targets)
+        except Exception as error:  # unreadable metadata: a damaged checkpoint
+            raise _Damaged from error
+        if mismatch:
+            raise CheckpointError(
+                f"The checkpoint at step {step} in {self.directory} was saved from a "
+                f"different model or optimizer: {mismatch}. Restore with the model and "
+                "optimizer it was made with, or use a new checkpoint directory."
+            )
+        try:
+            return self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    model=ocp.args.StandardRestore(_abstract(targets["model"])),
+                    optimizer=ocp.args.StandardRestore(_abstract(targets["optimizer"])),
+                    callbacks=ocp.args.JsonRestore(),
+                    trainer=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as error:
+            raise _Damaged from error
+
+    def _set_aside(self, steps: list[int], restored: int) -> None:
+        """Moves damaged step directories to ``<step>.damaged-<n>``, so the run saves them anew."""
+        root = epath.Path(self.directory)
+        moved = [_free_name(root, f"{step}.damaged") for step in steps]
+        if jax.process_index() == 0:
+            for step, target in zip(steps, moved, strict=True):
+                (root / str(step)).rename(root / target)
+        if jax.process_count() > 1:
+            ocp.multihost.sync_global_processes("flax_cyclic_checkpointer_set_aside")
+        self.manager.reload()
+        logger.warning(
+            "Checkpointer.restore: the damaged checkpoint(s) of step(s) %s, newer than step %d "
+            "(restored), were moved aside to %s in %s: nothing was deleted, and the run saves "
+            "those steps again. Inspect or remove them.",
+            steps,
+            restored,
+            moved,
+            self.directory,
         )
 
     def _kept_step(self, step: Any) -> int:
@@ -359,6 +507,72 @@ class Checkpointer:
         return "; ".join(problems) or None
 
 
+class _Damaged(Exception):
+    """A checkpoint that cannot be read back (its cause is the reader's error)."""
+
+
+#: The file in a checkpoint directory that records its retention rule.
+RETENTION_FILE = "flax_cyclic_checkpointer.json"
+_RETENTION_HEADER = {"format": "flax_cyclic.Checkpointer", "version": 1}
+
+
+def _kept_by(
+    recorded: Mapping[str, Any] | None,
+    saved_metrics: list[Any],
+    wanted: Mapping[str, str | None],
+) -> str | None:
+    """The other retention rule the saved checkpoints were kept by; None if it is ``wanted``.
+
+    Without a record (a directory of an earlier release), the rule is read from the
+    checkpoints: best-k keeps at most one checkpoint without metrics, a plain one none with.
+    """
+    if recorded is not None:
+        saved = {key: recorded.get(key) for key in wanted}
+        if saved == dict(wanted):
+            return None
+        return ", ".join(f"{key}={value!r}" for key, value in saved.items())
+    ranked = [metrics for metrics in saved_metrics if metrics]
+    names = sorted({name for metrics in ranked for name in metrics})
+    if wanted["best_metric"] is None:
+        return f"the best by an evaluation metric (saved metrics {names})" if ranked else None
+    if len(saved_metrics) - len(ranked) > 1:
+        return "best_metric=None (no metrics saved with them)"
+    if ranked and wanted["best_metric"] not in names:
+        return f"the best by another metric (saved metrics {names})"
+    return None
+
+
+def _check_best_metric(owner: str, best_metric: Any) -> str | None:
+    """``best_metric``: ``None`` or an evaluation metric as it is logged, ``'eval/<name>'``."""
+    if best_metric is not None and (
+        not isinstance(best_metric, str)
+        or not best_metric.startswith("eval/")
+        or best_metric == "eval/"
+    ):
+        raise ValueError(
+            f"{owner}: `best_metric` must name an evaluation metric as it is logged, "
+            f"'eval/<name>', got best_metric={best_metric!r}; e.g. 'eval/accuracy'. A "
+            "checkpoint is ranked by the evaluation of its own weights."
+        )
+    return best_metric
+
+
+def _free_name(root: epath.Path, stem: str) -> str:
+    """``<stem>-<n>`` with the smallest ``n >= 1`` not taken in ``root``."""
+    return next(f"{stem}-{n}" for n in itertools.count(1) if not (root / f"{stem}-{n}").exists())
+
+
+def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
+    """Waits for the removal of unfinished saves Orbax starts in the background.
+
+    Left running, it fails at interpreter exit with a traceback when the checkpointer is
+    never used.
+    """
+    wait = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
+    if callable(wait):
+        wait()
+
+
 def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
     """Leaf path -> shape; ``None`` for PRNG keys (saved as raw key data of another shape)."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -376,15 +590,6 @@ def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
 @jax.jit
 def _finite_flags(arrays: list[jax.Array]) -> jax.Array:
     return jnp.stack([jnp.all(jnp.isfinite(array)) for array in arrays])
-
-
-def _metric_of(name: str) -> Callable[[Mapping[str, float]], float]:
-    """Orbax's ``best_fn``: a checkpoint's saved metrics -> the value it is ranked by."""
-
-    def metric(metrics: Mapping[str, float]) -> float:
-        return float(metrics[name])
-
-    return metric
 
 
 def _non_finite_leaves(states: Mapping[str, nnx.State]) -> list[str]:

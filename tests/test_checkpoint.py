@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -700,3 +702,247 @@ def test_best_checkpoint_errors_name_the_fix(tmp_path):
         "checkpoints are of steps [1].",
     ):
         checkpointer.restore(model=model, optimizer=optimizer, step=7)
+
+
+# -- the mode rule, non-finite metrics and the retention rule of a directory --
+
+
+def _save_ranked(checkpointer, values, name="eval/loss"):
+    """Saves steps 1, 2, ... with `name` = each value (None: no metrics); returns the kernels."""
+    model, optimizer = _setup()
+    kernels = {}
+    for step, value in enumerate(values, start=1):
+        model.hidden.kernel[...] = model.hidden.kernel[...] + 1.0
+        kernels[step] = _kernel(model)
+        metrics = None if value is None else {name: value}
+        checkpointer.save(
+            step, model=model, optimizer=optimizer, callbacks={}, trainer={}, metrics=metrics
+        )
+    checkpointer.wait()
+    return kernels
+
+
+def test_a_loss_keeps_the_lowest_by_default(tmp_path):
+    # The old default, best_mode='max', kept the highest losses.
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/loss", max_to_keep=1, async_save=False)
+    assert checkpointer.best_mode == "min"
+    _save_ranked(checkpointer, [0.9, 0.3, 0.5, 0.4])
+    assert checkpointer.all_steps() == [2, 4]
+    assert checkpointer.best_step() == 2
+
+
+def test_an_accuracy_keeps_the_highest_by_default(tmp_path):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/top1_accuracy", max_to_keep=1)
+    assert checkpointer.best_mode == "max"
+    _save_ranked(checkpointer, [0.5, 0.9, 0.7], name="eval/top1_accuracy")
+    assert (checkpointer.all_steps(), checkpointer.best_step()) == ([2, 3], 2)
+
+
+def test_a_metric_whose_name_says_no_direction_asks_for_best_mode(tmp_path):
+    with pytest.raises(ValueError, match=r"^Checkpointer: `best_mode`='auto' cannot tell"):
+        Checkpointer(tmp_path, best_metric="eval/perplexity")
+    assert Checkpointer(tmp_path, best_metric="eval/perplexity", best_mode="min").best_mode == "min"
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "kept", "best"),
+    [
+        # min: the two lowest (2, 4) and the newest (6); the NaN step is not kept
+        ("eval/loss", [0.5, 0.2, math.nan, 0.4, 0.6, 0.7], [2, 4, 6], 2),
+        ("eval/accuracy", [0.5, 0.9, math.nan, 0.7, 0.1, 0.2], [2, 4, 6], 2),
+        ("eval/loss", [0.5, math.inf, 0.4, 0.3, -math.inf, 0.6], [3, 4, 6], 4),
+    ],
+)
+def test_a_non_finite_metric_ranks_worst_and_is_never_the_best(tmp_path, name, values, kept, best):
+    checkpointer = Checkpointer(tmp_path, best_metric=name, max_to_keep=2, async_save=False)
+    kernels = _save_ranked(checkpointer, values, name=name)
+    assert checkpointer.all_steps() == kept
+    assert checkpointer.best_step() == best
+    fresh, fresh_optimizer = _setup(seed=1)
+    checkpointer.restore(model=fresh, optimizer=fresh_optimizer, step=best)
+    np.testing.assert_array_equal(_kernel(fresh), kernels[best])
+
+
+def test_a_non_finite_newest_is_kept_as_the_newest_but_not_best(tmp_path):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/loss", max_to_keep=1, async_save=False)
+    _save_ranked(checkpointer, [math.nan])
+    assert (checkpointer.all_steps(), checkpointer.best_step()) == ([1], None)
+    _save_ranked(checkpointer, [math.nan, 0.5])
+    assert (checkpointer.all_steps(), checkpointer.best_step()) == ([2], 2)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"best_metric": "eval/loss"}, {"best_metric": "eval/accuracy"}),
+        ({"best_metric": "eval/loss"}, {"best_metric": "eval/loss", "best_mode": "max"}),
+        ({"best_metric": "eval/loss"}, {}),
+        ({}, {"best_metric": "eval/loss"}),
+    ],
+    ids=["another metric", "another mode", "no metric", "plain then a metric"],
+)
+def test_a_directory_kept_by_another_retention_rule_is_refused(tmp_path, first, second):
+    checkpointer = Checkpointer(tmp_path, max_to_keep=2, async_save=False, **first)
+    _save_ranked(checkpointer, [0.5, 0.3, 0.4, 0.6] if first else [None] * 4)
+    kept = checkpointer.all_steps()
+    checkpointer.close()
+    with pytest.raises(CheckpointError, match=r"^Checkpointer: the checkpoints in") as error:
+        Checkpointer(tmp_path, max_to_keep=2, async_save=False, **second)
+    assert "Build it with the same best_metric and best_mode, or use a new directory" in str(
+        error.value
+    )
+    assert Checkpointer(tmp_path, max_to_keep=2, **first).all_steps() == kept  # nothing lost
+
+
+def test_the_same_rule_reopens_and_an_empty_directory_takes_a_new_one(tmp_path):
+    Checkpointer(tmp_path / "a", best_metric="eval/loss")  # recorded, no checkpoint yet
+    changed = Checkpointer(tmp_path / "a", best_metric="eval/accuracy", async_save=False)
+    _save_ranked(changed, [0.5], name="eval/accuracy")
+    record = json.loads((tmp_path / "a" / "flax_cyclic_checkpointer.json").read_text())
+    assert (record["best_metric"], record["best_mode"]) == ("eval/accuracy", "max")
+    again = Checkpointer(tmp_path / "a", best_metric="eval/accuracy", best_mode="max")
+    assert again.all_steps() == [1]
+
+
+def test_a_directory_of_an_earlier_release_is_judged_by_its_checkpoints(tmp_path):
+    plain = Checkpointer(tmp_path / "plain", async_save=False)
+    _save_ranked(plain, [None] * 3)
+    ranked = Checkpointer(tmp_path / "ranked", best_metric="eval/loss", async_save=False)
+    _save_ranked(ranked, [0.5, 0.4, None])
+    for name in ("plain", "ranked"):
+        (tmp_path / name / "flax_cyclic_checkpointer.json").unlink()
+    with pytest.raises(CheckpointError, match=r"kept with best_metric=None \(no metrics saved"):
+        Checkpointer(tmp_path / "plain", best_metric="eval/loss")
+    with pytest.raises(CheckpointError, match=r"kept with the best by an evaluation metric"):
+        Checkpointer(tmp_path / "ranked")
+    with pytest.raises(CheckpointError, match=r"kept with the best by another metric"):
+        Checkpointer(tmp_path / "ranked", best_metric="eval/accuracy")
+    assert Checkpointer(tmp_path / "ranked", best_metric="eval/loss").all_steps() == [1, 2, 3]
+    assert Checkpointer(tmp_path / "plain").all_steps() == [1, 2, 3]
+
+
+# -- a damaged newest checkpoint is set aside and saved again --
+
+
+def _remove_a_file(step_dir: pathlib.Path) -> None:
+    """Removes the model item's metadata file, as a partial copy of the directory would."""
+    (step_dir / "model" / "_METADATA").unlink()
+
+
+@pytest.mark.parametrize("damage", [_damage, _remove_a_file], ids=["truncated", "removed"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_its_step_saved_again(
+    tmp_path, caplog, damage
+):
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    kernels = _save_ranked(checkpointer, [None] * 3)
+    damage(tmp_path / "3")
+    reopened = Checkpointer(tmp_path, async_save=False)
+    model, optimizer = _setup(seed=1)
+    with caplog.at_level(logging.WARNING, logger="flax_cyclic"):
+        assert reopened.restore(model=model, optimizer=optimizer).step == 2
+    assert "moved aside to ['3.damaged-1']" in caplog.text
+    assert (tmp_path / "3.damaged-1" / "model").is_dir()  # kept, not deleted
+    assert reopened.all_steps() == [1, 2]
+    np.testing.assert_array_equal(_kernel(model), kernels[2])
+    # The run's save of step 3 is written, not skipped as existing (it returned False before).
+    assert reopened.save(3, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    assert Checkpointer(tmp_path).all_steps() == [1, 2, 3]
+    damage(tmp_path / "3")
+    Checkpointer(tmp_path).restore(model=model, optimizer=optimizer)
+    assert sorted(p.name for p in tmp_path.glob("3.*")) == ["3.damaged-1", "3.damaged-2"]
+
+
+def test_a_damaged_step_asked_for_is_an_error_and_stays(tmp_path):
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    _save_ranked(checkpointer, [None] * 2)
+    _damage(tmp_path / "2")
+    model, optimizer = _setup()
+    with pytest.raises(CheckpointError, match=r"^The checkpoint of step 2 in .* could not be"):
+        Checkpointer(tmp_path).restore(model=model, optimizer=optimizer, step=2)
+    assert (tmp_path / "2").is_dir()
+    assert not list(tmp_path.glob("*.damaged-*"))
+
+
+def test_a_trainer_resumes_before_a_damaged_checkpoint_and_saves_its_step_again(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    trainer.fit(DATA["list"], num_steps=8)
+    _damage(tmp_path / "8")
+    resumed, _ = _trainer(tmp_path)
+    assert resumed.fit(DATA["list"], num_steps=8).resumed_from == 6
+    resumed.checkpointer.wait()
+    assert 8 in resumed.checkpointer.all_steps()
+    assert (tmp_path / "8.damaged-1").is_dir()
+    again, _ = _trainer(tmp_path)
+    assert again.fit(DATA["list"], num_steps=8).resumed_from == 8
+
+
+# -- saving a step once, the save cadence, and argument errors --
+
+
+def test_saving_an_existing_step_writes_nothing_and_says_so(tmp_path):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/loss", async_save=False)
+    model, optimizer = _setup()
+    save = dict(model=model, optimizer=optimizer, callbacks={}, trainer={})
+    assert checkpointer.save(1, **save, metrics={"eval/loss": 0.5})
+    assert not checkpointer.save(1, **save, metrics={"eval/loss": 0.5})
+    assert checkpointer.save(2, **save)
+    # The evaluation of step 2 comes after its save: best-k could not rank it.
+    with pytest.raises(CheckpointError, match=r"^Checkpointer.save: the checkpoint of step 2"):
+        checkpointer.save(2, **save, metrics={"eval/loss": 0.1})
+    assert checkpointer.metrics(2) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "calls", "expected"),
+    [
+        (dict(every_steps=3, every_epoch=False), [(0, {}), (3, {}), (4, {}), (6, {})], [3, 6]),
+        (
+            dict(every_epoch=True),
+            [(4, {}), (5, {"epoch_end": True}), (6, {"evaluated": True})],
+            [5],
+        ),
+        (
+            dict(every_epoch=False, best_metric="eval/loss"),
+            [(2, {"evaluated": True}), (3, {"epoch_end": True}), (4, {})],
+            [2],
+        ),
+        (dict(every_epoch=False), [(1, {"epoch_end": True}), (2, {"evaluated": True})], []),
+    ],
+)
+def test_should_save_is_the_one_cadence_rule(tmp_path, config, calls, expected):
+    checkpointer = Checkpointer(tmp_path, **config)
+    assert [step for step, flags in calls if checkpointer.should_save(step, **flags)] == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "start"),
+    [
+        ({"async_save": "False"}, TypeError, "Checkpointer: `async_save` must be True or False"),
+        ({"every_epoch": "no"}, TypeError, "Checkpointer: `every_epoch` must be True or False"),
+        ({"best_mode": "lowest"}, ValueError, "Checkpointer: `best_mode` must be one of 'auto'"),
+    ],
+)
+def test_flags_and_modes_of_the_wrong_kind_are_refused(tmp_path, kwargs, error, start):
+    with pytest.raises(error, match="^" + re.escape(start)):
+        Checkpointer(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("value", [np.ones(3), "0.5", None, True])
+def test_save_refuses_a_metric_that_is_not_a_real_scalar(tmp_path, value):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/loss", async_save=False)
+    model, optimizer = _setup()
+    with pytest.raises(TypeError, match=r"^Checkpointer.save: `metrics` must map metric names"):
+        checkpointer.save(
+            1, model=model, optimizer=optimizer, callbacks={}, trainer={},
+            metrics={"eval/loss": value},
+        )  # fmt: skip
+    assert checkpointer.all_steps() == []
+
+
+def test_a_checkpointer_never_used_exits_quietly(tmp_path):
+    code = f"from flax_cyclic import Checkpointer; Checkpointer({str(tmp_path)!r})"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
