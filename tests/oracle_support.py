@@ -1,0 +1,396 @@
+"""The resume-equivalence oracle's harness: draw a run, run it, read back what it left.
+
+A configuration is a JSON-able dict drawn from a seed (`draw`). `fit` builds every object
+afresh from it (model, optimizer, callbacks, Checkpointer, writer) in one work directory and
+calls ``Trainer.fit`` once, optionally interrupted at one point of the run; `outcome` reads
+what the run left: the final state, the History, the checkpoints kept, the learning rate of
+every update and every TensorBoard series. The test in test_oracle_resume.py compares the
+outcome of an uninterrupted run with that of an interrupted and resumed one; the worker script
+tests/workers/oracle_worker.py runs `fit` in a process that kills itself with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from helpers import tensorboard_series, tiny_batches
+
+from flax_cyclic import (
+    Callback,
+    Checkpointer,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    EarlyStopping,
+    LearningRateMonitor,
+    LinearLR,
+    LRSchedulerCallback,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    TerminateOnNaN,
+    Trainer,
+    create_writer,
+)
+
+# The hooks at which a run can be interrupted, as the Probe names them.
+HOOKS = ("epoch_begin", "step_begin", "step_end", "eval_end", "epoch_end")
+MODES = {"eval/loss": "min", "eval/accuracy": "max", "train/loss": "min"}
+
+
+# -- drawing -----------------------------------------------------------------------------------
+
+
+def draw(seed: int, *, kill: bool = False) -> dict[str, Any]:
+    """A random run configuration, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    epoch_len = int(rng.integers(3, 8))
+    length = (
+        {"num_epochs": int(rng.integers(2, 4))}
+        if rng.random() < 0.5
+        else {"num_steps": int(rng.integers(epoch_len + 1, 3 * epoch_len + 1))}
+    )
+    total = length.get("num_steps") or epoch_len * length["num_epochs"]
+    optimizer = pick(["sgd", "adam"])
+    writer = rng.random() < 0.8
+    best_metric = pick([None, None, "eval/loss", "eval/accuracy"])
+    return {
+        "seed": seed,
+        "kill": kill,
+        "epoch_len": epoch_len,
+        **length,
+        "eval_every_steps": pick([None, None, 2, 3, 4, 5]),
+        "model": {"batchnorm": bool(rng.random() < 0.4), "dropout": bool(rng.random() < 0.4)},
+        "optimizer": optimizer,
+        "multisteps": pick([1, 1, 1, 2]),
+        "scheduler": _draw_scheduler(rng, pick, total, 0.1 if optimizer == "sgd" else 0.01),
+        "early_stopping": None
+        if rng.random() < 0.5
+        else {"monitor": pick(list(MODES)), "patience": int(rng.integers(1, 4))},
+        "terminate_on_nan": bool(rng.random() < 0.3),
+        "writer": writer,
+        "lr_logging": pick(["trainer", "callback", "monitor"]) if writer else None,
+        "log_every_steps": int(rng.integers(1, 4)),
+        "checkpointer": {
+            "every_steps": pick([None, 2, 3, 4, 5]),
+            "every_epoch": bool(rng.random() < 0.6),
+            "best_metric": best_metric,
+            "max_to_keep": int(rng.integers(1, 4)),
+            "async_save": bool(rng.random() < 0.15),
+        },
+    }
+
+
+def _draw_scheduler(rng, pick, total: int, top: float) -> dict[str, Any]:
+    kind = pick(["cyclic", "onecycle", "warm_restarts", "sequential", "plateau"])
+    interval = "epoch" if kind != "plateau" and rng.random() < 0.2 else "step"
+    spec: dict[str, Any] = {"kind": kind, "interval": interval, "top": top}
+    if kind == "cyclic":
+        spec |= {
+            "mode": pick(["triangular", "triangular2", "exp_range"]),
+            "step_size_up": int(rng.integers(1, 6)),
+            "step_size_down": pick([None, 2, 3]),
+            "cycle_momentum": bool(rng.random() < 0.5),
+        }
+    elif kind == "onecycle":
+        spec |= {"total_steps": total, "three_phase": bool(rng.random() < 0.3)}
+    elif kind == "warm_restarts":
+        spec |= {"T_0": int(rng.integers(2, 6)), "T_mult": int(rng.integers(1, 3))}
+    elif kind == "sequential":
+        spec |= {"warmup": int(rng.integers(1, 5)), "step_size_up": int(rng.integers(1, 5))}
+    else:
+        monitor = pick(list(MODES))
+        spec |= {"monitor": monitor, "patience": int(rng.integers(0, 3))}
+    return spec
+
+
+def interruptions(seed: int, events: list[list[Any]]) -> list[list[Any]]:
+    """One or two points of the uninterrupted run's events (in order) to interrupt at."""
+    rng = np.random.default_rng([seed, 1])
+    count = min(len(events), 1 if rng.random() < 0.75 else 2)
+    chosen = sorted(rng.choice(len(events), size=count, replace=False))
+    return [events[int(i)] for i in chosen]
+
+
+# -- building and running ----------------------------------------------------------------------
+
+
+class Net(nnx.Module):
+    """8 -> 16 (BatchNorm, ReLU, Dropout) -> 3; the Dropout draws from its own rngs stream."""
+
+    def __init__(self, batchnorm: bool, dropout: bool):
+        rngs = nnx.Rngs(params=0, dropout=1)
+        self.hidden = nnx.Linear(8, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, rngs=rngs) if batchnorm else None
+        self.drop = nnx.Dropout(0.2, rngs=rngs) if dropout else None
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.hidden(x)
+        if self.norm is not None:
+            h = self.norm(h)
+        h = jax.nn.relu(h)
+        if self.drop is not None:
+            h = self.drop(h)
+        return self.out(h)
+
+
+class Interrupted(Exception):
+    """The in-process interruption."""
+
+
+class Probe(Callback):
+    """Records the run's events and, after every update, the injected hyperparameters it used.
+
+    It must be the first callback: it reads in ``on_step_end`` before a scheduler callback
+    writes the next update's values. The values go to a JSON-lines file, one line per update
+    (line-buffered: a SIGKILL loses none), so the record of a run spans all its processes.
+    """
+
+    def __init__(self, record: pathlib.Path):
+        self.record = record
+        self.events: list[list[Any]] = []
+
+    def on_epoch_begin(self, loop, epoch):
+        self.events.append(["epoch_begin", loop.step])
+
+    def on_step_begin(self, loop, step):
+        self.events.append(["step_begin", loop.step])
+
+    def on_step_end(self, loop, step, metrics):
+        self.events.append(["step_end", loop.step])
+        line = json.dumps({"update": loop.step, "values": injected(loop.optimizer)})
+        with open(self.record, "a", buffering=1) as file:
+            file.write(line + "\n")
+
+    def on_eval_end(self, loop, metrics):
+        self.events.append(["eval_end", loop.step])
+
+    def on_epoch_end(self, loop, epoch, metrics):
+        self.events.append(["epoch_end", loop.step])
+
+
+class Interrupt(Callback):
+    """Stops the run at one event: raises `Interrupted`, or kills the process (SIGKILL)."""
+
+    def __init__(self, point: list[Any], kill: bool):
+        self.point = list(point)
+        self.kill = kill
+
+    def _at(self, hook: str, loop) -> None:
+        if [hook, loop.step] != self.point:
+            return
+        if self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise Interrupted(f"interrupted at {hook} of step {loop.step}")
+
+    def on_epoch_begin(self, loop, epoch):
+        self._at("epoch_begin", loop)
+
+    def on_step_begin(self, loop, step):
+        self._at("step_begin", loop)
+
+    def on_step_end(self, loop, step, metrics):
+        self._at("step_end", loop)
+
+    def on_eval_end(self, loop, metrics):
+        self._at("eval_end", loop)
+
+    def on_epoch_end(self, loop, epoch, metrics):
+        self._at("epoch_end", loop)
+
+
+def injected(optimizer: nnx.Optimizer) -> dict[str, float]:
+    """Every injected hyperparameter in the optimizer state, by path: one device read."""
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(optimizer))[0]
+    found = {}
+    for path, leaf in leaves:
+        names = [
+            str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))) for key in path
+        ]
+        if "hyperparams" in names:
+            found["/".join(names[names.index("hyperparams") + 1 :])] = leaf
+    return {name: float(value) for name, value in jax.device_get(found).items()}
+
+
+def _scheduler(spec: dict[str, Any]):
+    top = spec["top"]
+    kind = spec["kind"]
+    if kind == "cyclic":
+        return CyclicLR(
+            base_lr=top / 10,
+            max_lr=top,
+            step_size_up=spec["step_size_up"],
+            step_size_down=spec["step_size_down"],
+            mode=spec["mode"],
+            gamma=0.9,
+            cycle_momentum=spec["cycle_momentum"],
+        )
+    if kind == "onecycle":
+        return OneCycleLR(
+            max_lr=top, total_steps=spec["total_steps"], three_phase=spec["three_phase"]
+        )
+    if kind == "warm_restarts":
+        return CosineAnnealingWarmRestarts(
+            top, T_0=spec["T_0"], T_mult=spec["T_mult"], eta_min=top / 100
+        )
+    if kind == "sequential":
+        warmup = LinearLR(top / 10, start_factor=0.1, total_iters=spec["warmup"])
+        cyclic = CyclicLR(top / 10, top, step_size_up=spec["step_size_up"])
+        return SequentialLR([warmup, cyclic], milestones=[spec["warmup"]])
+    return ReduceLROnPlateau(
+        top, mode=MODES[spec["monitor"]], factor=0.5, patience=spec["patience"]
+    )
+
+
+def train_data(config: dict[str, Any]) -> Callable[[int], list]:
+    return lambda epoch: tiny_batches(8, config["epoch_len"], seed=100 + epoch)
+
+
+EVAL_DATA = tiny_batches(16, 2, seed=99)
+
+
+def build(config: dict[str, Any], workdir: pathlib.Path, point=None):
+    """The Trainer (and writer, probe) of `config`, every object new, in `workdir`."""
+    model = Net(**config["model"])
+    if config["optimizer"] == "sgd":
+        tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    else:
+        tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+    if config["multisteps"] > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=config["multisteps"]).gradient_transformation()
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    writer = create_writer(workdir / "tensorboard") if config["writer"] else None
+    spec = config["scheduler"]
+    lr_callback = LRSchedulerCallback(
+        _scheduler(spec),
+        interval=spec["interval"],
+        monitor=spec.get("monitor"),
+        writer=writer if config["lr_logging"] == "callback" else None,
+        log_every_steps=config["log_every_steps"],
+        plot_steps=0,
+    )
+    probe = Probe(workdir / "updates.jsonl")
+    callbacks: list[Callback] = [probe]
+    if config["lr_logging"] == "monitor":
+        callbacks.append(LearningRateMonitor(writer, log_every_steps=config["log_every_steps"]))
+    callbacks.append(lr_callback)
+    if config["early_stopping"]:
+        stopping = config["early_stopping"]
+        callbacks.append(
+            EarlyStopping(
+                stopping["monitor"], mode=MODES[stopping["monitor"]], patience=stopping["patience"]
+            )
+        )
+    if config["terminate_on_nan"]:
+        callbacks.append(TerminateOnNaN())
+    if point is not None:
+        callbacks.append(Interrupt(point, config["kill"]))
+    saving = dict(config["checkpointer"])
+    best_metric = saving["best_metric"]
+    checkpointer = Checkpointer(
+        workdir / "checkpoints",
+        **saving,
+        **({"best_mode": MODES[best_metric]} if best_metric else {}),
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        callbacks=callbacks,
+        checkpointer=checkpointer,
+        writer=writer,
+        log_every_steps=config["log_every_steps"],
+        progress=False,
+    )
+    return trainer, writer, probe
+
+
+def fit(config: dict[str, Any], workdir: pathlib.Path, point=None) -> dict[str, Any]:
+    """One ``fit`` of `config` in `workdir`, every object new; returns its `outcome`.
+
+    Raises:
+        Interrupted: If the run reached `point`.
+    """
+    trainer, writer, probe = build(config, workdir, point)
+    checkpointer = trainer.checkpointer
+    assert checkpointer is not None
+    lengths = {key: config[key] for key in ("num_epochs", "num_steps") if key in config}
+    try:
+        history = trainer.fit(
+            train_data(config),
+            **lengths,
+            eval_data=EVAL_DATA,
+            eval_every_steps=config["eval_every_steps"],
+        )
+        kept = checkpointer.all_steps()
+        best = checkpointer.best_step() if checkpointer.best_metric else None
+    finally:  # what the end of the process would do
+        checkpointer.close()
+        if writer is not None:
+            writer.close()
+    return {
+        "state": arrays(trainer),
+        "train": history.train,
+        "eval": history.eval,
+        "resumed_from": history.resumed_from,
+        "stopped": history.stopped,
+        "preempted": history.preempted,
+        "all_steps": kept,
+        "best_step": best,
+        "updates": updates(workdir),
+        "tensorboard": tensorboard_series(workdir / "tensorboard") if writer else {},
+        "events": probe.events,
+    }
+
+
+# -- what a run left ---------------------------------------------------------------------------
+
+
+def arrays(trainer: Trainer) -> dict[str, np.ndarray]:
+    """The model's and the optimizer's state, leaf by path, as host arrays (keys as data)."""
+    out = {}
+    for name, obj in (("model", trainer.model), ("optimizer", trainer.optimizer)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(obj))[0]:
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+            out[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    return out
+
+
+def updates(workdir: pathlib.Path) -> dict[str, dict[str, float]]:
+    """The hyperparameters of every update the run's processes made, by update index.
+
+    An update trained again after a resume replaces the earlier record of it.
+    """
+    found: dict[int, dict[str, float]] = {}
+    with open(workdir / "updates.jsonl") as file:
+        for line in file:
+            record = json.loads(line)
+            found[record["update"]] = record["values"]
+    return {str(update): values for update, values in sorted(found.items())}
+
+
+def save_outcome(result: dict, path: pathlib.Path) -> None:
+    np.savez(path / "state.npz", **result["state"])
+    (path / "outcome.json").write_text(
+        json.dumps({k: v for k, v in result.items() if k != "state"})
+    )
+
+
+def load_outcome(path: pathlib.Path) -> dict:
+    result = json.loads((path / "outcome.json").read_text())
+    with np.load(path / "state.npz") as state:
+        result["state"] = {name: state[name] for name in state.files}
+    return result
