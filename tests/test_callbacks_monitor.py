@@ -93,9 +93,9 @@ def test_logs_a_schedule_injected_into_optax(device_gets):
     writer = RecordingWriter()
     compiled = _run(*_optimizer(tx), [LearningRateMonitor(writer)])
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == list(range(STEPS))
+    assert _steps(lrs) == list(range(1, STEPS + 1))  # update i at step i + 1
     np.testing.assert_allclose(_values(lrs), jit_values(schedule, range(STEPS)), **F32)
-    assert writer.series("momentum") == [(k, float(np.float32(0.9))) for k in range(STEPS)]
+    assert writer.series("momentum") == [(k + 1, float(np.float32(0.9))) for k in range(STEPS)]
     assert all(type(v) is float for _, scalars in writer.scalars for v in scalars.values())
     assert len(device_gets) == STEPS  # one transfer per write, holding every value
     assert compiled == []
@@ -107,7 +107,7 @@ def test_logs_to_tensorboard_event_files(tmp_path):
     _run(*_optimizer(tx), [LearningRateMonitor(create_writer(tmp_path))])
     series = tensorboard_series(tmp_path)
     assert sorted(series) == ["learning_rate", "momentum"]
-    assert _steps(series["learning_rate"]) == list(range(STEPS))
+    assert _steps(series["learning_rate"]) == list(range(1, STEPS + 1))
     np.testing.assert_allclose(
         _values(series["learning_rate"]), jit_values(schedule, range(STEPS)), **F32
     )
@@ -124,7 +124,7 @@ def test_logs_what_the_scheduler_callback_set():
     ]
     _run(*_optimizer(tx), callbacks, steps=20)
     lrs, momentums = monitored.series("learning_rate"), monitored.series("momentum")
-    assert _steps(lrs) == _steps(momentums) == list(range(20))
+    assert _steps(lrs) == _steps(momentums) == list(range(1, 21))
     expected_lrs = [lr for (lr,) in host_lrs(CyclicLR(**config), 20)]
     expected_momentums = [m for (m,) in host_momentums(CyclicLR(**config), 20)]
     np.testing.assert_allclose(_values(lrs), expected_lrs, **F32)
@@ -157,7 +157,7 @@ def test_follows_an_epoch_scheduler_listed_before_it():
     loop.on_train_end()
     per_epoch = [lr for (lr,) in host_lrs(CyclicLR(**SCHEDULE), 4)]
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == list(range(12))
+    assert _steps(lrs) == list(range(1, 13))
     np.testing.assert_allclose(_values(lrs), np.repeat(per_epoch, 3), **F32)
     assert writer.series("momentum") == []  # plain SGD injects no momentum
 
@@ -189,7 +189,7 @@ def test_multi_transform_groups_are_tagged_by_label():
         ("learning_rate/out", np.full(len(updates), 0.05)),
         ("momentum/out", np.full(len(updates), 0.9)),
     ]:
-        assert _steps(writer.series(tag)) == updates
+        assert _steps(writer.series(tag)) == [update + 1 for update in updates]
         np.testing.assert_allclose(_values(writer.series(tag)), expected, **F32)
 
 
@@ -203,8 +203,8 @@ def test_unlabelled_states_are_tagged_by_index():
     writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer)], steps=2)
     assert writer.scalars == [
-        (0, {"learning_rate/0": 0.5, "learning_rate/1": 0.25}),
         (1, {"learning_rate/0": 0.5, "learning_rate/1": 0.25}),
+        (2, {"learning_rate/0": 0.5, "learning_rate/1": 0.25}),
     ]
 
 
@@ -215,7 +215,7 @@ def test_one_injected_learning_rate_has_plain_tags():
     )
     writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer)], steps=1)
-    assert writer.scalars == [(0, {"learning_rate": 0.125, "momentum": float(np.float32(0.9))})]
+    assert writer.scalars == [(1, {"learning_rate": 0.125, "momentum": float(np.float32(0.9))})]
 
 
 def test_log_every_steps_writes_the_last_update_of_each_window(device_gets):
@@ -223,7 +223,7 @@ def test_log_every_steps_writes_the_last_update_of_each_window(device_gets):
     writer = RecordingWriter()
     _run(*_optimizer(tx), [LearningRateMonitor(writer, log_every_steps=3)])
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == [2, 5, 8, 11]
+    assert _steps(lrs) == [3, 6, 9, 12]  # updates 2, 5, 8, 11 completed
     np.testing.assert_allclose(_values(lrs), jit_values(schedule, [2, 5, 8, 11]), **F32)
     assert len(device_gets) == 4  # none on the steps between writes
 
@@ -241,30 +241,30 @@ def test_the_grid_continues_from_the_loop_step():
         loop.on_step_end(train_step(model, optimizer, batch))
     # Train steps 4..9; the optimizer's own schedule counts its updates from 0.
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == [5, 8]
+    assert _steps(lrs) == [6, 9]
     np.testing.assert_allclose(_values(lrs), jit_values(schedule, [1, 4]), **F32)
 
 
 @pytest.mark.parametrize(
-    ("log_every_steps", "updates", "reads"),
+    ("log_every_steps", "steps", "updates", "reads"),
     [
-        (1, [0, 1, 2, 3, 4, 5], 12),
-        (2, [0, 1, 2, 3, 4, 5], 6),
-        (4, [1, 3, 5], 3),
-        (3, [0, 2, 3, 5], 4),
+        (1, [2, 4, 6, 8, 10, 12], [0, 1, 2, 3, 4, 5], 12),
+        (2, [2, 4, 6, 8, 10, 12], [0, 1, 2, 3, 4, 5], 6),
+        (4, [4, 8, 12], [1, 3, 5], 3),
+        (3, [3, 6, 9, 12], [0, 2, 3, 5], 4),
     ],
 )
-def test_gradient_accumulation_logs_at_the_update_count(
-    device_gets, log_every_steps, updates, reads
+def test_gradient_accumulation_logs_at_the_loop_step_the_last_update_in_the_window(
+    device_gets, log_every_steps, steps, updates, reads
 ):
     schedule, inner = _cyclic_sgd()
     tx = optax.MultiSteps(inner, every_k_schedule=2).gradient_transformation()
     writer = RecordingWriter()
     compiled = _run(*_optimizer(tx), [LearningRateMonitor(writer, log_every_steps=log_every_steps)])
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == updates
+    assert _steps(lrs) == steps  # train steps completed, as checkpoints count them
     np.testing.assert_allclose(_values(lrs), jit_values(schedule, updates), **F32)
-    assert len(device_gets) == reads  # one per read: the values and the update counter
+    assert len(device_gets) == reads  # one per read: the values and the update counters
     assert compiled == []
 
 
@@ -278,7 +278,7 @@ def test_gradient_accumulation_with_the_scheduler_callback():
     ]
     _run(*_optimizer(tx), callbacks, steps=18)
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == list(range(6))
+    assert _steps(lrs) == [3, 6, 9, 12, 15, 18]
     np.testing.assert_allclose(
         _values(lrs), [lr for (lr,) in host_lrs(CyclicLR(**SCHEDULE), 6)], **F32
     )
@@ -288,7 +288,7 @@ def test_without_a_writer_the_values_go_to_history():
     schedule, tx = _cyclic_sgd(momentum=0.5)
     monitor = LearningRateMonitor(log_every_steps=4)
     _run(*_optimizer(tx), [monitor])
-    assert [update for update, _ in monitor.history] == [3, 7, 11]
+    assert [step for step, _ in monitor.history] == [4, 8, 12]
     lrs = [scalars["learning_rate"] for _, scalars in monitor.history]
     np.testing.assert_allclose(lrs, jit_values(schedule, [3, 7, 11]), **F32)
     assert [scalars["momentum"] for _, scalars in monitor.history] == [0.5] * 3
@@ -309,7 +309,7 @@ def test_only_process_zero_reads_and_writes(monkeypatch, device_gets):
     assert writer.scalars == []
     assert device_gets == []
     _run(*_optimizer(tx), [keeper], steps=3)  # without a writer, every process keeps history
-    assert [update for update, _ in keeper.history] == [0, 1, 2]
+    assert [step for step, _ in keeper.history] == [1, 2, 3]
 
 
 def test_inside_the_trainer():
@@ -319,7 +319,7 @@ def test_inside_the_trainer():
     monitor = LearningRateMonitor(writer, log_every_steps=2)
     Trainer(model, optimizer, callbacks=[monitor], progress=False).fit(tiny_batches(), num_steps=8)
     lrs = writer.series("learning_rate")
-    assert _steps(lrs) == [1, 3, 5, 7]
+    assert _steps(lrs) == [2, 4, 6, 8]
     np.testing.assert_allclose(_values(lrs), jit_values(schedule, [1, 3, 5, 7]), **F32)
     assert writer.flushes == 1
 
@@ -359,11 +359,35 @@ def test_a_writer_without_flush_is_enough():
     _, tx = _cyclic_sgd()
     writer = Scalars()
     _run(*_optimizer(tx), [LearningRateMonitor(writer)], steps=2)
-    assert [step for step, _ in writer.scalars] == [0, 1]
+    assert [step for step, _ in writer.scalars] == [1, 2]
 
 
 def test_keeps_no_checkpoint_state():
     assert LearningRateMonitor().state_dict() == {}
+
+
+@pytest.mark.parametrize("resume_at", [5, 6, 7])
+def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(resume_at):
+    # Gradient accumulation over 3 steps, read every 2: a read may find no update in its window.
+    def accumulating():
+        _, inner = _cyclic_sgd()
+        return _optimizer(optax.MultiSteps(inner, every_k_schedule=3).gradient_transformation())
+
+    uninterrupted = RecordingWriter()
+    _run(*accumulating(), [LearningRateMonitor(uninterrupted, log_every_steps=2)])
+    resumed = RecordingWriter()
+    model, optimizer = accumulating()
+    batches = tiny_batches()
+    for start, stop in [(0, resume_at), (resume_at, STEPS)]:  # a new monitor, as after a resume
+        monitor = LearningRateMonitor(resumed, log_every_steps=2)
+        loop = CallbackList([monitor], model=model, optimizer=optimizer, step=start)
+        loop.on_train_begin()
+        for k in range(start, stop):
+            loop.on_step_begin()
+            loop.on_step_end(train_step(model, optimizer, batches[k % len(batches)]))
+        loop.on_train_end()
+    assert _steps(uninterrupted.scalars) == [4, 6, 10, 12]
+    assert resumed.scalars == uninterrupted.scalars
 
 
 # -- errors --

@@ -20,10 +20,13 @@ class MetricsLogger(Callback):
     """Writes the mean train metrics every ``every_steps`` steps, and every evaluation.
 
     Tags: ``train/<name>`` (the mean over the steps since the last write), ``steps_per_sec``,
-    and ``eval/<name>``. Like the learning-rate tags they are written at the index of the last
-    update they cover (from 0), so that ``train/loss`` and ``learning_rate`` line up. Train
-    metrics stay on the device between writes: one transfer per write, none per step. Only
-    process 0 writes. The writer is flushed at the end of training and when the loop raises.
+    and ``eval/<name>``. Step ``s`` means ``s`` updates completed, for every tag: the means of
+    updates ``0 .. N-1`` are written at step ``N`` (``N`` = ``every_steps``), then at ``2N``,
+    ``3N``, ..., where the learning rate of the window's last update is logged too; an
+    evaluation run after ``s`` updates is written at step ``s``, the step of the checkpoint
+    saved with it. Train metrics stay on the device between writes: one transfer per write,
+    none per step. Only process 0 writes. The writer is flushed at the end of training and
+    when the loop raises.
 
     The steps since the last write are part of the checkpointed state, so a run resumed
     between two writes writes the same means as an uninterrupted run.
@@ -80,7 +83,7 @@ class MetricsLogger(Callback):
         ]
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
-        """Keeps the step's metrics; every ``every_steps`` steps writes their means."""
+        """Keeps update ``step``'s metrics; every ``every_steps`` updates writes their means."""
         self._window.append(metrics)
         done = step + 1
         if done % self.every_steps:
@@ -94,17 +97,17 @@ class MetricsLogger(Callback):
         self._since = (done, now)
         self._window = []
         if jax.process_index() == 0:
-            self.writer.write_scalars(step, scalars)
+            self.writer.write_scalars(done, scalars)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
-        """Writes the evaluation's metrics."""
+        """Writes the evaluation's metrics at the loop's step (the updates completed)."""
         scalars = {
             f"eval/{name}": float(value)
             for name, value in metrics.items()
             if name not in ("step", "epoch")
         }
-        if jax.process_index() == 0 and loop.step > 0:
-            self.writer.write_scalars(loop.step - 1, scalars)
+        if jax.process_index() == 0:
+            self.writer.write_scalars(loop.step, scalars)
 
     def on_train_end(self, loop: Loop) -> None:
         """Flushes the writer."""

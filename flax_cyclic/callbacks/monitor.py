@@ -39,10 +39,10 @@ class LearningRateMonitor(Callback):
     The monitor only reads; something else sets the values: an
     [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback], a schedule injected into the
     optimizer (``inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))``, which
-    optax recomputes inside every update), or your own code. After update ``k`` an
-    ``optax.inject_hyperparams`` state holds the values update ``k`` used, whichever way they
-    were set, and those are the values logged, at update index ``k`` (counted from 0, the
-    loop's train step).
+    optax recomputes inside every update), or your own code. After update ``i`` (counted from
+    0) an ``optax.inject_hyperparams`` state holds the values update ``i`` used, whichever way
+    they were set, and those are the values logged, at step ``i + 1``: step ``s`` means ``s``
+    updates completed, as for every tag the library writes.
 
     Tags: ``learning_rate`` and, where the optimizer injects one, ``momentum`` (its
     ``'momentum'``, or Adam's ``'b1'``). With several injected states that hold a learning
@@ -53,19 +53,21 @@ class LearningRateMonitor(Callback):
 
     When: every ``log_every_steps`` train steps, at the last update of each window, as the
     [`MetricsLogger`][flax_cyclic.MetricsLogger] writes its means: with
-    ``log_every_steps=3``, updates 2, 5, 8, ... (train step ``s`` with
-    ``(s + 1) % log_every_steps == 0``), so ``learning_rate`` and ``train/loss`` share their
-    steps. A write reads all values with one ``jax.device_get``; steps without a write touch
-    nothing on the device.
+    ``log_every_steps=3``, the values of updates 2, 5, 8, ... at steps 3, 6, 9, ... (after
+    train step ``i`` with ``(i + 1) % log_every_steps == 0``), so ``learning_rate`` and
+    ``train/loss`` share their steps. A write reads all values with one ``jax.device_get``;
+    steps without a write touch nothing on the device.
 
     Gradient accumulation (``optax.MultiSteps``): the optimizer updates once every ``k`` train
     steps and its state then holds the values of its last update. The monitor reads every
-    ``log_every_steps`` train steps as above, reads ``MultiSteps``' update counter
-    (``gradient_step``) in the same transfer, and logs at update index ``gradient_step - 1``;
-    a read that finds no update since the previous write writes nothing. Pass a multiple of
-    ``k`` (e.g. ``log_every_steps=k``) to read once per update or fewer.
+    ``log_every_steps`` train steps as above, at the loop's step (train steps completed, the
+    step numbering of checkpoints), and writes only when the optimizer updated within the
+    window: ``MultiSteps``' ``gradient_step`` (updates made) is above 0 and its ``mini_step``
+    (train steps since the last update), read in the same transfer, is below
+    ``log_every_steps``. Pass a multiple of ``k`` (e.g. ``log_every_steps=k``) to read once
+    per update or fewer.
 
-    Where the values go: with a ``writer``, to ``writer.write_scalars(update, scalars)`` on
+    Where the values go: with a ``writer``, to ``writer.write_scalars(step, scalars)`` on
     process 0 only (other processes read nothing); the writer is flushed at the end of
     training and when the loop raises. With ``writer=None``, to the list ``history`` on every
     process, for inspection in a notebook or a test.
@@ -74,7 +76,8 @@ class LearningRateMonitor(Callback):
     callback that writes the next update's values in its own ``on_step_end``; a per-step
     ``LRSchedulerCallback`` listed before it is refused at ``on_train_begin``.
 
-    The monitor keeps no state for checkpoints: a run resumes with it added or removed.
+    The monitor keeps no state, for checkpoints or otherwise: a resumed run logs what the
+    uninterrupted run logs from there on, with the monitor added or removed.
 
     Args:
         writer: A CLU ``MetricWriter`` (anything with ``write_scalars(step, scalars)``), e.g.
@@ -83,7 +86,7 @@ class LearningRateMonitor(Callback):
         log_every_steps: Read and log every this many train steps.
 
     Attributes:
-        history: ``(update, {tag: value})`` for every write, when there is no ``writer``.
+        history: ``(step, {tag: value})`` for every write, when there is no ``writer``.
 
     Raises:
         TypeError: If ``writer`` has no ``write_scalars`` method or ``log_every_steps`` is not
@@ -114,9 +117,9 @@ class LearningRateMonitor(Callback):
         >>> loop.on_train_end()
         >>> for update, scalars in monitor.history:
         ...     print(update, scalars)
-        1 {'learning_rate': 0.0325, 'momentum': 0.9}
-        3 {'learning_rate': 0.0775, 'momentum': 0.9}
-        5 {'learning_rate': 0.0775, 'momentum': 0.9}
+        2 {'learning_rate': 0.0325, 'momentum': 0.9}
+        4 {'learning_rate': 0.0775, 'momentum': 0.9}
+        6 {'learning_rate': 0.0775, 'momentum': 0.9}
     """
 
     def __init__(self, writer: MetricWriter | None = None, *, log_every_steps: int = 1) -> None:
@@ -134,7 +137,6 @@ class LearningRateMonitor(Callback):
         self.history: list[tuple[int, dict[str, float]]] = []
         self._reads: list[_Read] | None = None  # set by on_train_begin
         self._accumulation: Any = None  # the optax.MultiStepsState, if it accumulates
-        self._last_update = -1  # the last update logged (gradient accumulation only)
         self._active = False  # whether this process reads and logs
 
     # -- hooks --
@@ -153,7 +155,6 @@ class LearningRateMonitor(Callback):
         opt_state = optimizer.opt_state
         self._reads = self._resolve_reads(find_injected_hyperparams(opt_state), opt_state)
         self._accumulation = accumulation_state(opt_state)
-        self._last_update = -1
         self._active = self.writer is None or jax.process_index() == 0
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
@@ -169,19 +170,19 @@ class LearningRateMonitor(Callback):
         loop_optimizer(type(self).__name__, loop)  # brings the variables read up to date
         values = {read.tag: local_copy(read.variable.get_value()) for read in self._reads}
         if self._accumulation is None:
-            update, host = step, jax.device_get(values)
+            host = jax.device_get(values)
         else:
-            counter = local_copy(self._accumulation.gradient_step.get_value())
-            host, gradient_step = jax.device_get((values, counter))
-            update = int(gradient_step) - 1
-            if update <= self._last_update:
-                return  # no parameter update since the previous write
-            self._last_update = update
+            counters = (self._accumulation.gradient_step, self._accumulation.mini_step)
+            host, (updates, since) = jax.device_get(
+                (values, [local_copy(counter.get_value()) for counter in counters])
+            )
+            if updates == 0 or since >= self.log_every_steps:
+                return  # no parameter update within this window
         scalars = {tag: float(value) for tag, value in host.items()}
         if self.writer is None:
-            self.history.append((update, scalars))
+            self.history.append((step + 1, scalars))
         else:
-            self.writer.write_scalars(update, scalars)
+            self.writer.write_scalars(step + 1, scalars)
 
     def on_train_end(self, loop: Loop) -> None:
         """Flushes the writer."""
