@@ -32,6 +32,7 @@ from flax_cyclic import (
     Trainer,
     cyclic_schedule,
 )
+from flax_cyclic._hyperparams import find_injected_hyperparams
 from flax_cyclic.steps import classification_train_step
 
 
@@ -946,3 +947,32 @@ def test_a_state_saved_with_another_interval_is_refused():
     ):
         LRSchedulerCallback(CyclicLR(**CONFIG), interval="epoch").load_state_dict(state)
     LRSchedulerCallback(CyclicLR(**CONFIG)).load_state_dict(state)  # the same interval: taken
+
+
+def test_a_chained_group_gets_every_injected_state_and_weight_decay_is_left_alone():
+    model = Revealer(2)
+    inject = optax.inject_hyperparams
+    tx = optax.multi_transform(
+        {
+            "body": optax.chain(
+                inject(optax.adam)(learning_rate=0.0), inject(optax.add_decayed_weights)(1e-4)
+            ),
+            "head": optax.chain(
+                inject(optax.sgd)(learning_rate=0.0, momentum=0.9),
+                inject(optax.sgd)(learning_rate=0.0),
+            ),
+        },
+        lambda params: jax.tree.map(lambda _: "head", params),
+    )
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    scheduler = CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=2)
+    loop = CallbackList(
+        [LRSchedulerCallback(scheduler, groups=["body", "head"])], model=model, optimizer=optimizer
+    )
+    loop.on_train_begin()
+    _steps(loop, model, 1)
+    states = [(s.label, dict(s.values)) for s in find_injected_hyperparams(optimizer.opt_state)]
+    lrs = [(label, float(v["learning_rate"][...])) for label, v in states if "learning_rate" in v]
+    f32 = np.float32
+    assert lrs == [("body", f32(0.055)), ("head", f32(0.11)), ("head", f32(0.11))]
+    assert float(states[1][1]["weight_decay"][...]) == f32(1e-4)
