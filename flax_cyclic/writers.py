@@ -24,8 +24,15 @@ def create_writer(
     Built on ``clu.metric_writers.create_default_writer``: on process 0 it writes event files
     (and logs), on every other process it only logs. Writes are asynchronous by default; call
     ``flush()`` at the end (the ``Trainer`` and ``LRSchedulerCallback`` do, also on exceptions).
-    A step already in ``logdir`` is never written again for the same tag, so a resumed run
-    continues its curves without zig-zags.
+
+    TensorBoard shows the run that trained. The writer's ``start(step)`` says that a run starts
+    after ``step`` completed updates; [`CallbackList.on_train_begin`][flax_cyclic.CallbackList]
+    (and so the [`Trainer`][flax_cyclic.Trainer], after a resume) calls it. From then on
+    TensorBoard drops the events ``logdir`` holds at steps after ``step`` and shows the new
+    values there, as PyTorch's ``SummaryWriter(purge_step=step + 1)`` does: a run resumed from
+    the checkpoint at step ``T`` keeps the earlier run's curves up to ``T`` and replaces the
+    rest, and a fresh run (``step`` 0) never mixes with an earlier run's events. No value is
+    dropped on the way: a new value at a step written before is shown instead of the old one.
 
     Where it writes event files (``just_logging=False``), a local ``logdir`` is created if
     missing and checked at once: a file, or a directory that cannot be created or written,
@@ -38,13 +45,25 @@ def create_writer(
         just_logging: Only log, write no event files; default: on every process but 0.
 
     Returns:
-        A ``clu.metric_writers.MetricWriter``.
+        A ``clu.metric_writers.MetricWriter`` with a ``start(step)`` method.
 
     Raises:
         ImportError: If the ``tensorboard`` extra is not installed; the message names it.
         NotADirectoryError: If a local ``logdir`` is an existing file, or lies under one.
         PermissionError: If a local ``logdir`` cannot be created or written to.
         OSError: If a local ``logdir`` cannot be created for another reason.
+
+    Note:
+        How it is done: ``start`` has the next write put a small event file before the run's
+        own, holding ``SessionLog.START`` at step ``step + 1`` (0 for a fresh run), which
+        TensorBoard's Python readers (``plugin_event_accumulator``, ``tensorboard
+        --load_fast=false``) obey. TensorBoard's default data server ignores it but keeps,
+        for each tag, only the newest of values written at a step again, so it shows the same
+        for every tag the new run writes; a tag only the earlier run wrote stays visible there
+        (use a new ``logdir`` for a run that logs other tags). TensorBoard's older
+        ``event_accumulator.EventAccumulator`` never drops the tensor summaries CLU writes:
+        read event files with ``plugin_event_accumulator.EventAccumulator``. A loop without a
+        ``CallbackList`` calls ``writer.start(step)`` before its first write.
     """
     try:
         from flax_cyclic import _tensorboard

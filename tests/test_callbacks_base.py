@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import optax
 import pytest
+from flax import nnx
 from helpers import RecordingWriter
 
 from flax_cyclic import Callback, CallbackList, CyclicLR, LRSchedulerCallback
@@ -93,3 +95,48 @@ def test_flush_writer_flushes_only_what_can_be_flushed():
     flush_writer(None)
     flush_writer(object())
     assert writer.flushes == 1
+
+
+class _StartedWriter(RecordingWriter):
+    """A recording writer that also records `start(step)` and what was written before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts: list[tuple[int, int]] = []  # (step, writes before it)
+
+    def start(self, step):
+        self.starts.append((step, len(self.scalars)))
+
+
+class _Writes(Callback):
+    def __init__(self, writer):
+        self.writer = writer
+
+    @property
+    def state_key(self):
+        return f"_Writes{id(self)}"
+
+    def on_train_begin(self, loop):
+        self.writer.write_scalars(loop.step, {"x": 1.0})
+
+
+def test_on_train_begin_starts_each_writer_once_before_any_callback_writes():
+    shared, other = _StartedWriter(), _StartedWriter()
+    wrapper = RecordingWriter(shared)  # passes `start` on to the writer it wraps
+    loop = CallbackList([_Writes(shared), _Writes(wrapper), _Writes(other)], step=7)
+    loop.on_train_begin()
+    assert shared.starts == [(7, 0)]
+    assert other.starts == [(7, 0)]
+
+
+def test_on_train_begin_starts_the_writers_again_where_a_callback_moves_the_step():
+    writer = _StartedWriter()
+    scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=4, last_epoch=13)
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    callbacks = [_Writes(writer), LRSchedulerCallback(scheduler)]
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    assert loop.step == 13
+    assert writer.starts == [(0, 0), (13, 1)]

@@ -1,7 +1,8 @@
-"""create_writer: CLU event files, a TensorBoard server, log directories it refuses, resumes."""
+"""create_writer: CLU event files, a TensorBoard server, log directories it refuses, restarts."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -23,9 +25,11 @@ from helpers import (
     logged_run,
     tensorboard_series,
 )
+from test_callbacks_metrics_logger import feed_logger
 
 from flax_cyclic import (
     CyclicLR,
+    MetricsLogger,
     create_writer,
 )
 
@@ -43,22 +47,22 @@ def test_event_files_hold_the_scheduler_values_at_every_step(logdir):
     series = tensorboard_series(logdir)
     expected = [lr[0] for lr in host_lrs(CyclicLR(**LOGGED_SCHEDULE), LOGGED_STEPS)]
     steps, values = zip(*series["learning_rate"], strict=True)
-    assert list(steps) == list(range(LOGGED_STEPS))
+    assert list(steps) == list(range(1, LOGGED_STEPS + 1))  # update i at step i + 1
     np.testing.assert_allclose(values, expected, rtol=1e-7)  # float32 in the event files
     momentum = dict(series["momentum"])
-    assert momentum[0] == pytest.approx(0.9)
-    assert momentum[4] == pytest.approx(0.8)
+    assert momentum[1] == pytest.approx(0.9)
+    assert momentum[5] == pytest.approx(0.8)
     cycles = dict(series["lr_cycle"])
-    assert (cycles[9], cycles[10]) == (1, 2)
-    assert dict(series["lr_cycle_position"])[5] == pytest.approx(0.5)
+    assert (cycles[10], cycles[11]) == (1, 2)
+    assert dict(series["lr_cycle_position"])[6] == pytest.approx(0.5)
 
 
 def test_event_files_hold_train_and_eval_metrics_and_the_plan(logdir):
     series = tensorboard_series(logdir)
-    assert [step for step, _ in series["train/loss"]] == [5, 11, 17, 23]
-    assert [step for step, _ in series["train/accuracy"]] == [5, 11, 17, 23]
+    assert [step for step, _ in series["train/loss"]] == [6, 12, 18, 24]
+    assert [step for step, _ in series["train/accuracy"]] == [6, 12, 18, 24]
     assert all(value > 0 for _, value in series["steps_per_sec"])
-    assert [step for step, _ in series["eval/accuracy"]] == [7, 15, 23]
+    assert [step for step, _ in series["eval/accuracy"]] == [8, 16, 24]  # epochs of 8 updates
     assert [step for step, _ in series["lr_schedule"]] == [0]  # the image, once
     assert (logdir / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -74,37 +78,49 @@ def _get_json(url: str):
         return json.loads(response.read())
 
 
-@pytest.mark.slow
-def test_a_real_tensorboard_server_serves_the_learning_rate(logdir):
+@contextlib.contextmanager
+def tensorboard_server(logdir, *, ready_tag: str, run: str = "."):
+    """A real `tensorboard --logdir` (its default data server) answering once `ready_tag` is
+    served for `run`; yields a function `tag -> [(step, value)]` reading its scalars API."""
     port = _free_port()
     server = subprocess.Popen(
         [
             *(sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)),
-            *("--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"),
+            *("--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    base = f"http://127.0.0.1:{port}/data/plugin/scalars"
+
+    def scalars(tag: str, of: str = run) -> list[tuple[int, float]]:
+        query = urllib.parse.urlencode({"run": of, "tag": tag})
+        return [(step, value) for _, step, value in _get_json(f"{base}/scalars?{query}")]
+
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while True:
             try:
-                tags = _get_json(f"{base}/data/plugin/scalars/tags")
-                if tags.get(".", {}).get("learning_rate"):
+                if _get_json(f"{base}/tags").get(run, {}).get(ready_tag):
                     break
             except (urllib.error.URLError, ConnectionError):
                 pass
             assert time.monotonic() < deadline, "TensorBoard did not answer within 90 s"
             assert server.poll() is None, "TensorBoard exited"
             time.sleep(0.5)
-        rows = _get_json(f"{base}/data/plugin/scalars/scalars?run=.&tag=learning_rate")
-        expected = [lr[0] for lr in host_lrs(CyclicLR(**LOGGED_SCHEDULE), LOGGED_STEPS)]
-        assert [step for _, step, _ in rows] == list(range(LOGGED_STEPS))
-        np.testing.assert_allclose([value for _, _, value in rows], expected, rtol=1e-7)
+        yield scalars
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_real_tensorboard_server_serves_the_learning_rate(logdir):
+    with tensorboard_server(logdir, ready_tag="learning_rate") as scalars:
+        rows = scalars("learning_rate")
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**LOGGED_SCHEDULE), LOGGED_STEPS)]
+    assert [step for step, _ in rows] == list(range(1, LOGGED_STEPS + 1))
+    np.testing.assert_allclose([value for _, value in rows], expected, rtol=1e-7)
 
 
 @pytest.mark.slow
@@ -141,10 +157,113 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(tmp_path):
     process.stdout.close()
     output, _ = worker().communicate(timeout=300)
     assert "Resumed from the checkpoint at step 5" in output, output[-2000:]
-    series = tensorboard_series(tmp_path / "tensorboard")
+    series = shown_series(tmp_path / "tensorboard")
     steps = [step for step, _ in series["learning_rate"]]
-    assert steps == list(range(20))  # no step twice, none missing: no zig-zag
+    assert steps == list(range(1, 21))  # no step twice, none missing: no zig-zag
     assert [step for step, _ in series["lr_schedule"]] == [0]
+
+
+# -- what TensorBoard shows after a restart: the run that trained ---------------------------------
+
+
+def shown_series(logdir) -> dict[str, list[tuple[int, float | None]]]:
+    """Every tag as TensorBoard's Python reader shows it (`plugin_event_accumulator`, the one that
+    drops orphaned tensor summaries): (step, value) for scalars, (step, None) else."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator as reader
+    from tensorboard.util import tensor_util
+
+    accumulator = reader.EventAccumulator(str(logdir), size_guidance={reader.TENSORS: 0})
+    accumulator.Reload()
+    series = {}
+    for tag in accumulator.Tags()[reader.TENSORS]:
+        scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+        series[tag] = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)
+            for e in accumulator.Tensors(tag)
+        ]
+    return series
+
+
+def _logged_loop(logdir, *, start: int, losses: dict[int, float], evaluate_at=()) -> None:
+    """A hand-written CallbackList loop from step `start` logging through a MetricsLogger."""
+    writer = create_writer(logdir)
+    logger = MetricsLogger(writer, every_steps=1)
+    feed_logger(logger, start=start, losses=losses, evaluate_at=evaluate_at)
+    writer.close()
+
+
+FIRST = {i: float(i) for i in range(10)}  # an earlier run: 10 updates, logged at steps 1..10
+RESUMED = {i: 100.0 + i for i in range(4, 8)}  # from the checkpoint at step 4: other values
+FRESH = {i: 200.0 + i for i in range(6)}  # a new run from step 0, 6 updates
+
+
+@pytest.fixture(scope="module")
+def restarted(tmp_path_factory):
+    """Two log directories, each an earlier run and a restart: `resume/` resumed at step 4,
+    `fresh/` a fresh run."""
+    root = tmp_path_factory.mktemp("restarted")
+    _logged_loop(root / "resume", start=0, losses=FIRST, evaluate_at=(3, 10))
+    _logged_loop(root / "resume", start=4, losses=RESUMED)
+    _logged_loop(root / "fresh", start=0, losses=FIRST, evaluate_at=(3, 10))
+    _logged_loop(root / "fresh", start=0, losses=FRESH)
+    return root
+
+
+def _logged(losses) -> list[tuple[int, float]]:
+    return [(i + 1, loss) for i, loss in losses.items()]
+
+
+def test_a_resume_shows_the_earlier_run_up_to_its_checkpoint_then_the_resumed_run(restarted):
+    series = shown_series(restarted / "resume")
+    assert series["train/loss"] == _logged(FIRST)[:4] + _logged(RESUMED)
+    assert [step for step, _ in series["steps_per_sec"]] == list(range(1, 9))
+    assert series["eval/loss"] == [(3, 3.0)]  # the evaluation at step 10 did not train
+
+
+def test_a_fresh_run_in_a_used_log_directory_shows_nothing_of_the_earlier_run(restarted):
+    series = shown_series(restarted / "fresh")
+    assert series["train/loss"] == _logged(FRESH)
+    assert series["eval/loss"] == []
+
+
+@pytest.mark.slow
+def test_the_tensorboard_server_shows_the_run_that_trained(restarted):
+    with tensorboard_server(restarted, ready_tag="train/loss", run="resume") as scalars:
+        assert scalars("train/loss", "resume") == _logged(FIRST)[:4] + _logged(RESUMED)
+        assert scalars("train/loss", "fresh") == _logged(FRESH)
+        # TensorBoard's data server drops a tag's values from the step it is written again on.
+        steps = [step for step, _ in scalars("steps_per_sec", "fresh")]
+        assert steps == list(range(1, 7))
+
+
+def test_a_restart_marker_is_read_after_the_earlier_files_and_before_the_new_one(tmp_path):
+    writer = create_writer(tmp_path, asynchronous=False)
+    writer.write_scalars(1, {"loss": 1.0})
+    writer.start(0)  # at once: the new files open in the same second as the earlier one
+    writer.write_scalars(1, {"loss": 2.0})
+    writer.close()
+    names = sorted(name for name in os.listdir(tmp_path) if "tfevents" in name)
+    assert len(names) == 3
+    assert names[1] == names[2][: len(names[1])]  # the marker's name starts the new file's
+    assert shown_series(tmp_path)["loss"] == [(1, 2.0)]
+
+
+def test_a_first_run_writes_no_marker(tmp_path):
+    writer = create_writer(tmp_path, asynchronous=False)
+    writer.start(0)
+    writer.write_scalars(1, {"loss": 1.0})
+    writer.close()
+    assert [name.endswith(".v2") for name in os.listdir(tmp_path)] == [True]
+
+
+def test_a_writer_started_twice_before_writing_keeps_the_later_step(tmp_path):
+    _logged_loop(tmp_path, start=0, losses=FIRST)
+    writer = create_writer(tmp_path)
+    writer.start(0)
+    writer.start(4)  # e.g. a callback moved the loop to its scheduler's step
+    writer.write_scalars(5, {"train/loss": 50.0})
+    writer.close()
+    assert shown_series(tmp_path)["train/loss"] == [*_logged(FIRST)[:4], (5, 50.0)]
 
 
 def test_create_writer_without_the_extra_names_it():
@@ -160,17 +279,6 @@ def test_create_writer_without_the_extra_names_it():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pip install 'flax_cyclic[tensorboard]'" in result.stdout
-
-
-def test_a_writer_over_existing_steps_says_it_will_not_rewrite_them(logdir, caplog):
-    with caplog.at_level("WARNING", logger="flax_cyclic"):
-        writer = create_writer(logdir)
-    writer.write_scalars(3, {"learning_rate": 1.0})  # step 3 exists: dropped
-    writer.write_scalars(LOGGED_STEPS, {"learning_rate": 1.0})  # a new step: written
-    writer.close()
-    assert f"already holds steps up to {LOGGED_STEPS - 1}" in caplog.text
-    steps = [step for step, _ in tensorboard_series(logdir)["learning_rate"]]
-    assert steps == [*range(LOGGED_STEPS), LOGGED_STEPS]
 
 
 # -- a log directory that cannot be one: a clear error at create_writer time ---------------------

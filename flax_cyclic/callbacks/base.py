@@ -214,10 +214,22 @@ class CallbackList:
         """
 
     def on_train_begin(self) -> None:
-        """Calls ``on_train_begin`` on every callback."""
+        """Starts the callbacks' writers at the loop's step, then calls every ``on_train_begin``.
+
+        A callback's ``writer`` with a ``start(step)`` method (the writer of
+        [`create_writer`][flax_cyclic.create_writer]) is started once, before any callback
+        writes: TensorBoard then shows none of the log directory's events at steps after
+        ``step`` (none at all when ``step`` is 0). A callback that moves the loop's step (an
+        [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback] whose scheduler stands
+        further) moves the writers' start with it.
+        """
         self._began = True
+        step = self.step
+        start_writers(self.callbacks, step)
         for callback in self.callbacks:
             callback.on_train_begin(self)
+        if self.step != step:
+            start_writers(self.callbacks, self.step)
 
     def on_train_end(self) -> None:
         """Calls ``on_train_end`` on every callback."""
@@ -336,6 +348,21 @@ class Monitored(NamedTuple):
                 "monitor one of those."
             )
         return float(metrics[self.name])
+
+
+def start_writers(callbacks: Iterable[Callback], step: int) -> None:
+    """Calls ``start(step)`` once on each writer of ``callbacks`` that has the method.
+
+    Several callbacks may share one writer, or wrap it (the method's owner counts).
+    """
+    started: set[int] = set()
+    for callback in callbacks:
+        writer = getattr(callback, "writer", None)
+        start = getattr(writer, "start", None)
+        owner = id(getattr(start, "__self__", writer))
+        if callable(start) and owner not in started:
+            started.add(owner)
+            start(step)
 
 
 def flush_writer(writer: MetricWriter | None) -> None:
