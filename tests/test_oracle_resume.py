@@ -86,6 +86,8 @@ def check(seed: int, tmp_path: pathlib.Path) -> None:
     config = draw(seed, kill=_killed(seed))
     reference = fit(config, tmp_path / "uninterrupted")
     points = interruptions(seed, reference["events"])
+    if config["kill"]:
+        points = points[:1]  # a worker process costs seconds to start: one kill, one resume
     resumed, problems = resume(config, tmp_path / "interrupted", points)
     if resumed is not None:
         problems += compare(reference, resumed)
@@ -190,3 +192,51 @@ def report(seed: int, config: dict[str, Any], points: list, problems: list[str])
         + f"\nrerun alone: ORACLE_SEED={seed} .venv/bin/python -m pytest "
         "tests/test_oracle_resume.py -q"
     )
+
+
+def _outcome() -> dict[str, Any]:
+    """A small outcome as `fit` returns it: one resumed run's worth of everything compared."""
+    return {
+        "state": {"model['w']": np.array([1.0, 2.0], np.float32)},
+        "train": [{"step": 3, "epoch": 0, "loss": 0.5}, {"step": 6, "epoch": 1, "loss": 0.25}],
+        "eval": [{"step": 6, "epoch": 1, "loss": 0.75}],
+        "resumed_from": None,
+        "stopped": False,
+        "preempted": False,
+        "all_steps": [3, 6],
+        "best_step": 6,
+        "updates": {"0": {"learning_rate": 0.1}, "1": {"learning_rate": 0.2}},
+        "tensorboard": {"train/loss": [(3, 0.5), (6, 0.25)], "steps_per_sec": [(3, 9.0)]},
+        "events": [],
+    }
+
+
+def test_compare_sees_every_kind_of_difference():
+    expected = _outcome()
+    resumed = _outcome() | {
+        "train": [{"step": 6, "epoch": 1, "loss": 0.25}],
+        "resumed_from": 3,
+        "tensorboard": {"train/loss": [[3, 0.5], [6, 0.25]], "steps_per_sec": [[3, 7.5]]},
+    }
+    assert compare(expected, resumed) == []  # entries from the resumed step on; times aside
+    changes = {
+        "state not bitwise equal": {
+            "state": {"model['w']": np.array([1.0, 2.0000002], np.float32)}
+        },
+        "History.train after step -1": {"train": expected["train"][:1]},
+        "History.eval after step -1": {"eval": []},
+        "stopped": {"stopped": True},
+        "all_steps": {"all_steps": [6]},
+        "best_step": {"best_step": 3},
+        "injected hyperparameters differ: update 1": {"updates": {"0": {"learning_rate": 0.1}}},
+        "TensorBoard 'train/loss'": {
+            "tensorboard": {
+                "train/loss": [(3, 0.5), (3, 0.5), (6, 0.25)],
+                "steps_per_sec": [(3, 1.0)],
+            }
+        },
+        "TensorBoard tags": {"tensorboard": {"train/loss": [(3, 0.5), (6, 0.25)]}},
+    }
+    for start, change in changes.items():
+        problems = compare(expected, _outcome() | change)
+        assert [problem[: len(start)] for problem in problems] == [start], problems
