@@ -85,10 +85,9 @@ def test_stop_training_ends_a_trainer_run_after_that_step_through_the_normal_end
     assert trainer.step == 5
     assert stop.ended
     assert checkpointer.all_steps() == [5]  # the final save
-    # A new fit trains again: the flag is the run's, not the trainer's.
+    # A stopped run is complete: a new fit on its checkpoints trains nothing more.
     history = trainer.fit(tiny_batches(16, 10), num_steps=8)
-    assert not history.stopped
-    assert trainer.step == 8
+    assert (history.stopped, history.resumed_from, trainer.step) == (True, 5, 5)
 
 
 def _constant_eval_run(patience, **fit):

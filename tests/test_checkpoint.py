@@ -110,9 +110,10 @@ def test_resume_after_a_crash_is_bitwise_identical(
     leaves, reference_lrs = reference[kind]
     _assert_bitwise_equal(_leaves(resumed), leaves)
     # The learning-rate log: the first run up to the crash, then the resumed run, agree
-    # bitwise with the uninterrupted run at every step each of them logged.
-    assert sorted(first_log.lrs) == list(range(crash_at))
-    assert sorted(log.lrs) == list(range(last_checkpoint, 22))
+    # bitwise with the uninterrupted run at every step each of them logged (update i's value
+    # at step i + 1).
+    assert sorted(first_log.lrs) == list(range(1, crash_at + 1))
+    assert sorted(log.lrs) == list(range(last_checkpoint + 1, 23))
     for lrs in (first_log.lrs, log.lrs):
         assert all(lrs[step] == reference_lrs[step] for step in lrs)
 
@@ -154,7 +155,8 @@ def test_checkpoint_holds_json_states_and_no_pickle(tmp_path):
     trainer_state = json.loads((step_dir / "trainer" / "metadata").read_text())
     assert callbacks["LRSchedulerCallback"]["scheduler"]["last_epoch"] == 4
     assert callbacks["LRSchedulerCallback"]["scheduler"]["config"]["mode"] == "triangular2"
-    assert trainer_state == {"step": 4, "epoch": 0, "position": 4, "data_state": None}
+    position = {key: trainer_state[key] for key in ("step", "epoch", "position", "data_state")}
+    assert position == {"step": 4, "epoch": 0, "position": 4, "data_state": None}
     for path in step_dir.rglob("*"):
         if path.is_file():
             head = path.read_bytes()[:2]
@@ -499,10 +501,10 @@ def test_train_means_across_a_resume_equal_an_uninterrupted_run(tmp_path):
         return log.by_tag()
 
     reference = run(tmp_path / "reference")
-    first = run(tmp_path / "run", crash_at=7)  # saved at 4 and 6: the window 5..6 is in it
+    first = run(tmp_path / "run", crash_at=7)  # saved at 4 and 6: updates 5..6 are in it
     second = run(tmp_path / "run")
-    assert first["train/loss"] == {4: reference["train/loss"][4]}
-    assert second["train/loss"] == {s: v for s, v in reference["train/loss"].items() if s > 4}
+    assert first["train/loss"] == {5: reference["train/loss"][5]}
+    assert second["train/loss"] == {s: v for s, v in reference["train/loss"].items() if s > 5}
 
 
 # -- each scheduler of the family through the callback, a crash and a resume -------------------
@@ -543,12 +545,12 @@ def test_each_scheduler_drives_the_optimizer_and_resumes_exactly(tmp_path, name)
     reference, reference_log = _family_trainer(tmp_path / "reference", name)
     reference.fit(tiny_batches(16), num_steps=20)
     expected = SINGLE[name]()
-    assert sorted(reference_log.by_step()) == list(range(20))
+    assert sorted(reference_log.by_step()) == list(range(1, 21))
     for step, scalars in reference_log.by_step().items():
-        expected.step(step)
-        assert scalars["learning_rate"] == expected.get_last_lr()[0]
+        expected.step(step - 1)  # the value update step - 1 applied, as the float32 optax held
+        assert scalars["learning_rate"] == np.float32(expected.get_last_lr()[0])
         if expected.get_last_momentum() is not None:
-            assert scalars["momentum"] == expected.get_last_momentum()[0]
+            assert scalars["momentum"] == np.float32(expected.get_last_momentum()[0])
     # The optimizer holds the value for the next update: step 20's (OneCycleLR: its minimum).
     expected.step(20)
     held = reference.optimizer.opt_state.hyperparams["learning_rate"].get_value()
@@ -562,7 +564,7 @@ def test_each_scheduler_drives_the_optimizer_and_resumes_exactly(tmp_path, name)
     assert resumed.fit(tiny_batches(16), num_steps=20).resumed_from == 8
     for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert sorted(log.by_step()) == list(range(8, 20))
+    assert sorted(log.by_step()) == list(range(9, 21))
     assert all(log.by_step()[s] == reference_log.by_step()[s] for s in log.by_step())
 
 
