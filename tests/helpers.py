@@ -238,16 +238,15 @@ class CrashAt(Callback):
 
 
 def tensorboard_series(logdir) -> dict[str, list[tuple[int, float | None]]]:
-    """Every tag of the event files in `logdir`: (step, value) for scalars, (step, None) else."""
-    from tensorboard.backend.event_processing import event_accumulator
+    """Every tag as TensorBoard's Python reader shows it (`plugin_event_accumulator`, the one that
+    drops the data a restart marker orphans): (step, value) for scalars, (step, None) else."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator as reader
     from tensorboard.util import tensor_util
 
-    accumulator = event_accumulator.EventAccumulator(
-        str(logdir), size_guidance={event_accumulator.TENSORS: 0}
-    )
+    accumulator = reader.EventAccumulator(str(logdir), size_guidance={reader.TENSORS: 0})
     accumulator.Reload()
     series = {}
-    for tag in accumulator.Tags()["tensors"]:
+    for tag in accumulator.Tags()[reader.TENSORS]:
         scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
         series[tag] = [
             (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)

@@ -279,10 +279,10 @@ def test_train_checkpoint_resume_and_events(tiny, tmp_path):
         series
     )
     steps = [step for step, _ in series["learning_rate"]]
-    assert steps == list(range(12))  # once per step across the resume
+    assert steps == list(range(1, 13))  # once per update across the resume, at steps 1..12
     expected = train.create_scheduler(tiny_config(tiny), 12)
     for step, value in series["learning_rate"]:
-        expected.step(step)
+        expected.step(step - 1)  # logged at step s: the value update s - 1 applied
         assert value == pytest.approx(expected.get_last_lr()[0], rel=1e-6)
     # A finished run resumes to nothing and reports the same accuracy.
     third = train.train_and_evaluate(tiny_config(tiny), str(workdir))

@@ -134,7 +134,8 @@ def test_two_processes_checkpoint_stop_restart_and_finish(tmp_path):
         np.testing.assert_array_equal(a, b)
     # Only process 0 wrote events: one event file per run, named after its process id.
     writers = {str(r["pid"]) for r in stopped + resumed if r["process"] == 0}
-    events = sorted((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    # (a resumed run also leaves a restart marker file, events.out.tfevents.<time>, not counted)
+    events = sorted((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*.v2"))
     assert len(events) == 2
     # events.out.tfevents.<time>.<host>.<pid>.<n>.v2
     assert {re.search(r"\.(\d+)\.\d+\.v2$", e.name)[1] for e in events} == writers

@@ -157,31 +157,13 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(tmp_path):
     process.stdout.close()
     output, _ = worker().communicate(timeout=300)
     assert "Resumed from the checkpoint at step 5" in output, output[-2000:]
-    series = shown_series(tmp_path / "tensorboard")
+    series = tensorboard_series(tmp_path / "tensorboard")
     steps = [step for step, _ in series["learning_rate"]]
     assert steps == list(range(1, 21))  # no step twice, none missing: no zig-zag
     assert [step for step, _ in series["lr_schedule"]] == [0]
 
 
 # -- what TensorBoard shows after a restart: the run that trained ---------------------------------
-
-
-def shown_series(logdir) -> dict[str, list[tuple[int, float | None]]]:
-    """Every tag as TensorBoard's Python reader shows it (`plugin_event_accumulator`, the one that
-    drops orphaned tensor summaries): (step, value) for scalars, (step, None) else."""
-    from tensorboard.backend.event_processing import plugin_event_accumulator as reader
-    from tensorboard.util import tensor_util
-
-    accumulator = reader.EventAccumulator(str(logdir), size_guidance={reader.TENSORS: 0})
-    accumulator.Reload()
-    series = {}
-    for tag in accumulator.Tags()[reader.TENSORS]:
-        scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
-        series[tag] = [
-            (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)
-            for e in accumulator.Tensors(tag)
-        ]
-    return series
 
 
 def _logged_loop(logdir, *, start: int, losses: dict[int, float], evaluate_at=()) -> None:
@@ -214,14 +196,14 @@ def _logged(losses) -> list[tuple[int, float]]:
 
 
 def test_a_resume_shows_the_earlier_run_up_to_its_checkpoint_then_the_resumed_run(restarted):
-    series = shown_series(restarted / "resume")
+    series = tensorboard_series(restarted / "resume")
     assert series["train/loss"] == _logged(FIRST)[:4] + _logged(RESUMED)
     assert [step for step, _ in series["steps_per_sec"]] == list(range(1, 9))
     assert series["eval/loss"] == [(3, 3.0)]  # the evaluation at step 10 did not train
 
 
 def test_a_fresh_run_in_a_used_log_directory_shows_nothing_of_the_earlier_run(restarted):
-    series = shown_series(restarted / "fresh")
+    series = tensorboard_series(restarted / "fresh")
     assert series["train/loss"] == _logged(FRESH)
     assert series["eval/loss"] == []
 
@@ -245,7 +227,7 @@ def test_a_restart_marker_is_read_after_the_earlier_files_and_before_the_new_one
     names = sorted(name for name in os.listdir(tmp_path) if "tfevents" in name)
     assert len(names) == 3
     assert names[1] == names[2][: len(names[1])]  # the marker's name starts the new file's
-    assert shown_series(tmp_path)["loss"] == [(1, 2.0)]
+    assert tensorboard_series(tmp_path)["loss"] == [(1, 2.0)]
 
 
 def test_a_first_run_writes_no_marker(tmp_path):
@@ -263,7 +245,7 @@ def test_a_writer_started_twice_before_writing_keeps_the_later_step(tmp_path):
     writer.start(4)  # e.g. a callback moved the loop to its scheduler's step
     writer.write_scalars(5, {"train/loss": 50.0})
     writer.close()
-    assert shown_series(tmp_path)["train/loss"] == [*_logged(FIRST)[:4], (5, 50.0)]
+    assert tensorboard_series(tmp_path)["train/loss"] == [*_logged(FIRST)[:4], (5, 50.0)]
 
 
 def test_create_writer_without_the_extra_names_it():

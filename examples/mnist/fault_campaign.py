@@ -570,22 +570,19 @@ def _compare_arrays(item: str, expected: Any, got: Any) -> list[str]:
 
 
 def event_series(logdir: str | os.PathLike) -> dict[str, list[tuple[int, bytes, float]]]:
-    """Every scalar tag of the event files: (step, the value's bytes, value), as written.
+    """Every scalar tag as TensorBoard shows it: (step, the value's bytes, value).
 
-    Read with TensorBoard's ``EventAccumulator`` with ``purge_orphaned_data=False``, so a step
-    written twice shows up twice.
+    Read with TensorBoard's ``plugin_event_accumulator``, which drops what a resumed run's
+    restart marker orphans (the killed run's steps after its checkpoint): each step shows the
+    value of the training the run kept, and a step written twice after the marker shows twice.
     """
-    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.backend.event_processing import plugin_event_accumulator as reader
     from tensorboard.util import tensor_util
 
-    accumulator = event_accumulator.EventAccumulator(
-        os.fspath(logdir),
-        size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0},
-        purge_orphaned_data=False,
-    )
+    accumulator = reader.EventAccumulator(os.fspath(logdir), size_guidance={reader.TENSORS: 0})
     accumulator.Reload()
     series = {}
-    for tag in accumulator.Tags()[event_accumulator.TENSORS]:
+    for tag in accumulator.Tags()[reader.TENSORS]:
         if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
             continue
         values = []
@@ -663,10 +660,10 @@ def compare_runs(
     want_events = event_series(reference / "tensorboard")
     have_events = event_series(resumed / "tensorboard")
     lrs = [step for step, _, _ in want_events.get("learning_rate", [])]
-    if want_steps and lrs != list(range(0, want_steps[-1], log_every_steps)):
+    if want_steps and lrs != list(range(log_every_steps, want_steps[-1] + 1, log_every_steps)):
         problems.append(
             "the uninterrupted run did not log learning_rate once every "
-            f"{log_every_steps} steps from 0 to {want_steps[-1] - 1}"
+            f"{log_every_steps} steps from {log_every_steps} to {want_steps[-1]}"
         )
     for tag in sorted(want_events.keys() | have_events.keys()):
         if tag not in _UNTIMED:
