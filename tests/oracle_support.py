@@ -1,9 +1,9 @@
 """The resume-equivalence oracle's harness: draw a run, run it, read back what it left.
 
 A configuration is a JSON-able dict drawn from a seed (`draw`). `fit` builds every object
-afresh from it (model, optimizer, callbacks, Checkpointer, writer) in one work directory and
-calls ``Trainer.fit`` once, optionally interrupted at one point of the run; `outcome` reads
-what the run left: the final state, the History, the checkpoints kept, the learning rate of
+afresh from it (model, optimizer, callbacks, Checkpointer, writer) in one work directory,
+calls ``Trainer.fit`` once, optionally interrupted at one point of the run, and returns what
+the run left: the final state, the History, the checkpoints kept, the hyperparameters of
 every update and every TensorBoard series. The test in test_oracle_resume.py compares the
 outcome of an uninterrupted run with that of an interrupted and resumed one; the worker script
 tests/workers/oracle_worker.py runs `fit` in a process that kills itself with SIGKILL.
@@ -41,8 +41,6 @@ from flax_cyclic import (
     create_writer,
 )
 
-# The hooks at which a run can be interrupted, as the Probe names them.
-HOOKS = ("epoch_begin", "step_begin", "step_end", "eval_end", "epoch_end")
 MODES = {"eval/loss": "min", "eval/accuracy": "max", "train/loss": "min"}
 
 
@@ -72,7 +70,10 @@ def draw(seed: int, *, kill: bool = False) -> dict[str, Any]:
         "epoch_len": epoch_len,
         **length,
         "eval_every_steps": pick([None, None, 2, 3, 4, 5]),
-        "model": {"batchnorm": bool(rng.random() < 0.4), "dropout": bool(rng.random() < 0.4)},
+        "model": {
+            "batchnorm": bool(rng.random() < 0.4),
+            "dropout": pick([None, None, "own", "call"]),
+        },
         "optimizer": optimizer,
         "multisteps": pick([1, 1, 1, 2]),
         "scheduler": _draw_scheduler(rng, pick, total, 0.1 if optimizer == "sgd" else 0.01),
@@ -128,22 +129,27 @@ def interruptions(seed: int, events: list[list[Any]]) -> list[list[Any]]:
 
 
 class Net(nnx.Module):
-    """8 -> 16 (BatchNorm, ReLU, Dropout) -> 3; the Dropout draws from its own rngs stream."""
+    """8 -> 16 (BatchNorm, ReLU, Dropout) -> 3.
 
-    def __init__(self, batchnorm: bool, dropout: bool):
+    ``dropout``: ``None``, ``'own'`` (the Dropout draws from its own rngs stream) or ``'call'``
+    (called as ``model(x, rngs=rngs)``, the Flax NNX tutorials' style: the Trainer's ``rngs``).
+    """
+
+    def __init__(self, batchnorm: bool, dropout: str | None):
         rngs = nnx.Rngs(params=0, dropout=1)
         self.hidden = nnx.Linear(8, 16, rngs=rngs)
         self.norm = nnx.BatchNorm(16, rngs=rngs) if batchnorm else None
-        self.drop = nnx.Dropout(0.2, rngs=rngs) if dropout else None
+        own = rngs if dropout == "own" else None
+        self.drop = nnx.Dropout(0.2, rngs=own) if dropout else None
         self.out = nnx.Linear(16, 3, rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x, rngs: nnx.Rngs | None = None):
         h = self.hidden(x)
         if self.norm is not None:
             h = self.norm(h)
         h = jax.nn.relu(h)
         if self.drop is not None:
-            h = self.drop(h)
+            h = self.drop(h, rngs=rngs)
         return self.out(h)
 
 
@@ -151,8 +157,30 @@ class Interrupted(Exception):
     """The in-process interruption."""
 
 
-class Probe(Callback):
-    """Records the run's events and, after every update, the injected hyperparameters it used.
+class _Points(Callback):
+    """Calls ``at(hook, loop)`` at every point a run can be interrupted at."""
+
+    def at(self, hook: str, loop) -> None:
+        raise NotImplementedError
+
+    def on_epoch_begin(self, loop, epoch):
+        self.at("epoch_begin", loop)
+
+    def on_step_begin(self, loop, step):
+        self.at("step_begin", loop)
+
+    def on_step_end(self, loop, step, metrics):
+        self.at("step_end", loop)
+
+    def on_eval_end(self, loop, metrics):
+        self.at("eval_end", loop)
+
+    def on_epoch_end(self, loop, epoch, metrics):
+        self.at("epoch_end", loop)
+
+
+class Probe(_Points):
+    """Records the run's points ``[hook, loop.step]`` and every update's hyperparameters.
 
     It must be the first callback: it reads in ``on_step_end`` before a scheduler callback
     writes the next update's values. The values go to a JSON-lines file, one line per update
@@ -163,53 +191,29 @@ class Probe(Callback):
         self.record = record
         self.events: list[list[Any]] = []
 
-    def on_epoch_begin(self, loop, epoch):
-        self.events.append(["epoch_begin", loop.step])
-
-    def on_step_begin(self, loop, step):
-        self.events.append(["step_begin", loop.step])
+    def at(self, hook: str, loop) -> None:
+        self.events.append([hook, loop.step])
 
     def on_step_end(self, loop, step, metrics):
-        self.events.append(["step_end", loop.step])
+        super().on_step_end(loop, step, metrics)
         line = json.dumps({"update": loop.step, "values": injected(loop.optimizer)})
         with open(self.record, "a", buffering=1) as file:
             file.write(line + "\n")
 
-    def on_eval_end(self, loop, metrics):
-        self.events.append(["eval_end", loop.step])
 
-    def on_epoch_end(self, loop, epoch, metrics):
-        self.events.append(["epoch_end", loop.step])
-
-
-class Interrupt(Callback):
-    """Stops the run at one event: raises `Interrupted`, or kills the process (SIGKILL)."""
+class Interrupt(_Points):
+    """Stops the run at one point: raises `Interrupted`, or kills the process (SIGKILL)."""
 
     def __init__(self, point: list[Any], kill: bool):
         self.point = list(point)
         self.kill = kill
 
-    def _at(self, hook: str, loop) -> None:
+    def at(self, hook: str, loop) -> None:
         if [hook, loop.step] != self.point:
             return
         if self.kill:
             os.kill(os.getpid(), signal.SIGKILL)
         raise Interrupted(f"interrupted at {hook} of step {loop.step}")
-
-    def on_epoch_begin(self, loop, epoch):
-        self._at("epoch_begin", loop)
-
-    def on_step_begin(self, loop, step):
-        self._at("step_begin", loop)
-
-    def on_step_end(self, loop, step, metrics):
-        self._at("step_end", loop)
-
-    def on_eval_end(self, loop, metrics):
-        self._at("eval_end", loop)
-
-    def on_epoch_end(self, loop, epoch, metrics):
-        self._at("epoch_end", loop)
 
 
 def injected(optimizer: nnx.Optimizer) -> dict[str, float]:
@@ -313,12 +317,13 @@ def build(config: dict[str, Any], workdir: pathlib.Path, point=None):
         writer=writer,
         log_every_steps=config["log_every_steps"],
         progress=False,
+        rngs=nnx.Rngs(dropout=2) if config["model"]["dropout"] == "call" else None,
     )
     return trainer, writer, probe
 
 
 def fit(config: dict[str, Any], workdir: pathlib.Path, point=None) -> dict[str, Any]:
-    """One ``fit`` of `config` in `workdir`, every object new; returns its `outcome`.
+    """One ``fit`` of `config` in `workdir`, every object new; returns what the run left.
 
     Raises:
         Interrupted: If the run reached `point`.
