@@ -95,24 +95,35 @@ def check(seed: int, tmp_path: pathlib.Path) -> None:
 
 
 def resume(config: dict[str, Any], workdir: pathlib.Path, points: list) -> tuple[Any, list[str]]:
-    """Runs `config` interrupted at each point in turn, then to its end; (outcome, problems)."""
+    """Runs `config` interrupted at each point in turn, then to its end; (outcome, problems).
+
+    The last run must resume from the newest checkpoint the interrupted ones left: a run that
+    started over would reach the same end, but not by resuming.
+    """
     workdir.mkdir()
     for point in points:
-        if config["kill"]:
-            done = _worker(workdir, config, point)
-        else:
-            try:
-                fit(config, workdir, point)
-                done = True
-            except Interrupted:
-                done = False
-        if done:
+        if _run(config, workdir, point) is not None:
             return None, [f"the run ended without reaching the interruption point {point}"]
+    newest = max(
+        (int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()),
+        default=None,
+    )
+    outcome = _run(config, workdir, None)
+    if outcome["resumed_from"] != newest:
+        return outcome, [
+            f"resumed_from: expected the newest checkpoint, {newest}, got {outcome['resumed_from']}"
+        ]
+    return outcome, []
+
+
+def _run(config: dict[str, Any], workdir: pathlib.Path, point: list | None) -> Any:
+    """One run of `config` in `workdir`: its outcome, or None if it stopped at `point`."""
     if config["kill"]:
-        if not _worker(workdir, config, None):
-            return None, ["the last worker run was killed without an interruption point"]
-        return load_outcome(workdir / "outcome"), []
-    return fit(config, workdir), []
+        return load_outcome(workdir / "outcome") if _worker(workdir, config, point) else None
+    try:
+        return fit(config, workdir, point)
+    except Interrupted:
+        return None
 
 
 def _worker(workdir: pathlib.Path, config: dict[str, Any], point: list | None) -> bool:
