@@ -82,6 +82,17 @@ def is_real_scalar(value: Any) -> bool:
     return getattr(value, "shape", None) == () and kind in ("f", "i", "u")
 
 
+def flag(owner: str, name: str, value: Any) -> bool:
+    """``value`` if it is ``True`` or ``False``; a ``TypeError`` for anything else.
+
+    A string such as ``"False"`` or ``"no"`` is truthy in Python, so it is refused rather than
+    taken as ``True``.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: `{name}` must be True or False, got {name}={value!r}.")
+    return value
+
+
 def choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> str:
     """Returns ``value`` if it is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:

@@ -26,7 +26,6 @@ from flax import nnx
 from flax_cyclic import _checks, _improvement
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._metrics import local_copy
-from flax_cyclic.schedulers import _check_flag
 
 __all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
 
@@ -102,8 +101,8 @@ class Checkpointer:
                 owner, "every_steps", every_steps, minimum=1, hint="e.g. 1000, or None."
             )
         self.every_steps = every_steps
-        self.every_epoch = _check_flag(owner, "every_epoch", every_epoch)
-        async_save = _check_flag(owner, "async_save", async_save)
+        self.every_epoch = _checks.flag(owner, "every_epoch", every_epoch)
+        async_save = _checks.flag(owner, "async_save", async_save)
         self.max_to_keep = _checks.integer(
             owner, "max_to_keep", max_to_keep, minimum=1, hint="e.g. 3."
         )

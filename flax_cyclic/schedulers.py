@@ -419,12 +419,6 @@ def _describe(value: Any, parts: list[str], depth: int) -> bool:
     return True
 
 
-def _check_flag(owner: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: `{name}` must be True or False, got {name}={value!r}.")
-    return value
-
-
 def _check_momentum_order(owner: str, groups: Mapping[str, tuple[float, ...]]) -> None:
     pairs = zip(groups["base_momentum"], groups["max_momentum"], strict=True)
     for i, (low, high) in enumerate(pairs):
@@ -523,7 +517,7 @@ class CyclicLR(LRScheduler):
         policy = CyclePolicy.create(
             owner, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
         )
-        _check_flag(owner, "cycle_momentum", cycle_momentum)
+        _checks.flag(owner, "cycle_momentum", cycle_momentum)
         groups = _checks.per_group(
             owner,
             {
@@ -769,7 +763,7 @@ class OneCycleLR(LRScheduler):
         policy = OneCyclePolicy.create(
             owner, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, three_phase
         )
-        _check_flag(owner, "cycle_momentum", cycle_momentum)
+        _checks.flag(owner, "cycle_momentum", cycle_momentum)
         groups = _checks.per_group(
             owner,
             {"max_lr": max_lr, "base_momentum": base_momentum, "max_momentum": max_momentum},

@@ -242,7 +242,7 @@ class Trainer:
         if eval_data is None:
             self._check_nothing_waits_for_evaluations()
         history = History()
-        self.callbacks.stop_training = False
+        self.callbacks.stop_training, self.callbacks.stopped_by = False, None
         self._last_eval = None
         self._place_on_mesh()
         # Training mode for the whole run (evaluation switches to evaluation mode and back);
@@ -362,8 +362,8 @@ class Trainer:
             evaluated = run.eval_due
             if evaluated and run.eval_data is not None:
                 run.history.eval.append(self.evaluate(run.eval_data))
-            if self.checkpointer and _should_save(
-                self.checkpointer, self.callbacks.step, evaluated=evaluated
+            if self.checkpointer and self.checkpointer.should_save(
+                self.callbacks.step, evaluated=evaluated
             ):
                 self._save(run)
             if self._stops_after_decisions(run):
@@ -414,7 +414,7 @@ class Trainer:
             or self._reached(run)
             or (
                 self.checkpointer is not None
-                and _should_save(self.checkpointer, step, evaluated=run.eval_due)
+                and self.checkpointer.should_save(step, evaluated=run.eval_due)
             )
         )
 
@@ -438,8 +438,8 @@ class Trainer:
             run.history.eval.append(self.evaluate(run.eval_data))
         callbacks.on_epoch_end(summary)
         run.position, run.data_state, run.epoch_metrics = 0, None, []
-        if self.checkpointer and _should_save(
-            self.checkpointer, callbacks.step, epoch_end=True, evaluated=evaluated
+        if self.checkpointer and self.checkpointer.should_save(
+            callbacks.step, epoch_end=True, evaluated=evaluated
         ):
             self._save(run)
         self._stops_after_decisions(run)
@@ -460,12 +460,13 @@ class Trainer:
             )
         elif resumed.stopped:
             logger.warning(
-                "The run in %s stopped early at step %d (a callback set stop_training, e.g. "
-                "EarlyStopping): it is complete, and is not trained further. To train on, "
-                "remove or change the callback that stopped it and use a new checkpoint "
-                "directory, or restore a step of this one (Checkpointer.restore(step=...)).",
+                "The run in %s stopped early at step %d (%s set stop_training): it is complete "
+                "and is not trained further. To train on from here, run it without that "
+                "callback (or with one on another metric, e.g. another monitor); to start over, "
+                "use a new checkpoint directory.",
                 self.checkpointer.directory,
                 self.callbacks.step,
+                self.callbacks.stopped_by or "a callback",
             )
         else:
             logger.warning(
@@ -567,8 +568,25 @@ class Trainer:
             position=trainer["position"],
             data_state=trainer["data_state"],
             epoch_metrics=epoch_metrics,
-            stopped=bool(restored.trainer.get("stopped", False)),
+            stopped=self._still_stopped(restored.trainer),
         )
+
+    def _still_stopped(self, trainer: Mapping[str, Any]) -> bool:
+        """Whether a run a callback stopped is still complete: that callback is still in it."""
+        if not trainer.get("stopped", False):
+            return False
+        stopped_by = trainer.get("stopped_by")
+        keys = [callback.state_key for callback in self.callbacks.callbacks]
+        if stopped_by is None or stopped_by in keys:
+            self.callbacks.stopped_by = stopped_by
+            return True
+        logger.warning(
+            "The run in %s was stopped at step %d by %s, which is not in this run: training on.",
+            self.checkpointer.directory if self.checkpointer else "?",
+            trainer["step"],
+            stopped_by,
+        )
+        return False
 
     def _save(self, run: _Run) -> None:
         """Saves the run as it stands after the current step."""
@@ -597,6 +615,7 @@ class Trainer:
                 # The epoch's train metrics so far: a resumed epoch's mean covers all its steps.
                 "epoch_metrics": _metrics_to_json(run.epoch_metrics) if position else None,
                 "stopped": bool(self.callbacks.stop_training),
+                "stopped_by": self.callbacks.stopped_by if self.callbacks.stop_training else None,
             },
             metrics=self._evaluated_here(),
         )
@@ -858,16 +877,3 @@ def _epoch_source(train_data: Any) -> Callable[[int], Iterator[Any]]:
             f"epoch -> iterable, got {type(train_data).__name__}."
         )
     return lambda epoch: iter(train_data)
-
-
-def _should_save(
-    checkpointer: Any, step: int, *, epoch_end: bool = False, evaluated: bool = False
-) -> bool:
-    should_save = getattr(checkpointer, "should_save", None)  # TEMPORARY until Checkpointer has it
-    if should_save is not None:
-        return should_save(step, epoch_end=epoch_end, evaluated=evaluated)
-    return bool(
-        _every(step, checkpointer.every_steps)
-        or (epoch_end and checkpointer.every_epoch)
-        or (evaluated and checkpointer.best_metric)
-    )

@@ -140,3 +140,26 @@ def test_on_train_begin_starts_the_writers_again_where_a_callback_moves_the_step
     loop.on_train_begin()
     assert loop.step == 13
     assert writer.starts == [(0, 0), (13, 1)]
+
+
+def test_the_callback_that_stops_the_run_is_named():
+    from flax_cyclic import EarlyStopping
+
+    stopper = EarlyStopping(monitor="eval/loss", patience=1)
+    loop = CallbackList([Callback(), stopper])
+    loop.on_train_begin()
+    loop.on_eval_end({"loss": 1.0})
+    assert loop.stopped_by is None
+    loop.on_eval_end({"loss": 2.0})
+    assert loop.stop_training
+    assert loop.stopped_by == "EarlyStopping[eval/loss]"
+
+
+def test_a_state_saved_under_the_class_name_reaches_its_only_callback():
+    from flax_cyclic import EarlyStopping
+
+    saved = EarlyStopping(monitor="eval/loss", patience=3)
+    saved.best, saved.best_step, saved.wait = 0.5, 10, 2
+    loop = CallbackList([EarlyStopping(monitor="eval/loss", patience=3)])
+    loop.load_state_dict({"EarlyStopping": saved.state_dict()})  # the key of releases up to 0.2
+    assert loop.callbacks[0].state_dict() == saved.state_dict()

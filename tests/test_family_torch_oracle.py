@@ -800,7 +800,7 @@ def test_reduce_on_plateau_refuses_the_nan_metric_pytorch_counts_as_bad():
     # a diverged run looks like a plateau. Ours refuses the metric and changes nothing.
     theirs = _torch_plateau([0.1], dict(patience=1), [1.0, math.nan, math.nan])
     assert [lr for lr, _, _ in theirs] == [[0.1], [0.1], [pytest.approx(0.01)]]
-    ours = ReduceLROnPlateau(0.1, patience=1)
+    ours = ReduceLROnPlateau(0.1, mode="min", patience=1)
     ours.step(1.0)
     with pytest.raises(ValueError, match="diverged run, not a plateau"):
         ours.step(math.nan)

@@ -250,9 +250,9 @@ def test_a_trainer_with_a_writer_logs_the_lr_whichever_way_it_is_set():
         tiny_batches(16, 10), num_steps=10
     )
     logged = writer.by_tag()["learning_rate"]
-    assert sorted(logged) == list(range(10))
+    assert sorted(logged) == list(range(1, 11))  # update k's learning rate at step k + 1
     np.testing.assert_allclose(
-        [logged[k] for k in range(10)], [float(schedule(k)) for k in range(10)], rtol=1e-6
+        [logged[k + 1] for k in range(10)], [float(schedule(k)) for k in range(10)], rtol=1e-6
     )
 
 
@@ -577,12 +577,16 @@ def test_a_resumed_epochs_train_mean_covers_the_whole_epoch(tmp_path):
 def test_an_early_stopped_run_is_complete_when_run_again(tmp_path, caplog):
     from flax_cyclic import Checkpointer, EarlyStopping
 
-    def run():
+    def run(*, stopper=True):
         model, optimizer = tiny_setup(lr=0.05)
-        stopper = EarlyStopping(monitor="eval/loss", patience=1, min_delta=100.0)
+        stoppers = [EarlyStopping(monitor="eval/loss", patience=1, min_delta=100.0)]
         checkpointer = Checkpointer(tmp_path, every_steps=3, async_save=False)
         trainer = Trainer(
-            model, optimizer, callbacks=[stopper], checkpointer=checkpointer, progress=False
+            model,
+            optimizer,
+            callbacks=stoppers if stopper else [],
+            checkpointer=checkpointer,
+            progress=False,
         )
         data, evals = tiny_batches(16, 4), tiny_batches(16, 2, seed=1)
         return trainer, trainer.fit(data, num_epochs=10, eval_data=evals, eval_every_steps=2)
@@ -595,7 +599,11 @@ def test_an_early_stopped_run_is_complete_when_run_again(tmp_path, caplog):
     assert again.step == 4
     assert history.stopped
     assert history.train == []
-    assert "stopped early at step 4" in caplog.text
+    assert "stopped early at step 4 (EarlyStopping[eval/loss] set stop_training)" in caplog.text
+    # Without what stopped it, the run trains on to its end.
+    on, history = run(stopper=False)
+    assert on.step == 40
+    assert not history.stopped
 
 
 def test_a_batch_that_cannot_be_split_over_the_mesh_is_a_clear_error():

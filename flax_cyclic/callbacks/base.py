@@ -131,7 +131,9 @@ class CallbackList:
     A callback that wants training to end (e.g. [`EarlyStopping`][flax_cyclic.EarlyStopping])
     sets ``stop_training = True``; a hand-written loop checks it after each step and
     evaluation (``if callbacks.stop_training: break``), as the
-    [`Trainer`][flax_cyclic.Trainer] does.
+    [`Trainer`][flax_cyclic.Trainer] does. ``stopped_by`` then holds the ``state_key`` of the
+    callback that set it (the Trainer saves it: a stopped run stays complete while that
+    callback is in it).
 
     Args:
         callbacks: The callbacks, called in this order.
@@ -184,6 +186,7 @@ class CallbackList:
         self.epoch = 0
         self.total_steps: int | None = None  # planned train steps, when known
         self.stop_training = False  # set by a callback to end the run after this step
+        self.stopped_by: str | None = None  # the state_key of the callback that set it
         self._began = False
 
     @property
@@ -251,6 +254,8 @@ class CallbackList:
             raise _not_begun("on_epoch_end")
         for callback in self.callbacks:
             callback.on_epoch_end(self, self.epoch, metrics or {})
+            if self.stop_training and self.stopped_by is None:
+                self.stopped_by = callback.state_key
         self.epoch += 1
 
     def on_step_begin(self) -> None:
@@ -259,6 +264,8 @@ class CallbackList:
             raise _not_begun("on_step_begin")
         for callback in self.callbacks:
             callback.on_step_begin(self, self.step)
+            if self.stop_training and self.stopped_by is None:
+                self.stopped_by = callback.state_key
 
     def on_step_end(self, metrics: Mapping[str, Any] | None = None) -> None:
         """Calls ``on_step_end`` for the step that just ran, then counts it."""
@@ -266,6 +273,8 @@ class CallbackList:
             raise _not_begun("on_step_end")
         for callback in self.callbacks:
             callback.on_step_end(self, self.step, metrics or {})
+            if self.stop_training and self.stopped_by is None:
+                self.stopped_by = callback.state_key
         self.step += 1
 
     def on_eval_begin(self) -> None:
@@ -277,6 +286,8 @@ class CallbackList:
         """Calls ``on_eval_end`` on every callback."""
         for callback in self.callbacks:
             callback.on_eval_end(self, metrics)
+            if self.stop_training and self.stopped_by is None:
+                self.stopped_by = callback.state_key
 
     def on_exception(self, exception: BaseException) -> None:
         """Calls ``on_exception`` on every callback."""
@@ -297,6 +308,7 @@ class CallbackList:
         Raises:
             ValueError: If the state of a stateful callback is missing.
         """
+        states = _with_legacy_keys(self.callbacks, states)
         missing = [
             c.state_key for c in self.callbacks if c.state_key not in states and c.state_dict()
         ]
@@ -348,6 +360,25 @@ class Monitored(NamedTuple):
                 "monitor one of those."
             )
         return float(metrics[self.name])
+
+
+def _with_legacy_keys(
+    callbacks: list[Callback], states: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Mapping[str, Any]]:
+    """``states``, with a state saved under a callback's class name handed to its callback.
+
+    Releases up to 0.2 keyed every state by the class name (e.g. ``'EarlyStopping'``); a
+    callback whose key now says more (``'EarlyStopping[eval/loss]'``) gets that state when it
+    is the only callback of its class and has none under its own key.
+    """
+    renamed = dict(states)
+    own_keys = {c.state_key for c in callbacks}
+    for callback in callbacks:
+        legacy = type(callback).__name__
+        alone = sum(type(c).__name__ == legacy for c in callbacks) == 1
+        if alone and callback.state_key not in states and legacy in set(states) - own_keys:
+            renamed[callback.state_key] = renamed.pop(legacy)
+    return renamed
 
 
 def start_writers(callbacks: Iterable[Callback], step: int) -> None:

@@ -15,7 +15,6 @@ from flax import nnx
 from flax_cyclic import _checks, _improvement
 from flax_cyclic._errors import NonFiniteError
 from flax_cyclic.callbacks.base import Callback, Loop, Monitored
-from flax_cyclic.schedulers import _check_flag
 
 __all__ = ["EarlyStopping", "TerminateOnNaN"]
 
@@ -164,7 +163,7 @@ class EarlyStopping(Callback):
             owner, "patience", patience, minimum=0, maximum=None, hint="e.g. 3."
         )
         self.min_delta = _checks.real(owner, "min_delta", min_delta, hint="e.g. 0.0 or 1e-4.")
-        self.restore_best = _check_flag(owner, "restore_best", restore_best)
+        self.restore_best = _checks.flag(owner, "restore_best", restore_best)
         self.best: float | None = None
         self.best_step: int | None = None
         self.wait = 0
