@@ -8,7 +8,7 @@ from typing import Any
 
 from flax import nnx
 
-__all__ = ["mode"]
+__all__ = ["mode", "needs_rngs"]
 
 # The attributes NNX's Module.train() / Module.eval() set on the modules that have them.
 _MODE_ATTRIBUTES = ("deterministic", "use_running_average")
@@ -54,3 +54,19 @@ def mode(model: Any, *, training: bool) -> Iterator[None]:
     finally:
         for module, name, value in saved:
             setattr(module, name, value)
+
+
+def needs_rngs(owner: str, error: ValueError) -> ValueError | None:
+    """The error to raise for a model that draws random numbers but was given no ``rngs``.
+
+    ``None`` if ``error`` (from a train step) is about something else. Flax's own message
+    (``nnx.Dropout``: "no `rngs` argument was provided") does not say which argument of ours
+    to give.
+    """
+    if "no `rngs` argument" not in str(error):
+        return None
+    return ValueError(
+        f"{owner}: the model draws random numbers in training mode (e.g. nnx.Dropout) but has "
+        "no random streams of its own; pass rngs=nnx.Rngs(dropout=0), which is given to "
+        "train_step (the default step calls model(x, rngs=rngs))."
+    )

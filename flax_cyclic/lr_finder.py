@@ -11,6 +11,7 @@ exactly as they were.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -23,7 +24,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks, _figures
+from flax_cyclic import _checks, _figures, _modes
 from flax_cyclic._hyperparams import accumulation_state
 from flax_cyclic._policies import RampPolicy
 from flax_cyclic.callbacks.base import CallbackList, check_optimizer
@@ -405,6 +406,7 @@ def lr_find(
     smoothing: float | None = None,
     diverge_threshold: float = 4.0,
     learning_rate: str = "learning_rate",
+    rngs: nnx.Rngs | None = None,
 ) -> LRFinderResult:
     r"""Runs the LR range test: trains with a rising learning rate and records the loss.
 
@@ -424,9 +426,11 @@ def lr_find(
     (each loss is clipped at ``diverge_threshold`` times the lowest ``s`` so far first, so that
     the explosion that ends the test does not spill back into the valley).
 
+    The model trains in training mode (NNX's ``model.train()``: ``nnx.Dropout`` active,
+    ``nnx.BatchNorm`` on batch statistics), as it will in the run the test prepares.
     Whatever happens, the model and the optimizer are restored to their state before the
     test (parameters, optimizer state and step count, RNG counters, injected
-    hyperparameters).
+    hyperparameters, and the model's mode), and so are ``rngs``.
 
     Args:
         model: The NNX model.
@@ -447,6 +451,9 @@ def lr_find(
         diverge_threshold: Stop once the causal average exceeds this multiple of its
             minimum; > 1.
         learning_rate: The name of the injected learning rate.
+        rngs: An ``nnx.Rngs`` for a model called as ``model(x, rngs=rngs)``, passed as
+            ``train_step(model, optimizer, batch, rngs=rngs)`` (as the
+            [`Trainer`][flax_cyclic.Trainer]'s ``rngs``).
 
     Returns:
         An [`LRFinderResult`][flax_cyclic.LRFinderResult] with the learning rates, losses and
@@ -486,7 +493,11 @@ def lr_find(
         train_step = classification_train_step
     step_fn = nnx.jit(train_step)
 
-    saved = _snapshot(model, optimizer)
+    if rngs is not None and not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"{owner}: `rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+    run_step = step_fn if rngs is None else functools.partial(step_fn, rngs=rngs)
+    objects = (model, optimizer) if rngs is None else (model, optimizer, rngs)
+    saved = _snapshot(*objects)
     callback = LRSchedulerCallback(
         RangeTestLR(start_lr, end_lr, num_steps, mode), learning_rate=learning_rate, momentum=None
     )
@@ -496,11 +507,13 @@ def lr_find(
             loop.on_train_begin()
         except ValueError as error:
             raise ValueError(f"{owner}: {error}") from error
-        lrs, losses, stop_reason = _sweep(
-            loop, callback, step_fn, _batches(train_data), num_steps, smoothing, diverge_threshold
-        )
+        with _modes.mode(model, training=True):
+            lrs, losses, stop_reason = _sweep(
+                loop, callback, run_step, _batches(train_data), num_steps, smoothing,
+                diverge_threshold,
+            )  # fmt: skip
     finally:
-        _restore(model, optimizer, saved)
+        _restore(objects, saved)
     if not lrs:
         raise ValueError(f"{owner}: `train_data` yielded no batches; pass the training batches.")
     return LRFinderResult(
@@ -581,7 +594,13 @@ def _sweep(
         if batch is _END:
             return lrs, losses, "data exhausted"
         lr = callback.applied_values["lr"][0]  # as the optimizer's dtype holds it
-        loss = _loss_of(step_fn(loop.model, loop.optimizer, batch))
+        try:
+            loss = _loss_of(step_fn(loop.model, loop.optimizer, batch))
+        except ValueError as error:
+            clearer = _modes.needs_rngs("lr_find", error)
+            if clearer is not None:
+                raise clearer from error
+            raise
         if not math.isfinite(loss):
             if i == 0:
                 raise ValueError(
@@ -633,14 +652,14 @@ def _loss_of(metrics: Any) -> float:
     return float(jax.device_get(loss))
 
 
-def _snapshot(model: nnx.Module, optimizer: nnx.Optimizer) -> tuple[Any, Any]:
-    """Copies of the model's and the optimizer's state (copies: a step may donate buffers)."""
+def _snapshot(*objects: Any) -> tuple[Any, ...]:
+    """Copies of the objects' states (copies: a step may donate buffers)."""
     return tuple(
         jax.tree.map(lambda leaf: leaf.copy() if hasattr(leaf, "copy") else leaf, nnx.state(obj))
-        for obj in (model, optimizer)
+        for obj in objects
     )
 
 
-def _restore(model: nnx.Module, optimizer: nnx.Optimizer, saved: tuple[Any, Any]) -> None:
-    nnx.update(model, saved[0])
-    nnx.update(optimizer, saved[1])
+def _restore(objects: tuple[Any, ...], saved: tuple[Any, ...]) -> None:
+    for obj, state in zip(objects, saved, strict=True):
+        nnx.update(obj, state)

@@ -377,13 +377,9 @@ class Trainer:
         try:
             metrics = self._split_step(self._shard(batch))
         except ValueError as error:
-            if self.rngs is None and "no `rngs` argument" in str(error):
-                raise ValueError(
-                    "Trainer.fit: the model draws random numbers in training mode (e.g. "
-                    "nnx.Dropout) but has no random streams of its own; pass "
-                    "rngs=nnx.Rngs(dropout=0) to the Trainer, which gives them to train_step "
-                    "(the default step calls model(x, rngs=rngs)) and checkpoints them."
-                ) from error
+            clearer = _modes.needs_rngs("Trainer.fit", error) if self.rngs is None else None
+            if clearer is not None:
+                raise clearer from error
             raise
         if not isinstance(metrics, Mapping):
             raise TypeError(

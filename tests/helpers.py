@@ -135,6 +135,19 @@ class MLP(nnx.Module):
         return self.out(jax.nn.relu(self.hidden(x)))
 
 
+class NoisyNet(nnx.Module):
+    """BatchNorm + Dropout, called as the Flax NNX tutorial calls its model: model(x, rngs=rngs)."""
+
+    def __init__(self, rngs: nnx.Rngs, *, own_dropout_rngs: bool = False):
+        self.hidden = nnx.Linear(8, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, rngs=rngs)
+        self.dropout = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5) if own_dropout_rngs else None)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x, rngs: nnx.Rngs | None = None):
+        return self.out(self.dropout(jax.nn.relu(self.norm(self.hidden(x))), rngs=rngs))
+
+
 def tiny_mlp(seed: int = 0, hidden: int = 32, out_seed: int | None = None) -> MLP:
     """`MLP` initialised from `seed` (and the output layer from `out_seed` when given)."""
     out_rngs = None if out_seed is None else nnx.Rngs(out_seed)

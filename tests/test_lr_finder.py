@@ -12,9 +12,10 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import count_compilations, raises_exactly, tiny_batches
+from helpers import NoisyNet, count_compilations, raises_exactly, tiny_batches
 
 from flax_cyclic import LRFinderResult, lr_find
+from flax_cyclic.steps import classification_train_step
 
 CURVATURE = 4.0  # gradient descent on 0.5 * L * |w - target|^2 diverges for lr > 2 / L
 DIVERGENT_LR = 2 / CURVATURE
@@ -641,3 +642,27 @@ def test_a_float16_learning_rate_records_what_was_applied():
     float16 = [float(np.float16(lr)) for lr in np.geomspace(1e-3, 10.0, 20)[: len(result.lrs)]]
     assert list(result.lrs) == float16  # as the float16 optimizer applied them
     assert result.lrs[1] != pytest.approx(np.geomspace(1e-3, 10.0, 20)[1], rel=1e-6)
+
+
+def test_the_range_test_trains_in_training_mode_with_the_tutorials_rngs():
+    model = NoisyNet(nnx.Rngs(0))
+    model.eval()  # the user's mode, put back afterwards
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    with pytest.raises(ValueError, match=r"^lr_find: the model draws random numbers"):
+        lr_find(model, optimizer, tiny_batches(16, 4), num_steps=5)
+    rngs = nnx.Rngs(dropout=1)
+    seen = []
+
+    def train_step(model, optimizer, batch, *, rngs):
+        seen.append((model.dropout.deterministic, model.norm.use_running_average))
+        return classification_train_step(model, optimizer, batch, rngs=rngs)
+
+    result = lr_find(
+        model, optimizer, tiny_batches(16, 4), num_steps=5, rngs=rngs, train_step=train_step
+    )
+    assert len(result.lrs) == 5
+    assert seen[0] == (False, False)  # traced in training mode
+    assert model.dropout.deterministic  # and left in evaluation mode, as given
+    assert int(rngs.dropout.count[...]) == 0  # the streams are put back too
+    np.testing.assert_array_equal(np.asarray(model.norm.mean[...]), 0.0)

@@ -12,6 +12,7 @@ from flax import nnx
 from helpers import (
     MLP,
     CrashAt,
+    NoisyNet,
     RecordingWriter,
     count_compilations,
     host_lrs,
@@ -401,19 +402,6 @@ def test_a_train_step_that_adds_a_variable_is_refused():
 
 
 # --- Evaluation mode, the tutorial's rngs, and the loop's own decisions (issue: trust in the loop)
-
-
-class NoisyNet(nnx.Module):
-    """BatchNorm + Dropout, called as the Flax NNX tutorial calls its model: model(x, rngs=rngs)."""
-
-    def __init__(self, rngs: nnx.Rngs, *, own_dropout_rngs: bool = False):
-        self.hidden = nnx.Linear(8, 16, rngs=rngs)
-        self.norm = nnx.BatchNorm(16, rngs=rngs)
-        self.dropout = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5) if own_dropout_rngs else None)
-        self.out = nnx.Linear(16, 3, rngs=rngs)
-
-    def __call__(self, x, rngs: nnx.Rngs | None = None):
-        return self.out(self.dropout(jax.nn.relu(self.norm(self.hidden(x))), rngs=rngs))
 
 
 def noisy_trainer(*, own_dropout_rngs: bool = True, rngs: nnx.Rngs | None = None, **kwargs):
