@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath  # type: ignore[import-untyped]
 from flax import nnx
+from flax.nnx import graph
 
 from flax_cyclic import _checks, _improvement
 from flax_cyclic._errors import CheckpointError, NonFiniteError
@@ -36,12 +37,15 @@ logger = logging.getLogger("flax_cyclic")
 class Restored:
     """What [`Checkpointer.restore`][flax_cyclic.Checkpointer.restore] read back.
 
-    The model and optimizer are updated in place.
+    The model and optimizer, and the NNX objects among ``extra`` (an ``nnx.Rngs``, an
+    ``nnx.MultiMetric``), are updated in place; ``extra`` holds every extra state asked for,
+    plain pytrees as read back.
     """
 
     step: int
     callbacks: Mapping[str, Any]
     trainer: Mapping[str, Any]
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Checkpointer:
@@ -121,6 +125,7 @@ class Checkpointer:
                 "optimizer": ocp.StandardCheckpointHandler(),
                 "callbacks": ocp.JsonCheckpointHandler(),
                 "trainer": ocp.JsonCheckpointHandler(),
+                "extra": ocp.StandardCheckpointHandler(),
             },
             options=self._options(async_save),
         )
@@ -260,6 +265,7 @@ class Checkpointer:
         callbacks: Mapping[str, Any],
         trainer: Mapping[str, Any],
         metrics: Mapping[str, float] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """Saves one checkpoint at ``step`` (asynchronously if enabled).
 
@@ -277,6 +283,9 @@ class Checkpointer:
             metrics: The evaluation of these weights, by logged name (``{'eval/loss': ...}``),
                 each a real scalar; with a ``best_metric`` it ranks the checkpoint. ``None``:
                 not evaluated.
+            extra: More state of the run, by name: NNX objects (an ``nnx.Rngs`` the loop
+                draws from, an ``nnx.MultiMetric``) or pytrees of arrays, saved as arrays
+                beside the model and restored exactly by ``restore(..., extra=...)``.
 
         Returns:
             True if it saved, False if the step's checkpoint exists already.
@@ -291,7 +300,9 @@ class Checkpointer:
         metrics = self._ranked_metrics(metrics)
         if step in self.manager.all_steps():
             return self._exists(step, metrics)
-        states = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        states: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        if extra:
+            states["extra"] = _extra_states(extra)
         bad = _non_finite_leaves(states)
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -299,11 +310,11 @@ class Checkpointer:
                 f"Checkpointer.save: the state to save at step {step} is not finite ({shown}), "
                 f"so nothing was written to {self.directory}."
             )
+        items = {name: ocp.args.StandardSave(state) for name, state in states.items()}
         saved = self.manager.save(
             step,
             args=ocp.args.Composite(
-                model=ocp.args.StandardSave(states["model"]),
-                optimizer=ocp.args.StandardSave(states["optimizer"]),
+                **items,
                 callbacks=ocp.args.JsonSave(dict(callbacks)),
                 trainer=ocp.args.JsonSave(dict(trainer)),
             ),
@@ -360,7 +371,12 @@ class Checkpointer:
         self.manager.close()
 
     def restore(
-        self, *, model: nnx.Module, optimizer: nnx.Optimizer, step: int | None = None
+        self,
+        *,
+        model: nnx.Module,
+        optimizer: nnx.Optimizer,
+        step: int | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Restored | None:
         """Restores a checkpoint into ``model`` and ``optimizer``: the newest, or ``step``.
 
@@ -376,20 +392,27 @@ class Checkpointer:
             model: The model to restore into.
             optimizer: Its optimizer.
             step: The checkpoint to restore (one of ``all_steps()``); ``None`` for the newest.
+            extra: The extra state saved with ``save(..., extra=...)``, by the same names, as
+                targets of the same structure: NNX objects are updated in place, and every
+                entry is in the result's ``extra``. Checked like the model: other leaves or
+                shapes, or a checkpoint without it, are an error.
 
         Returns:
             The callbacks' and trainer's saved states, or ``None`` if there is no checkpoint
             (and no ``step`` was asked for).
 
         Raises:
-            CheckpointError: If the checkpoints do not match this model and optimizer, none of
-                them can be read, or the ``step`` asked for is not there or cannot be read.
+            CheckpointError: If the checkpoints do not match this model and optimizer (or
+                ``extra``), none of them can be read, or the ``step`` asked for is not there or
+                cannot be read.
         """
         asked = None if step is None else self._kept_step(step)
         steps = [asked] if asked is not None else sorted(self.manager.all_steps(), reverse=True)
         if not steps:
             return None
-        targets = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        targets: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+        if extra:
+            targets["extra"] = _extra_states(extra)
         failures: dict[int, str] = {}
         for candidate in steps:
             try:
@@ -401,7 +424,12 @@ class Checkpointer:
                 self._set_aside(sorted(failures), candidate)
             nnx.update(model, restored["model"])
             nnx.update(optimizer, restored["optimizer"])
-            return Restored(candidate, restored["callbacks"], restored["trainer"])
+            return Restored(
+                candidate,
+                restored["callbacks"],
+                restored["trainer"],
+                _put_back(extra or {}, restored["extra"]) if extra else {},
+            )
         failed = "; ".join(failures.values())
         if asked is not None:
             raise CheckpointError(
@@ -430,8 +458,10 @@ class Checkpointer:
             return self.manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    model=ocp.args.StandardRestore(_abstract(targets["model"])),
-                    optimizer=ocp.args.StandardRestore(_abstract(targets["optimizer"])),
+                    **{
+                        name: ocp.args.StandardRestore(_abstract(target))
+                        for name, target in targets.items()
+                    },
                     callbacks=ocp.args.JsonRestore(),
                     trainer=ocp.args.JsonRestore(),
                 ),
@@ -486,8 +516,13 @@ class Checkpointer:
         metadata = self.manager.item_metadata(step)
         problems = []
         for item, target in targets.items():
+            if metadata.get(item) is None:
+                problems.append(
+                    f"no {item} state was saved with it (it was saved without {item}=...)"
+                )
+                continue
             saved = _leaf_shapes(metadata[item].tree)
-            wanted = _leaf_shapes(nnx.to_pure_dict(target))
+            wanted = _leaf_shapes(_pure(target))
             missing = sorted(set(wanted) - set(saved))
             extra = sorted(set(saved) - set(wanted))
             reshaped = sorted(
@@ -570,6 +605,36 @@ def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
     wait = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
     if callable(wait):
         wait()
+
+
+def _extra_states(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``save``'s and ``restore``'s ``extra``: NNX objects as their ``nnx.state``."""
+    if not isinstance(extra, Mapping) or not all(isinstance(name, str) for name in extra):
+        raise TypeError(
+            "Checkpointer: `extra` must map names to NNX objects or pytrees of arrays, got "
+            f"{type(extra).__name__}; e.g. extra={{'rngs': rngs}}."
+        )
+    return {
+        name: nnx.state(value) if graph.is_graph_node(value) else value
+        for name, value in extra.items()
+    }
+
+
+def _pure(target: Any) -> Any:
+    """A restore target as Orbax's metadata describes it: ``nnx.State`` as plain dicts."""
+    if isinstance(target, nnx.State):
+        return nnx.to_pure_dict(target)
+    if isinstance(target, Mapping):
+        return {name: _pure(value) for name, value in target.items()}
+    return target
+
+
+def _put_back(extra: Mapping[str, Any], restored: Mapping[str, Any]) -> dict[str, Any]:
+    """Updates the NNX objects of ``extra`` in place; every entry as restored."""
+    for name, value in extra.items():
+        if graph.is_graph_node(value):
+            nnx.update(value, restored[name])
+    return {name: restored[name] for name in extra}
 
 
 def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:

@@ -529,7 +529,9 @@ class Trainer:
         self._saved_step: int | None = None
         if self.checkpointer is None:
             return _Resumed()
-        restored = self.checkpointer.restore(model=self.model, optimizer=self.optimizer)
+        restored = self.checkpointer.restore(
+            model=self.model, optimizer=self.optimizer, extra=self._extra()
+        )
         if restored is None:
             logger.info("No checkpoint in %s: starting fresh.", self.checkpointer.directory)
             return _Resumed()
@@ -614,7 +616,15 @@ class Trainer:
                 "stopped_by": self.callbacks.stopped_by if self.callbacks.stop_training else None,
             },
             metrics=self._evaluated_here(),
+            extra=self._extra(),
         )
+
+    def _extra(self) -> dict[str, Any] | None:
+        """What the Trainer owns beside the model and optimizer: its ``rngs``.
+
+        Read after ``self.model``, which brings the training state up to date.
+        """
+        return None if self.rngs is None else {"rngs": self.rngs}
 
     def _evaluated_here(self) -> dict[str, float] | None:
         """The last evaluation's metrics, by logged name, if it evaluated this very state."""

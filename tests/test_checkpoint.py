@@ -948,3 +948,39 @@ def test_a_checkpointer_never_used_exits_quietly(tmp_path):
     )
     assert result.returncode == 0
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_extra_state_round_trips_bitwise(tmp_path):
+    model = MLP(nnx.Rngs(0), 8)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    rngs = nnx.Rngs(dropout=7)
+    rngs.dropout()  # a used stream: the count moves
+    metrics = nnx.MultiMetric(loss=nnx.metrics.Average("loss"))
+    metrics.update(loss=np.float32(0.25))
+    table = {"ema": np.arange(4, dtype=np.float32)}
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    checkpointer.save(
+        3,
+        model=model,
+        optimizer=optimizer,
+        callbacks={},
+        trainer={},
+        extra={"rngs": rngs, "metrics": metrics, "table": table},
+    )
+    expected_key = np.asarray(jax.random.key_data(rngs.dropout.key[...]))
+    rngs.dropout(), metrics.update(loss=np.float32(9.0))  # moved on after the save
+    restored = checkpointer.restore(
+        model=model,
+        optimizer=optimizer,
+        extra={"rngs": rngs, "metrics": metrics, "table": {"ema": np.zeros(4, np.float32)}},
+    )
+    assert int(rngs.dropout.count[...]) == 1
+    np.testing.assert_array_equal(
+        np.asarray(jax.random.key_data(rngs.dropout.key[...])), expected_key
+    )
+    assert float(metrics.compute()["loss"]) == 0.25
+    np.testing.assert_array_equal(np.asarray(restored.extra["table"]["ema"]), table["ema"])
+    plain = Checkpointer(tmp_path / "plain", async_save=False)
+    plain.save(1, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    with pytest.raises(CheckpointError, match=r"^The checkpoint at step 1 .* no extra state"):
+        plain.restore(model=model, optimizer=optimizer, extra={"rngs": rngs})

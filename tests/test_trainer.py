@@ -604,3 +604,28 @@ def test_a_batch_that_cannot_be_split_over_the_mesh_is_a_clear_error():
 
     with pytest.raises(ValueError, match=r"^Trainer: the batch leaf \['scale'\] is a scalar"):
         trainer.fit(with_a_scalar, num_steps=1)
+
+
+def test_the_rngs_resume_with_the_run(tmp_path):
+    from flax_cyclic import Checkpointer
+
+    def trainer(directory, *extra):
+        return noisy_trainer(
+            own_dropout_rngs=False,
+            rngs=nnx.Rngs(dropout=3),
+            checkpointer=Checkpointer(directory, every_steps=2, async_save=False),
+            callbacks=list(extra),
+        )
+
+    data = tiny_batches(16, 4)
+    reference = trainer(tmp_path / "reference")
+    reference.fit(data, num_epochs=2)
+    crashed = trainer(tmp_path / "run", CrashAt(5))
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(data, num_epochs=2)
+    resumed = trainer(tmp_path / "run")
+    assert resumed.fit(data, num_epochs=2).resumed_from == 4
+    for a, b in zip(
+        leaves(reference.model, reference.rngs), leaves(resumed.model, resumed.rngs), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
