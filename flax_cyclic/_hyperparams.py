@@ -447,6 +447,16 @@ def accumulation_state(opt_state: Any) -> optax.MultiStepsState | None:
     return opt_state if isinstance(opt_state, optax.MultiStepsState) else None
 
 
+def nested_accumulation_state(opt_state: Any) -> optax.MultiStepsState | None:
+    """The ``optax.MultiSteps`` state anywhere in ``opt_state`` (the root or nested), if any.
+
+    The first one found: the LR callback refuses an optimizer with more than one.
+    """
+    is_state = lambda x: isinstance(x, optax.MultiStepsState)  # noqa: E731
+    found = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_state) if is_state(x)]
+    return found[0] if found else None
+
+
 def accumulation_counters(opt_state: Any) -> list[tuple[str, Any]]:
     """Every ``optax.MultiSteps`` in ``opt_state``, at the root or nested: (where, its count).
 

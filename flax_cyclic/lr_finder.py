@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from flax_cyclic import _checks, _figures, _modes
-from flax_cyclic._hyperparams import accumulation_state
+from flax_cyclic._hyperparams import nested_accumulation_state
 from flax_cyclic._policies import RampPolicy
 from flax_cyclic.callbacks.base import CallbackList, check_optimizer
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
@@ -484,7 +484,7 @@ def lr_find(
         start_lr, end_lr, num_steps, mode, smoothing, diverge_threshold
     )
     check_optimizer(owner, optimizer)
-    if accumulation_state(optimizer.opt_state) is not None:
+    if nested_accumulation_state(optimizer.opt_state) is not None:
         raise ValueError(
             f"{owner}: the optimizer accumulates gradients with optax.MultiSteps; run the range "
             "test on the optimizer without it (the test needs one update per batch)."

@@ -85,9 +85,7 @@ def classification_train_step(
     """
     inputs, labels = _inputs_and_labels(batch)
 
-    def loss_fn(
-        model: nnx.Module, rngs: nnx.Rngs | None
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss_fn(model: nnx.Module, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict[str, jax.Array]]:
         logits = model(inputs) if rngs is None else model(inputs, rngs=rngs)
         metrics = _classification_metrics(logits, labels)
         return metrics["loss"], metrics

@@ -169,10 +169,16 @@ def test_gradient_accumulation_advances_once_per_update():
     tx = optax.MultiSteps(inner, every_k_schedule=3).gradient_transformation()
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     scheduler = CyclicLR(**CONFIG)
+    writer = RecordingWriter()
     # every_k_schedule=3 is read from the optimizer: accumulation_steps is not needed.
-    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler)], 24)
+    applied = _run(model, optimizer, [LRSchedulerCallback(scheduler, writer=writer)], 24)
     assert scheduler.last_epoch == 8
     expected = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 8)]
+    # Logged at the loop's step each update completed (as the monitor and checkpoints count).
+    assert [step for step, _ in writer.series("learning_rate")] == list(range(3, 25, 3))
+    np.testing.assert_allclose(
+        [lr for _, lr in writer.series("learning_rate")], expected, rtol=1e-6
+    )
     # Parameters move on every third train step only, by the LR of that update.
     np.testing.assert_allclose(applied[2::3, 0], expected, rtol=1e-6)
     assert not applied[0::3].any()

@@ -510,3 +510,20 @@ def test_a_writer_must_write_scalars():
     )
     with raises_exactly(TypeError, message):
         LearningRateMonitor("logs/")
+
+
+def test_gradient_accumulation_nested_in_a_chain_logs_as_at_the_root():
+    _, inner = _cyclic_sgd()
+    series = []
+    for tx in (
+        optax.MultiSteps(inner, every_k_schedule=4).gradient_transformation(),
+        optax.chain(
+            optax.clip_by_global_norm(1e9),
+            optax.MultiSteps(inner, every_k_schedule=4).gradient_transformation(),
+        ),
+    ):
+        writer = RecordingWriter()
+        _run(*_optimizer(tx), [LearningRateMonitor(writer, log_every_steps=2)])
+        series.append(writer.series("learning_rate"))
+    assert series[0] == series[1]
+    assert _steps(series[0]) == [4, 8, 12]  # only the windows in which it updated

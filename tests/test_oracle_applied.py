@@ -413,7 +413,8 @@ def check_applied(case: Case, scheduler: Any, record: Record) -> None:
 
 
 def check_logged(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
-    """The event files hold what update s - 1 applied at each step s = N, 2N, ..."""
+    """The event files hold what update s - 1 applied, for s = N, 2N, ... updates, at the loop's
+    step that update completed (s times the micro-steps per update under MultiSteps)."""
     series = tensorboard_series(logdir)
     driven = drives_momentum(case, scheduler)
     tags = {}
@@ -425,7 +426,7 @@ def check_logged(case: Case, scheduler: Any, record: Record, logdir: Any) -> Non
     assert logged_tags == set(tags), f"logged {sorted(logged_tags)}, driven {sorted(tags)}"
     steps = [s for s in range(1, case.updates + 1) if s % case.log_every == 0]
     for tag, (name, label) in tags.items():
-        want = [(s, float(np.float32(record.held[s - 1][name, label]))) for s in steps]
+        want = [(s * case.micro, float(np.float32(record.held[s - 1][name, label]))) for s in steps]
         got = [(s, float(np.float32(v))) for s, v in series[tag]]
         assert got == want, f"{tag}: logged {got}, applied {want}"
 

@@ -283,7 +283,7 @@ class LRSchedulerCallback(Callback):
         if self._unconfirmed:
             self._verify_applied(loop, update)
         if self.writer is not None and (update + 1) % self.log_every_steps == 0:
-            self._log(update + 1)  # what update i applied is logged at step i + 1
+            self._log(self._train_steps)  # at the loop step the update completed
         if self._per_update:
             self._advance()
 

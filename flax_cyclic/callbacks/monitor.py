@@ -10,8 +10,8 @@ import jax
 from flax_cyclic import _checks
 from flax_cyclic._hyperparams import (
     InjectedHyperparams,
-    accumulation_state,
     find_injected_hyperparams,
+    nested_accumulation_state,
 )
 from flax_cyclic._metrics import local_copy
 from flax_cyclic.callbacks.base import (
@@ -154,7 +154,7 @@ class LearningRateMonitor(Callback):
         self._check_order(loop)
         opt_state = optimizer.opt_state
         self._reads = self._resolve_reads(find_injected_hyperparams(opt_state), opt_state)
-        self._accumulation = accumulation_state(opt_state)
+        self._accumulation = nested_accumulation_state(opt_state)
         self._active = self.writer is None or jax.process_index() == 0
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
