@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: test lint bench demo data clean docs dist platforms
+.PHONY: test test-slow lint bench demo data clean docs dist platforms
 
 # Where `make demo` keeps its checkpoints and TensorBoard logs; run it again to resume.
 DEMO_WORKDIR ?= runs/mnist
@@ -27,8 +27,14 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The quick tier: every test not marked slow (the contributor's edit-test loop).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+# The complete tier that CI runs after `make test`: the end-to-end tests marked slow (kill
+# campaigns, real data, platform resolution, the oracles' long runs of generated cases).
+test-slow: $(DEV_STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # The MNIST example on Fashion-MNIST: a few minutes on two CPU cores. The data come from
 # examples/mnist's search (data_dir, cache, download); offline, as root on Debian or Ubuntu,

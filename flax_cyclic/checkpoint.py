@@ -516,10 +516,8 @@ class Checkpointer:
         metadata = self.manager.item_metadata(step)
         problems = []
         for item, target in targets.items():
-            if metadata.get(item) is None:
-                problems.append(
-                    f"no {item} state was saved with it (it was saved without {item}=...)"
-                )
+            if item == "extra" and metadata.get(item) is None:
+                problems.append("no extra state was saved with it (it was saved without extra=...)")
                 continue
             saved = _leaf_shapes(metadata[item].tree)
             wanted = _leaf_shapes(_pure(target))
