@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flax import nnx
 
-__all__ = ["mode", "needs_rngs"]
+__all__ = ["check_takes_rngs", "mode", "needs_rngs"]
 
 # The attributes NNX's Module.train() / Module.eval() set on the modules that have them.
 _MODE_ATTRIBUTES = ("deterministic", "use_running_average")
@@ -69,4 +70,23 @@ def needs_rngs(owner: str, error: ValueError) -> ValueError | None:
         f"{owner}: the model draws random numbers in training mode (e.g. nnx.Dropout) but has "
         "no random streams of its own; pass rngs=nnx.Rngs(dropout=0), which is given to "
         "train_step (the default step calls model(x, rngs=rngs))."
+    )
+
+
+def check_takes_rngs(owner: str, function: Callable[..., Any], described: str) -> None:
+    """Raises a ``TypeError`` unless ``function`` can be called with ``rngs=...``.
+
+    Checked when ``rngs`` is given, so that the mistake shows before any tracing, naming what
+    has to change (``described``: what the function is, e.g. "train_step").
+    """
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): let the call tell
+        return
+    if any(p.kind is p.VAR_KEYWORD or p.name == "rngs" for p in parameters):
+        return
+    raise TypeError(
+        f"{owner}: rngs is given, so {described} is called with rngs=...; it takes no `rngs` "
+        f"argument. Add one (e.g. `def __call__(self, x, rngs=None)`, passed on to "
+        "nnx.Dropout), or drop rngs= if the model keeps its own streams."
     )

@@ -495,6 +495,10 @@ def lr_find(
 
     if rngs is not None and not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"{owner}: `rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+    if rngs is not None:
+        _modes.check_takes_rngs(owner, train_step, "train_step")
+        if train_step is classification_train_step:
+            _modes.check_takes_rngs(owner, model, "the model (by the default step)")
     run_step = step_fn if rngs is None else functools.partial(step_fn, rngs=rngs)
     objects = (model, optimizer) if rngs is None else (model, optimizer, rngs)
     saved = _snapshot(*objects)

@@ -147,6 +147,10 @@ class Trainer:
             callbacks.append(ProgressBar(enabled=progress))
         if rngs is not None and not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"Trainer: `rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+        if rngs is not None:
+            _modes.check_takes_rngs("Trainer", train_step, "train_step")
+            if train_step is classification_train_step:
+                _modes.check_takes_rngs("Trainer", model, "the model (by the default step)")
         self.rngs = rngs
         self._split_step = SplitStep(train_step, model, optimizer, rngs=rngs)
         self.callbacks = _TrainerLoop(

@@ -629,3 +629,15 @@ def test_the_rngs_resume_with_the_run(tmp_path):
         leaves(reference.model, reference.rngs), leaves(resumed.model, resumed.rngs), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_rngs_for_a_step_or_model_that_takes_none_is_refused_at_once():
+    model, optimizer = tiny_setup()  # MLP.__call__(self, x): no rngs
+    with pytest.raises(TypeError, match=r"^Trainer: rngs is given, so the model \(by the default"):
+        Trainer(model, optimizer, rngs=nnx.Rngs(0))
+
+    def train_step(model, optimizer, batch):
+        return {}
+
+    with pytest.raises(TypeError, match=r"^Trainer: rngs is given, so train_step is called"):
+        Trainer(model, optimizer, train_step=train_step, rngs=nnx.Rngs(0))
