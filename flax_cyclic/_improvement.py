@@ -38,7 +38,7 @@ def infer_mode(owner: str, name: str, metric: str) -> str:
     Raises:
         ValueError: If the name holds words of neither direction, or of both.
 
-    Example:
+    Examples:
         >>> infer_mode("EarlyStopping", "mode", "eval/top1_accuracy")
         'max'
         >>> infer_mode("EarlyStopping", "mode", "train/loss")
@@ -71,7 +71,7 @@ def is_improvement(
     ``best * (1 + delta)``. Any finite value improves on no ``best`` (``None``); a non-finite one
     never improves.
 
-    Example:
+    Examples:
         >>> is_improvement(0.9, 1.0, "min", delta=0.05), is_improvement(float("nan"), None, "max")
         (True, False)
     """
@@ -87,7 +87,7 @@ def is_improvement(
 def rank(value: float, mode: str) -> float:
     """A sort key of ``value``: higher is better in either mode; non-finite values lowest.
 
-    Example:
+    Examples:
         >>> sorted([0.3, float("nan"), 0.1], key=lambda loss: rank(loss, "min"))
         [nan, 0.3, 0.1]
     """

@@ -28,7 +28,7 @@ def mode(model: Any, *, training: bool) -> Iterator[None]:
         model: An ``nnx.Module`` (anything else is left alone).
         training: Training mode if true, evaluation mode if false.
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> model = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Dropout(0.5))
         >>> with mode(model, training=False):

@@ -209,7 +209,7 @@ class Checkpointer:
         Returns:
             Whether to save now.
 
-        Example:
+        Examples:
             >>> import tempfile
             >>> checkpointer = Checkpointer(tempfile.mkdtemp(), every_steps=3, every_epoch=False)
             >>> [step for step in range(10) if checkpointer.should_save(step)]

@@ -489,17 +489,7 @@ def lr_find(
             f"{owner}: the optimizer accumulates gradients with optax.MultiSteps; run the range "
             "test on the optimizer without it (the test needs one update per batch)."
         )
-    if train_step is None:
-        train_step = classification_train_step
-    step_fn = nnx.jit(train_step)
-
-    if rngs is not None and not isinstance(rngs, nnx.Rngs):
-        raise TypeError(f"{owner}: `rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
-    if rngs is not None:
-        _modes.check_takes_rngs(owner, train_step, "train_step")
-        if train_step is classification_train_step:
-            _modes.check_takes_rngs(owner, model, "the model (by the default step)")
-    run_step = step_fn if rngs is None else functools.partial(step_fn, rngs=rngs)
+    run_step = _compiled_step(train_step, model, rngs)
     objects = (model, optimizer) if rngs is None else (model, optimizer, rngs)
     saved = _snapshot(*objects)
     callback = LRSchedulerCallback(
@@ -528,6 +518,23 @@ def lr_find(
         smoothing=smoothing,
         diverge_threshold=diverge_threshold,
     )
+
+
+def _compiled_step(
+    train_step: Callable[..., Any] | None, model: nnx.Module, rngs: Any
+) -> Callable[..., Any]:
+    """The train step (the default one if ``None``) under ``nnx.jit``, given ``rngs=`` if any."""
+    owner = "lr_find"
+    if train_step is None:
+        train_step = classification_train_step
+    if rngs is None:
+        return nnx.jit(train_step)
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"{owner}: `rngs` must be an nnx.Rngs, got {type(rngs).__name__}.")
+    _modes.check_takes_rngs(owner, train_step, "train_step")
+    if train_step is classification_train_step:
+        _modes.check_takes_rngs(owner, model, "the model (by the default step)")
+    return functools.partial(nnx.jit(train_step), rngs=rngs)
 
 
 def _checked_arguments(

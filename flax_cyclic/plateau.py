@@ -170,7 +170,7 @@ class ReduceLROnPlateau(LRScheduler):
             ValueError: If the name says neither direction (pass ``mode='min'`` or ``'max'``),
                 or if the mode was inferred before from a name of the other direction.
 
-        Example:
+        Examples:
             >>> scheduler = ReduceLROnPlateau(0.1)
             >>> scheduler.resolve_mode("eval/accuracy")
             >>> scheduler.mode
