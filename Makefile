@@ -34,7 +34,11 @@ test: lint
 # The complete tier that CI runs after `make test`: the end-to-end tests marked slow (kill
 # campaigns, real data, platform resolution, the oracles' long runs of generated cases).
 test-slow: $(DEV_STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow $(addprefix --ignore=,$(ORACLES))
+	$(BIN)/python -m pytest -m slow -n auto $(ORACLES)
+
+# The generative oracles: hundreds of independent generated cases, run in parallel.
+ORACLES := tests/test_oracle_resume.py tests/test_oracle_applied.py
 
 # The MNIST example on Fashion-MNIST: a few minutes on two CPU cores. The data come from
 # examples/mnist's search (data_dir, cache, download); offline, as root on Debian or Ubuntu,
