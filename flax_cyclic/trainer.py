@@ -142,7 +142,7 @@ class Trainer:
                 # Nothing logs the learning rate yet: read it from the optimizer (first, so
                 # that it reads before a scheduler callback writes the next update's value).
                 callbacks.insert(0, LearningRateMonitor(writer, log_every_steps=log_every_steps))
-            callbacks.append(MetricsLogger(writer, every_steps=log_every_steps))
+            callbacks.append(MetricsLogger(writer, log_every_steps=log_every_steps))
         if progress is not False:
             callbacks.append(ProgressBar(enabled=progress))
         if rngs is not None and not isinstance(rngs, nnx.Rngs):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from helpers import (
     LOGGED_SCHEDULE,
@@ -28,7 +29,7 @@ def _hand_written_run(logdir, scheduler, steps):
     writer = create_writer(logdir)
     callbacks = [
         LRSchedulerCallback(scheduler, writer=writer),
-        MetricsLogger(writer, every_steps=1),
+        MetricsLogger(writer, log_every_steps=1),
     ]
     loop = CallbackList(callbacks, model=model, optimizer=optimizer)
     step_fn = nnx.jit(classification_train_step)
@@ -81,7 +82,9 @@ def feed_logger(logger, *, start, losses, evaluate_at=(), state=None):
 def test_step_s_means_s_updates_completed():
     writer = RecordingWriter()
     losses = {i: float(i) for i in range(7)}
-    feed_logger(MetricsLogger(writer, every_steps=3), start=0, losses=losses, evaluate_at=(0, 7))
+    feed_logger(
+        MetricsLogger(writer, log_every_steps=3), start=0, losses=losses, evaluate_at=(0, 7)
+    )
     # The means of updates 0..2 and 3..5 at steps 3 and 6; evaluations after 0 and 7 updates.
     assert writer.series("train/loss") == [(3, 1.0), (6, 4.0)]
     assert [step for step, _ in writer.series("steps_per_sec")] == [3, 6]
@@ -91,13 +94,19 @@ def test_step_s_means_s_updates_completed():
 def test_a_resumed_run_writes_the_means_of_the_uninterrupted_run():
     losses = {i: float(i * i) for i in range(10)}
     uninterrupted = RecordingWriter()
-    feed_logger(MetricsLogger(uninterrupted, every_steps=4), start=0, losses=losses)
+    feed_logger(MetricsLogger(uninterrupted, log_every_steps=4), start=0, losses=losses)
     resumed = RecordingWriter()
     state = feed_logger(
-        MetricsLogger(resumed, every_steps=4), start=0, losses=dict(list(losses.items())[:6])
+        MetricsLogger(resumed, log_every_steps=4), start=0, losses=dict(list(losses.items())[:6])
     )
     state = json.loads(json.dumps(state))  # as a checkpoint keeps it
     rest = dict(list(losses.items())[6:])
-    feed_logger(MetricsLogger(resumed, every_steps=4), start=6, losses=rest, state=state)
+    feed_logger(MetricsLogger(resumed, log_every_steps=4), start=6, losses=rest, state=state)
     assert uninterrupted.series("train/loss") == [(4, 3.5), (8, 31.5)]
     assert resumed.series("train/loss") == uninterrupted.series("train/loss")
+
+
+def test_the_earlier_name_of_the_interval_still_works_with_a_warning():
+    with pytest.warns(FutureWarning, match=r"^MetricsLogger: `every_steps` is now called"):
+        logger = MetricsLogger(RecordingWriter(), every_steps=7)
+    assert logger.log_every_steps == 7

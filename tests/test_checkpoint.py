@@ -492,7 +492,7 @@ def test_a_finished_run_says_it_is_complete(tmp_path, caplog):
 def test_train_means_across_a_resume_equal_an_uninterrupted_run(tmp_path):
     def run(directory, crash_at=None):
         log = RecordingWriter()
-        extra = [MetricsLogger(log, every_steps=5)]
+        extra = [MetricsLogger(log, log_every_steps=5)]
         if crash_at is not None:
             extra.append(CrashAt(crash_at))
         trainer, _ = _trainer(directory, extra=extra)

@@ -169,7 +169,7 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(tmp_path):
 def _logged_loop(logdir, *, start: int, losses: dict[int, float], evaluate_at=()) -> None:
     """A hand-written CallbackList loop from step `start` logging through a MetricsLogger."""
     writer = create_writer(logdir)
-    logger = MetricsLogger(writer, every_steps=1)
+    logger = MetricsLogger(writer, log_every_steps=1)
     feed_logger(logger, start=start, losses=losses, evaluate_at=evaluate_at)
     writer.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,11 +18,11 @@ __all__ = ["MetricsLogger"]
 
 
 class MetricsLogger(Callback):
-    """Writes the mean train metrics every ``every_steps`` steps, and every evaluation.
+    """Writes the mean train metrics every ``log_every_steps`` steps, and every evaluation.
 
     Tags: ``train/<name>`` (the mean over the steps since the last write), ``steps_per_sec``,
     and ``eval/<name>``. Step ``s`` means ``s`` updates completed, for every tag: the means of
-    updates ``0 .. N-1`` are written at step ``N`` (``N`` = ``every_steps``), then at ``2N``,
+    updates ``0 .. N-1`` are written at step ``N`` (``N`` = ``log_every_steps``), then at ``2N``,
     ``3N``, ..., where the learning rate of the window's last update is logged too; an
     evaluation run after ``s`` updates is written at step ``s``, the step of the checkpoint
     saved with it. Train metrics stay on the device between writes: one transfer per write,
@@ -33,16 +34,20 @@ class MetricsLogger(Callback):
 
     Args:
         writer: A CLU ``MetricWriter``, e.g. from [`create_writer`][flax_cyclic.create_writer].
-        every_steps: Write every this many train steps.
+        log_every_steps: Write every this many train steps (the name the
+            [`Trainer`][flax_cyclic.Trainer] and the learning-rate callbacks give it too).
         clock: Seconds for steps/s; ``time.perf_counter`` unless a test passes its own.
+        every_steps: The earlier name of ``log_every_steps``; it still works, with a
+            ``FutureWarning``.
     """
 
     def __init__(
         self,
         writer: MetricWriter,
         *,
-        every_steps: int = 50,
+        log_every_steps: int = 50,
         clock: Callable[[], float] = time.perf_counter,
+        every_steps: int | None = None,
     ) -> None:
         if not callable(getattr(writer, "write_scalars", None)):
             raise TypeError(
@@ -50,8 +55,16 @@ class MetricsLogger(Callback):
                 f"(write_scalars(step, scalars)), got {type(writer).__name__}."
             )
         self.writer = writer
-        self.every_steps = _checks.integer(
-            "MetricsLogger", "every_steps", every_steps, minimum=1, hint="e.g. 50."
+        if every_steps is not None:
+            warnings.warn(
+                "MetricsLogger: `every_steps` is now called `log_every_steps`, as in the Trainer "
+                "and the learning-rate callbacks; pass log_every_steps=...",
+                FutureWarning,
+                stacklevel=2,
+            )
+            log_every_steps = every_steps
+        self.log_every_steps = _checks.integer(
+            "MetricsLogger", "log_every_steps", log_every_steps, minimum=1, hint="e.g. 50."
         )
         self.clock = clock
         self._window: list[Mapping[str, Any]] = []
@@ -83,10 +96,10 @@ class MetricsLogger(Callback):
         ]
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
-        """Keeps update ``step``'s metrics; every ``every_steps`` updates writes their means."""
+        """Keeps update ``step``'s metrics; every ``log_every_steps`` updates writes their means."""
         self._window.append(metrics)
         done = step + 1
-        if done % self.every_steps:
+        if done % self.log_every_steps:
             return
         scalars = {f"train/{name}": value for name, value in mean_metrics(self._window).items()}
         now = self.clock()
