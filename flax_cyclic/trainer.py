@@ -166,6 +166,7 @@ class Trainer:
             )
         self.mesh = mesh
         self._data_axis = data_axis
+        self._data_parts = 1 if mesh is None else _local_data_parts(mesh, data_axis)
         # The last evaluation's step and means: a save at that step is ranked by them.
         self._last_eval: tuple[int, dict[str, float]] | None = None
         self._batch_sharding = (
@@ -501,7 +502,7 @@ class Trainer:
 
         def place(path: Any, leaf: Any) -> jax.Array:
             local = np.asarray(leaf)
-            parts = self._local_data_parts
+            parts = self._data_parts
             if local.ndim == 0 or local.shape[0] % parts:
                 shape = "a scalar" if local.ndim == 0 else f"of shape {local.shape}"
                 raise ValueError(
@@ -513,20 +514,6 @@ class Trainer:
             return jax.make_array_from_process_local_data(sharding, local)
 
         return jax.tree_util.tree_map_with_path(place, batch)
-
-    @property
-    def _local_data_parts(self) -> int:
-        """Into how many parts this process's batch is split: its devices along the data axis."""
-        assert self.mesh is not None
-        axis = self.mesh.axis_names.index(self._data_axis)
-        local = {device.id for device in jax.local_devices()}
-        return len(
-            {
-                index[axis]
-                for index, device in np.ndenumerate(self.mesh.devices)
-                if device.id in local
-            }
-        )
 
     def _resume(self, history: History) -> _Resumed:
         """Restores the newest checkpoint into the run; returns where the run stands."""
@@ -770,6 +757,15 @@ class _Resumed:
 
 
 _TRAINER_KEYS = ("step", "epoch", "position", "data_state")
+
+
+def _local_data_parts(mesh: jax.sharding.Mesh, data_axis: str) -> int:
+    """Into how many parts this process's batch is split: its devices along the data axis."""
+    axis = mesh.axis_names.index(data_axis)
+    local = {device.id for device in jax.local_devices()}
+    return len(
+        {index[axis] for index, device in np.ndenumerate(mesh.devices) if device.id in local}
+    )
 
 
 def _every(step: int, interval: int | None) -> bool:
