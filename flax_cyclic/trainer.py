@@ -157,23 +157,11 @@ class Trainer:
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
         self._eval_step = nnx.jit(eval_step)
-        if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
-            raise TypeError(f"Trainer: `mesh` must be a jax.sharding.Mesh, got {mesh!r}.")
-        if mesh is not None and data_axis not in mesh.axis_names:
-            raise ValueError(
-                f"Trainer: `data_axis` must name an axis of the mesh, got data_axis="
-                f"{data_axis!r} for a mesh with axes {mesh.axis_names}."
-            )
         self.mesh = mesh
         self._data_axis = data_axis
-        self._data_parts = 1 if mesh is None else _local_data_parts(mesh, data_axis)
+        self._batch_sharding, self._data_parts = _batch_placement(mesh, data_axis)
         # The last evaluation's step and means: a save at that step is ranked by them.
         self._last_eval: tuple[int, dict[str, float]] | None = None
-        self._batch_sharding = (
-            None
-            if mesh is None
-            else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(data_axis))
-        )
 
     @property
     def model(self) -> nnx.Module:
@@ -757,6 +745,24 @@ class _Resumed:
 
 
 _TRAINER_KEYS = ("step", "epoch", "position", "data_state")
+
+
+def _batch_placement(mesh: Any, data_axis: str) -> tuple[jax.sharding.NamedSharding | None, int]:
+    """The batch's sharding on ``mesh`` (checked) and into how many parts this process's is split.
+
+    ``(None, 1)`` without a mesh.
+    """
+    if mesh is None:
+        return None, 1
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"Trainer: `mesh` must be a jax.sharding.Mesh, got {mesh!r}.")
+    if data_axis not in mesh.axis_names:
+        raise ValueError(
+            f"Trainer: `data_axis` must name an axis of the mesh, got data_axis="
+            f"{data_axis!r} for a mesh with axes {mesh.axis_names}."
+        )
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(data_axis))
+    return sharding, _local_data_parts(mesh, data_axis)
 
 
 def _local_data_parts(mesh: jax.sharding.Mesh, data_axis: str) -> int:
