@@ -460,13 +460,17 @@ def test_the_example_on_two_processes_and_a_dead_peer(tiny, tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     assert line in single.stdout
 
-    # A peer dies: the survivor gives up after the heartbeat timeout (10 s here), and the
-    # whole job resumes from the last complete collective checkpoint.
+    # A peer dies: the survivor gives up, either after the heartbeat timeout (10 s here) or
+    # sooner, when a collective with the dead peer fails (a JAX runtime error), whichever it
+    # meets first; the whole job resumes from the last complete collective checkpoint.
     long = [*flags, "--config.num_train_steps=5000"]
     died = _job(tmp_path / "dead", long, kill_after_checkpoint=40)
     assert died[1][0] != 0
     assert died[0][0] != 0
-    assert "heartbeat" in died[0][2]
+    survivor = died[0][2]
+    assert any(sign in survivor for sign in ("heartbeat", "JaxRuntimeError", "XlaRuntimeError")), (
+        survivor[-3000:]
+    )
     complete = sorted(
         int(p.name) for p in (tmp_path / "dead" / "checkpoints").iterdir() if p.name.isdigit()
     )
