@@ -15,10 +15,11 @@ place between steps (``InjectedHyperparams.write``) is heard without a sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from flax_cyclic._hyperparams import find_injected_hyperparams
@@ -77,7 +78,10 @@ class SplitStep:
         self._taken: list[Any] = []  # what the carried variables held when the list was taken
         self._given: list[Any] = []  # the inputs of the last step, and what it returned for them
         self._returned: list[Any] = []
-        self._compiled = jax.jit(self._pure, donate_argnums=0 if self._donate else ())
+        self._stacked = False  # whether _returned holds the values of several steps (run)
+        donated = 0 if self._donate else ()
+        self._compiled = jax.jit(self._pure, donate_argnums=donated)
+        self._scanned = jax.jit(self._pure_scan, donate_argnums=donated)
 
     def __call__(self, batch: Any) -> Any:
         """Runs one step on ``batch``; returns its metrics."""
@@ -85,8 +89,39 @@ class SplitStep:
             self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
         given = [variable.get_raw_value() for variable in self._inputs]
         self._leaves, self._returned, metrics = self._compiled(self._leaves, given, batch)
-        self._given = given
+        self._given, self._stacked = given, False
         return metrics
+
+    def injected(self) -> list[Any]:
+        """The injected-hyperparameter variables, in the order ``run`` takes their values."""
+        return list(self._inputs)
+
+    def run(self, batches: Any, values: list[np.ndarray]) -> tuple[Any, list[Any]]:
+        """Runs ``n`` steps in one dispatch: a scan over ``batches`` stacked on a first axis.
+
+        Returns without waiting for the device.
+
+        Args:
+            batches: ``n`` batches stacked on a new leading axis.
+            values: For each variable of ``injected()``, its ``n`` values, one per step: the
+                value is written into the injected state before that step's update.
+
+        Returns:
+            The ``n`` steps' metrics, stacked, and for each injected variable the ``n`` values
+            its updates applied (read back from inside the scan): device arrays.
+        """
+        if self._leaves is None:
+            self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
+        self._given = [variable.get_raw_value() for variable in self._inputs]
+        self._leaves, applied, metrics = self._scanned(self._leaves, values, batches)
+        self._returned = applied  # stacked: sync takes the last step's values
+        self._stacked = True
+        return metrics, applied
+
+    def show(self, values: Mapping[int, np.ndarray]) -> None:
+        """Puts values into injected variables (by index in ``injected()``), for hooks to read."""
+        for index, value in values.items():
+            self._inputs[index].set_raw_value(value)
 
     @property
     def carried_bytes(self) -> int:
@@ -141,9 +176,10 @@ class SplitStep:
             self._inputs, self._given, self._returned, strict=False
         ):
             if variable.get_raw_value() is given:  # not written since the step
-                variable.set_raw_value(returned)
+                variable.set_raw_value(returned[-1] if self._stacked else returned)
         self._leaves = None
         self._given, self._returned, self._taken = [], [], []
+        self._stacked = False
 
     def _carried_paths(self) -> list[Any]:
         return self._divided(self._paths)[0]
@@ -177,6 +213,16 @@ class SplitStep:
         new = [variable.get_raw_value() for _, variable in flat]
         carried_out, inputs_out = self._divided(new)
         return carried_out, inputs_out, metrics
+
+    def _pure_scan(
+        self, carried: list[Any], values: list[Any], batches: Any
+    ) -> tuple[list[Any], list[Any], Any]:
+        def one(carried: list[Any], step: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
+            carried, applied, metrics = self._pure(carried, *step)
+            return carried, (applied, metrics)
+
+        carried, (applied, metrics) = jax.lax.scan(one, carried, (values, batches))
+        return carried, applied, metrics
 
     def _divided(self, values: list[Any]) -> tuple[list[Any], list[Any]]:
         """``values`` (one per variable) parted into the carried ones and the inputs."""

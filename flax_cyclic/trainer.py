@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -104,6 +104,15 @@ class Trainer:
             split over ``data_axis``: in a multi-process run, each process passes its own
             part of the global batch (``jax.make_array_from_process_local_data``).
         data_axis: The mesh axis the batch dimension is split over.
+        steps_per_dispatch: Train steps run per call into compiled code: ``k > 1`` runs ``k``
+            batches, stacked, as one ``jax.jit`` function (a ``jax.lax.scan`` of the step)
+            and saves ``k - 1`` Python round trips and launches per ``k`` steps; the
+            learning rate stays exact at every update (see docs/concepts.md, "Several steps
+            per dispatch"). The hooks of the ``k`` steps run after the dispatch, in order,
+            with each step's metrics and the hyperparameters it applied; evaluations, saves
+            and stops act at dispatch ends, which fall on multiples of ``k`` (and at epoch
+            ends and ``num_steps``, where a dispatch may be shorter). ``eval_every_steps``
+            and the checkpointer's ``every_steps`` must be multiples of ``k``.
 
     Raises:
         TypeError: If ``optimizer`` is not an ``nnx.Optimizer``, a step is not callable or a
@@ -125,8 +134,16 @@ class Trainer:
         rngs: nnx.Rngs | None = None,
         mesh: jax.sharding.Mesh | None = None,
         data_axis: str = "data",
+        steps_per_dispatch: int = 1,
     ) -> None:
         check_optimizer("Trainer", optimizer)
+        self.steps_per_dispatch = _checks.integer(
+            "Trainer",
+            "steps_per_dispatch",
+            steps_per_dispatch,
+            minimum=1,
+            hint="Train steps per dispatch, e.g. 1 (the default) or 32.",
+        )
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
                 raise TypeError(f"Trainer: `{name}` must be callable, got {step!r}.")
@@ -156,6 +173,7 @@ class Trainer:
         self.callbacks = _TrainerLoop(
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
+        self.callbacks.steps_per_dispatch = self.steps_per_dispatch
         self._eval_step = nnx.jit(eval_step)
         self.mesh = mesh
         self._data_axis = data_axis
@@ -234,6 +252,7 @@ class Trainer:
                 )
         if eval_data is None:
             self._check_nothing_waits_for_evaluations()
+        self._check_dispatch_intervals(eval_every_steps)
         history = History()
         self.callbacks.stop_training, self.callbacks.stopped_by = False, None
         self._last_eval = None
@@ -284,6 +303,23 @@ class Trainer:
                     self.checkpointer.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
+
+    def _check_dispatch_intervals(self, eval_every_steps: int | None) -> None:
+        """Refuses an interval that would fall inside a dispatch of several steps."""
+        k = self.steps_per_dispatch
+        every_save = self.checkpointer.every_steps if self.checkpointer else None
+        for name, interval in (
+            ("eval_every_steps", eval_every_steps),
+            ("the checkpointer's every_steps", every_save),
+        ):
+            if interval is not None and interval % k:
+                raise ValueError(
+                    f"Trainer.fit: {name}={interval} is not a multiple of steps_per_dispatch="
+                    f"{k}: evaluations and saves happen between dispatches of {k} steps, so "
+                    f"step {interval} is never reached between two. Make it a multiple of {k} "
+                    f"(e.g. {max(k, interval // k * k)}), or choose a steps_per_dispatch that "
+                    "divides it."
+                )
 
     def _check_nothing_waits_for_evaluations(self) -> None:
         """Refuses a run without eval_data when a checkpointer or callback acts on its metrics."""
@@ -339,6 +375,8 @@ class Trainer:
                 "iterator, pass a re-iterable (a list, a grain dataset) or a function epoch -> "
                 "iterable instead: an iterator is exhausted after one epoch."
             )
+        if self.steps_per_dispatch > 1:
+            return self._train_epoch_dispatched(run, batches, batch)
         while batch is not _END:
             run.epoch_metrics.append(self._train_one(batch))
             run.position += 1
@@ -348,50 +386,190 @@ class Trainer:
                 continue
             run.data_state = _data_state(batches)  # where the data stand after this step
             batch = next(batches, _END)
-            if run.stop:
-                return False  # preempted, or stopped by a step hook: saved as it is
-            if batch is _END:
-                return True  # the epoch's last step: its end evaluates and saves
-            evaluated = run.eval_due
-            if evaluated and run.eval_data is not None:
-                run.history.eval.append(self.evaluate(run.eval_data))
-            if self.checkpointer and self.checkpointer.should_save(
-                self.callbacks.step, evaluated=evaluated
-            ):
-                self._save(run)
-            if self._stops_after_decisions(run):
-                return False
+            if self._decide(run, batch):
+                return not run.stop
+        return True
+
+    def _decide(self, run: _Run, batch: Any) -> bool:
+        """At a step where something is due: stop, end the epoch, or evaluate and save.
+
+        Returns whether the epoch's training ends here (``batch``, the next one, is ``_END``
+        at the epoch's last step, whose end evaluates and saves).
+        """
+        if run.stop:
+            return True  # preempted, or stopped by a step hook: saved as it is
+        if batch is _END:
+            return True  # the epoch's last step: its end evaluates and saves
+        evaluated = run.eval_due
+        if evaluated and run.eval_data is not None:
+            run.history.eval.append(self.evaluate(run.eval_data))
+        if self.checkpointer and self.checkpointer.should_save(
+            self.callbacks.step, evaluated=evaluated
+        ):
+            self._save(run)
+        return self._stops_after_decisions(run)
+
+    def _train_epoch_dispatched(self, run: _Run, batches: Iterator[Any], batch: Any) -> bool:
+        """``_train_epoch`` with several steps per dispatch; False if the run stops within.
+
+        While a dispatch trains, the hooks of the one before it run. Where something is due
+        at a dispatch's end (an evaluation, a save, ``num_steps``, the epoch's end) or a hook
+        stopped the run, no next dispatch starts until its hooks have run: then the same
+        decisions follow as with one step per dispatch.
+        """
+        flight: _Dispatch | None = None
+        while batch is not _END:
+            start = self.callbacks.step + (flight.length if flight else 0)
+            dispatch = self._gather(run, start, batch, batches)
+            run.position += len(dispatch)
+            due = self._due_at(run, start + len(dispatch))
+            run.data_state = _data_state(batches)  # where the data stand after the dispatch
+            batch = next(batches, _END)
+            launched = self._launch(dispatch, start)
+            if flight is not None:
+                self._replay(run, flight, ahead=launched.length)
+            flight = launched
+            if not (due or batch is _END or run.stop or self.callbacks.stop_training):
+                continue
+            self._replay(run, flight, ahead=0)
+            flight = None
+            if self._due(run, polled=True) and self._decide(run, batch):
+                return not run.stop
         return True
 
     def _train_one(self, batch: Any) -> Metrics:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
         callbacks = self.callbacks
         callbacks.on_step_begin()
-        try:
+        with self._clearer_errors():
             metrics = self._split_step(self._shard(batch))
-        except ValueError as error:
-            clearer = _modes.needs_rngs("Trainer.fit", error) if self.rngs is None else None
-            if clearer is not None:
-                raise clearer from error
-            raise
-        if not isinstance(metrics, Mapping):
-            raise TypeError(
-                "Trainer.fit: train_step must return a mapping of metric names "
-                f"to scalars, e.g. {{'loss': loss}}; it returned {type(metrics).__name__}."
-            )
+        _check_metrics(metrics)
         if self.checkpointer is not None:
             self._unsaved.append((callbacks.step, metrics))  # kept until the next good save
         callbacks.on_step_end(metrics)
         return metrics
 
-    def _due(self, run: _Run) -> bool:
+    @contextlib.contextmanager
+    def _clearer_errors(self) -> Iterator[None]:
+        """Turns the error of a model that needs the Trainer's ``rngs`` into one saying so."""
+        try:
+            yield
+        except ValueError as error:
+            clearer = _modes.needs_rngs("Trainer.fit", error) if self.rngs is None else None
+            if clearer is not None:
+                raise clearer from error
+            raise
+
+    def _gather(self, run: _Run, start: int, first: Any, batches: Iterator[Any]) -> list[Any]:
+        """The batches of the dispatch from step ``start``: to the next multiple of ``k``.
+
+        Fewer at the epoch's end, and at ``num_steps``.
+        """
+        length = self.steps_per_dispatch - start % self.steps_per_dispatch
+        if run.num_steps is not None:
+            length = min(length, run.num_steps - start)
+        dispatch = [first]
+        while len(dispatch) < length:
+            batch = next(batches, _END)
+            if batch is _END:
+                break
+            dispatch.append(batch)
+        return dispatch
+
+    def _due_at(self, run: _Run, step: int) -> bool:
+        """Whether an evaluation, a save or ``num_steps`` falls at ``step``, known ahead."""
+        evaluates = run.eval_data is not None and _every(step, run.eval_every_steps)
+        return (
+            evaluates
+            or (run.num_steps is not None and step >= run.num_steps)
+            or (self.checkpointer is not None and self.checkpointer.should_save(step))
+        )
+
+    def _launch(self, dispatch: list[Any], start: int) -> _Dispatch:
+        """Starts the steps of ``dispatch`` as one compiled scan; returns without waiting.
+
+        The hyperparameters a callback writes between steps are asked for in advance
+        (``hyperparams_ahead``); the others keep their values.
+        """
+        length = len(dispatch)
+        stacked = self._shard(jax.tree.map(lambda *leaves: np.stack(leaves), *dispatch), axis=1)
+        planned = self.callbacks.hyperparams_ahead(start, length)
+        variables = self._split_step.injected()
+        values = [
+            planned[id(variable)]
+            if id(variable) in planned
+            else np.broadcast_to(np.asarray(local_copy(variable.get_raw_value())), (length,))
+            for variable in variables
+        ]
+        with self._clearer_errors():
+            metrics, applied = self._split_step.run(stacked, values)
+        _check_metrics(metrics)
+        unplanned = [i for i, variable in enumerate(variables) if id(variable) not in planned]
+        return _Dispatch(length, metrics, applied, unplanned)
+
+    def _replay(self, run: _Run, dispatch: _Dispatch, *, ahead: int) -> None:
+        """Runs the step hooks of a dispatch that trained, in order, with each step's metrics.
+
+        A hook that reads ``loop.optimizer`` finds in its injected hyperparameters what its
+        step applied (as read back from the scan); ``loop.steps_ahead`` counts the updates
+        the state has made beyond the step (``ahead`` more: a dispatch training meanwhile). A
+        SIGTERM is polled at the dispatch's end.
+        """
+        callbacks, last = self.callbacks, dispatch.length - 1
+        metrics, applied = jax.device_get((dispatch.metrics, dispatch.applied))
+        steps = [{name: value[i] for name, value in metrics.items()} for i in range(last + 1)]
+        expected = [variable.get_raw_value() for variable in self._split_step.injected()]
+        callbacks.shown = {}
+        try:
+            for i, step_metrics in enumerate(steps):
+                callbacks.steps_ahead = last - i + ahead
+                if i < last:
+                    callbacks.applied = (applied, i)  # put in place if a hook reads them
+                else:  # the last step: put in place now, before its hooks write the next
+                    self._check_unplanned_writes(dispatch, expected, callbacks.step - 1)
+                    callbacks.applied, callbacks.shown = None, {}
+                    expected = [value[i, ...] for value in applied]
+                    self._split_step.show(dict(enumerate(expected)))
+                callbacks.on_step_begin()
+                if self.checkpointer is not None:
+                    self._unsaved.append((callbacks.step, step_metrics))
+                callbacks.on_step_end(step_metrics)
+            self._check_unplanned_writes(dispatch, expected, callbacks.step - 1)
+        finally:
+            callbacks.steps_ahead, callbacks.applied = 0, None
+        run.epoch_metrics.extend(steps)
+        if not run.stop and run.preempted(callbacks.step):
+            run.history.preempted = run.stop = True
+            logger.warning("SIGTERM: saving step %d and stopping.", callbacks.step)
+
+    def _check_unplanned_writes(self, dispatch: _Dispatch, expected: list[Any], step: int) -> None:
+        """Refuses an injected hyperparameter written by a step hook that did not plan it.
+
+        ``expected``: what each injected variable held when the hooks began, unless it was
+        given a step's value for a hook to read since (``callbacks.shown``).
+        """
+        variables = self._split_step.injected()
+        shown = self.callbacks.shown
+        expected = [shown.get(i, value) for i, value in enumerate(expected)]
+        written = [i for i in dispatch.unplanned if variables[i].get_raw_value() is not expected[i]]
+        if written:
+            raise RuntimeError(
+                f"Trainer.fit: a callback wrote {len(written)} injected hyperparameter(s) in the "
+                f"hooks of the steps up to {step}, but with steps_per_dispatch > 1 the steps of a "
+                "dispatch have already run with the values known before it, so the write would "
+                "not be applied where the callback meant it. Have the callback return its values "
+                "from Callback.hyperparams_ahead (as LRSchedulerCallback does), or train with "
+                "steps_per_dispatch=1."
+            )
+
+    def _due(self, run: _Run, *, polled: bool = False) -> bool:
         """After a step: notes a stop and what is due; whether anything is (then it looks ahead).
 
         A SIGTERM (agreed across processes) or a step hook's ``stop_training`` stops the run at
-        this step, before any evaluation.
+        this step, before any evaluation. ``polled``: the SIGTERM was polled at this step.
         """
         step = self.callbacks.step
-        if run.preempted(step):
+        if not polled and run.preempted(step):
             run.history.preempted = run.stop = True
             logger.warning("SIGTERM: saving step %d and stopping.", step)
         elif self.callbacks.stop_training:
@@ -482,17 +660,24 @@ class Trainer:
         for obj in (self.model, self.optimizer):
             nnx.update(obj, jax.tree.map(place, nnx.state(obj)))
 
-    def _shard(self, batch: Any) -> Any:
-        """Places a batch on the mesh, split over the data axis (this process's part of it)."""
+    def _shard(self, batch: Any, axis: int = 0) -> Any:
+        """Places a batch on the mesh, split over the data axis (this process's part of it).
+
+        ``axis``: the batch dimension, 1 for the batches of a dispatch stacked on axis 0.
+        """
         if self._batch_sharding is None:
             return batch
         sharding = self._batch_sharding
+        if axis:
+            sharding = jax.sharding.NamedSharding(
+                sharding.mesh, jax.sharding.PartitionSpec(None, self._data_axis)
+            )
 
         def place(path: Any, leaf: Any) -> jax.Array:
             local = np.asarray(leaf)
             parts = self._data_parts
-            if local.ndim == 0 or local.shape[0] % parts:
-                shape = "a scalar" if local.ndim == 0 else f"of shape {local.shape}"
+            if local.ndim <= axis or local.shape[axis] % parts:
+                shape = "a scalar" if local.ndim <= axis else f"of shape {local.shape[axis:]}"
                 raise ValueError(
                     f"Trainer: the batch leaf {jax.tree_util.keystr(path) or 'batch'} is {shape},"
                     f" but each batch leaf is split over the mesh axis {self._data_axis!r} on its "
@@ -705,9 +890,27 @@ class _TrainerLoop(CallbackList):
     ) -> None:
         super().__init__(callbacks, model=model, optimizer=optimizer)
         self._split_step = split_step
+        self.steps_per_dispatch = 1
+        # Within the hooks of a dispatch: the values its steps applied and the step's index,
+        # put into the injected hyperparameters when a hook reads the optimizer.
+        self.applied: tuple[list[np.ndarray], int] | None = None
+        self.shown: dict[int, Any] = {}  # what was put there, by injected variable
 
     def _bring_up_to_date(self) -> None:
         self._split_step.sync()
+        if self.applied is not None:
+            applied, step = self.applied
+            self.applied = None
+            self.shown = {index: value[step, ...] for index, value in enumerate(applied)}
+            self._split_step.show(self.shown)
+
+
+def _check_metrics(metrics: Any) -> None:
+    if not isinstance(metrics, Mapping):
+        raise TypeError(
+            "Trainer.fit: train_step must return a mapping of metric names "
+            f"to scalars, e.g. {{'loss': loss}}; it returned {type(metrics).__name__}."
+        )
 
 
 def _logs_lr(callback: Callback) -> bool:
@@ -731,6 +934,15 @@ class _Run:
     batches: Any = None  # the current epoch's iterator
     eval_due: bool = False  # an evaluation is due after the current step
     stop: bool = False
+
+
+class _Dispatch(NamedTuple):
+    """Steps started as one compiled scan, whose hooks have yet to run."""
+
+    length: int
+    metrics: Mapping[str, Any]  # stacked, on the device
+    applied: list[Any]  # per injected variable, the value each step applied
+    unplanned: list[int]  # the injected variables no callback planned (indices)
 
 
 @dataclasses.dataclass

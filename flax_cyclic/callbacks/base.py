@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
 from flax import nnx
 
 from flax_cyclic import _checks
@@ -47,6 +48,7 @@ class Loop(Protocol):
     total_steps: int | None
     stop_training: bool
     callbacks: list[Callback]
+    steps_ahead: int
 
 
 class Callback:
@@ -62,6 +64,13 @@ class Callback:
             on_eval_begin -> evaluation -> on_eval_end(metrics)                  (optional)
           on_epoch_end(epoch, metrics)
         on_train_end                          (on_exception(error) instead, if the loop fails)
+
+    A loop that runs several steps per dispatch (``Trainer(steps_per_dispatch=k)``) runs them
+    first and then the step hooks of each, in order: ``loop.steps_ahead`` says how many
+    updates the model and optimizer have made beyond the step whose hooks run (0 otherwise). A
+    callback that writes injected hyperparameters between steps tells such a loop its values
+    in advance through
+    [`hyperparams_ahead`][flax_cyclic.Callback.hyperparams_ahead].
 
     A callback that keeps state for checkpoints overrides
     [`state_dict`][flax_cyclic.Callback.state_dict] and
@@ -94,6 +103,23 @@ class Callback:
 
     def on_eval_begin(self, loop: Loop) -> None:
         """Called before an evaluation."""
+
+    def hyperparams_ahead(self, loop: Loop, start: int, steps: int) -> list[tuple[Any, np.ndarray]]:
+        """The injected hyperparameters this callback writes, for train steps ahead.
+
+        A loop that runs train steps ``start`` to ``start + steps - 1`` in one dispatch asks
+        before it (``start`` may lie ahead of ``loop.step``, while the hooks of an earlier
+        dispatch have yet to run). A callback that writes injected hyperparameters in its
+        step hooks (as an [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback] does)
+        returns the values those steps will apply, computed without moving its own state:
+        its hooks still run for every step afterwards, and then see in the optimizer the
+        values their step applied. The default writes nothing.
+
+        Returns:
+            ``(variable, values)`` pairs: an injected hyperparameter's ``nnx.Variable`` and
+                its ``steps`` values in its dtype, value ``i`` applied by step ``start + i``.
+        """
+        return []
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Called after an evaluation with its metrics."""
@@ -187,6 +213,7 @@ class CallbackList:
         self.total_steps: int | None = None  # planned train steps, when known
         self.stop_training = False  # set by a callback to end the run after this step
         self.stopped_by: str | None = None  # the state_key of the callback that set it
+        self.steps_ahead = 0  # updates made beyond the step whose hooks run (see Callback)
         self._began = False
 
     @property
@@ -276,6 +303,30 @@ class CallbackList:
             if self.stop_training and self.stopped_by is None:
                 self.stopped_by = callback.state_key
         self.step += 1
+
+    def hyperparams_ahead(self, start: int, steps: int) -> dict[int, np.ndarray]:
+        """Every callback's [`Callback.hyperparams_ahead`][flax_cyclic.Callback.hyperparams_ahead].
+
+        Returns:
+            The values of train steps ``start`` to ``start + steps - 1``, keyed by the ``id``
+                of the variable.
+
+        Raises:
+            ValueError: If two callbacks write the same hyperparameter.
+        """
+        planned: dict[int, np.ndarray] = {}
+        owners: dict[int, str] = {}
+        for callback in self.callbacks:
+            for variable, values in callback.hyperparams_ahead(self, start, steps):
+                key = id(variable)
+                if key in planned:
+                    raise ValueError(
+                        f"CallbackList: {owners[key]} and {callback.state_key} both write the "
+                        "same injected hyperparameter, so only one of them would be applied. "
+                        "Let one callback drive each hyperparameter."
+                    )
+                planned[key], owners[key] = values, callback.state_key
+        return planned
 
     def on_eval_begin(self) -> None:
         """Calls ``on_eval_begin`` on every callback."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from flax_cyclic._hyperparams import (
     accumulation_every_k,
     accumulation_state,
     find_injected_hyperparams,
+    held_value,
     match_groups,
     refuse_integer,
     resolve_targets,
@@ -215,6 +217,9 @@ class LRSchedulerCallback(Callback):
         self._update_offset = 0  # the optimizer's update count minus the train steps
         self._accumulation_offsets: list[int] = []  # per optax.MultiSteps, likewise
         self._epoch_steps = 0  # train steps since the last epoch end
+        # hyperparams_ahead: the values computed ahead per train step, and the stepped copy.
+        self._planned: dict[int, tuple[list[float], list[float] | None]] = {}
+        self._ahead: tuple[int, LRScheduler] | None = None
 
     @property
     def train_steps(self) -> int:
@@ -253,6 +258,7 @@ class LRSchedulerCallback(Callback):
         self._align_with_loop(loop)
         self._check_length(loop)
         self._position = self.scheduler.last_epoch
+        self._planned, self._ahead = {}, None
         self._write()
         self._start_verification(optimizer)
         first_run = fresh and started_at == 0 and not self._plan_written
@@ -272,6 +278,8 @@ class LRSchedulerCallback(Callback):
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
         self._check_same_optimizer(loop)
+        if self._planned:
+            self._check_planned(self._train_steps)
         self._train_steps += 1
         self._epoch_steps += 1
         run = self._train_steps - self._began_at
@@ -285,7 +293,87 @@ class LRSchedulerCallback(Callback):
         if self.writer is not None and (update + 1) % self.log_every_steps == 0:
             self._log(self._train_steps)  # at the loop step the update completed
         if self._per_update:
-            self._advance()
+            # Within a dispatch of several steps, the values were applied already; the last
+            # step's hooks write the next update's.
+            self._advance(write=getattr(loop, "steps_ahead", 0) == 0)
+
+    def _check_planned(self, step: int) -> None:
+        """Refuses values that differ from those ``hyperparams_ahead`` gave for ``step``."""
+        planned = self._planned.pop(step, None)
+        scheduler = self.scheduler
+        if planned is not None and planned != (
+            scheduler.get_last_lr(),
+            scheduler.get_last_momentum(),
+        ):
+            raise RuntimeError(
+                f"{type(self).__name__}: at train step {step} the scheduler gives "
+                f"{self._values()}, but computed ahead for the loop's dispatch (on a copy of "
+                f"the scheduler) it gave {{'lr': {planned[0]}, 'momentum': {planned[1]}}}, and "
+                "those were applied. A scheduler whose "
+                "values depend on more than its own state (e.g. a scale_fn that keeps a "
+                "counter of its own) cannot be computed ahead: train with "
+                "steps_per_dispatch=1, or make the scale_fn a function of its argument only."
+            )
+
+    def hyperparams_ahead(self, loop: Loop, start: int, steps: int) -> list[tuple[Any, np.ndarray]]:
+        """The values train steps ``start`` to ``start + steps - 1`` apply, computed ahead.
+
+        For a loop that runs several steps per dispatch. Computed on a copy of the scheduler,
+        stepped as ``on_step_end`` steps the scheduler itself (once per parameter update) and
+        kept for the next call; the callback's own state does not move. Its ``on_step_end``
+        then checks, for every step, that the scheduler gives the values computed here (a
+        ``scale_fn`` with state of its own would not). A scheduler that steps per epoch or on
+        a metric holds its values within a dispatch, which never crosses an epoch end or an
+        evaluation.
+
+        Raises:
+            RuntimeError: Before ``on_train_begin``, or if the scheduler was moved by another.
+            ValueError: For a value the optimizer could not apply as given (see ``write``).
+        """
+        if not self._targets:
+            raise self._not_begun("hyperparams_ahead")
+        if self.scheduler.last_epoch != self._position:
+            raise self._moved_elsewhere()
+        if not self._per_update:
+            rows = [_scheduler_values(self.scheduler)] * steps
+        else:
+            rows = self._rows_ahead(start, steps)
+        owner = type(self).__name__
+        return [
+            (
+                target.state.values[target.name],
+                held_value(
+                    owner,
+                    target.state,
+                    target.name,
+                    np.array([row[target.kind][target.group] for row in rows]),
+                ),
+            )
+            for target in self._targets
+        ]
+
+    def _rows_ahead(self, start: int, steps: int) -> list[dict[str, list[float]]]:
+        """The scheduler's values at train steps ``start`` onwards, from a copy stepped ahead.
+
+        Each step's values are also kept for ``on_step_end`` to compare with the scheduler's.
+        """
+        every = self._updates_per_step
+        if self._ahead is None or self._ahead[0] != start:
+            copied = copy.deepcopy(self.scheduler)
+            for done in range(self._train_steps, start):
+                if (done + 1) % every == 0:
+                    copied.step()
+            self._ahead = (start, copied)
+        scheduler = self._ahead[1]
+        rows, planned = [], self._planned
+        for done in range(start, start + steps):
+            lr, momentum = scheduler.get_last_lr(), scheduler.get_last_momentum()
+            planned[done] = (lr, momentum)
+            rows.append({"lr": lr} if momentum is None else {"lr": lr, "momentum": momentum})
+            if (done + 1) % every == 0:
+                scheduler.step()
+        self._ahead = (start + steps, scheduler)
+        return rows
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Steps a scheduler driven by an ``eval/`` metric with its value."""
@@ -337,14 +425,15 @@ class LRSchedulerCallback(Callback):
         """Whether the scheduler advances once per parameter update (and follows the step)."""
         return self.interval == "step" and self.monitor is None
 
-    def _advance(self, metric: float | None = None) -> None:
+    def _advance(self, metric: float | None = None, *, write: bool = True) -> None:
         """Steps the scheduler (with the metric, if it is driven by one) and writes its values."""
         if metric is None:
             self.scheduler.step()
         else:  # ReduceLROnPlateau.step(metric)
             cast(Any, self.scheduler).step(metric)
         self._position = self.scheduler.last_epoch
-        self._write()
+        if write:
+            self._write()
 
     def _step_on(self, metrics: Mapping[str, Any], hook: str) -> None:
         """Steps a metric-driven scheduler with the monitored value of this hook's metrics."""
@@ -425,6 +514,7 @@ class LRSchedulerCallback(Callback):
             )
         self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
         self._position = self.scheduler.last_epoch
+        self._planned, self._ahead = {}, None
         self._plan_written = True
         self._restored = True
         self._train_steps = train_steps
@@ -583,11 +673,7 @@ class LRSchedulerCallback(Callback):
     # -- internals: writing and checking --
 
     def _values(self) -> dict[str, list[float]]:
-        values = {"lr": self.scheduler.get_last_lr()}
-        momentum = self.scheduler.get_last_momentum()
-        if momentum is not None:
-            values["momentum"] = momentum
-        return values
+        return _scheduler_values(self.scheduler)
 
     @property
     def applied_values(self) -> dict[str, list[float]]:
@@ -699,18 +785,20 @@ class LRSchedulerCallback(Callback):
         owner = type(self).__name__
         optimizer = loop_optimizer(owner, loop)
         self._check_same_optimizer(loop)
-        made = _update_count(optimizer) - self._update_offset
+        # A loop that dispatches several steps at once runs their hooks afterwards.
+        ahead = getattr(loop, "steps_ahead", 0)
+        made = _update_count(optimizer) - self._update_offset - ahead
         if made != self._train_steps:
             raise self._not_the_update(made)
         k = self._updates_per_step
         counters = accumulation_counters(optimizer.opt_state)
         for (where, count), offset in zip(counters, self._accumulation_offsets, strict=True):
             made = int(_host_value(count.get_value())) - offset
-            expected = self._train_steps // k
+            expected = (self._train_steps + ahead) // k
             if made != expected:
                 raise ValueError(
                     f"{owner}: optax.MultiSteps (at {where}) made {made} parameter updates in "
-                    f"{self._train_steps} train steps, but accumulation_steps={k} means "
+                    f"{self._train_steps + ahead} train steps, but accumulation_steps={k} means "
                     f"{expected}: the scheduler would not advance once per update. Pass its "
                     "every_k_schedule as accumulation_steps (a constant one)."
                 )
@@ -825,6 +913,15 @@ class LRSchedulerCallback(Callback):
                 scalars[tag] = getattr(self.scheduler, attribute)
         assert self.writer is not None  # _log runs only with a writer
         self.writer.write_scalars(step, scalars)
+
+
+def _scheduler_values(scheduler: LRScheduler) -> dict[str, list[float]]:
+    """The scheduler's current values per kind (``'lr'``, ``'momentum'``) and group."""
+    values = {"lr": scheduler.get_last_lr()}
+    momentum = scheduler.get_last_momentum()
+    if momentum is not None:
+        values["momentum"] = momentum
+    return values
 
 
 def _is_ready(value: Any) -> bool:

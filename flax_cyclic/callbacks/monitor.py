@@ -155,6 +155,14 @@ class LearningRateMonitor(Callback):
         opt_state = optimizer.opt_state
         self._reads = self._resolve_reads(find_injected_hyperparams(opt_state), opt_state)
         self._accumulation = nested_accumulation_state(opt_state)
+        dispatched = getattr(loop, "steps_per_dispatch", 1)
+        if self._accumulation is not None and dispatched > 1:
+            raise ValueError(
+                f"{owner}: with optax.MultiSteps it reads the optimizer's update counters at "
+                f"each logged step, but the loop runs {dispatched} steps per dispatch, so they "
+                "would be those of the dispatch's end. Log the learning rate through the "
+                "LRSchedulerCallback(writer=...) that drives it, or use steps_per_dispatch=1."
+            )
         self._active = self.writer is None or jax.process_index() == 0
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:

@@ -1,0 +1,173 @@
+"""Several train steps per dispatch: the Trainer against hand-written loops.
+
+Three kinds of loop train the same model with the same data, optimizer
+(``inject_hyperparams(sgd)(..., momentum=0.9)``) and ``CyclicLR`` schedule, whose values the host
+computes for every update: a hand-written per-step loop (one ``jax.jit`` call per step of the
+split, donated state, the learning rate passed as an argument and written with
+``set_hyperparams`` inside the step); a hand-written scan loop (one ``jax.jit`` call per ``k``
+steps: a ``jax.lax.scan`` over ``k`` batches stacked on the host, with the ``k`` learning rates
+as an array, the new limit); and the ``Trainer`` with an ``LRSchedulerCallback`` and
+``steps_per_dispatch=k``, whose hooks still run for every step. Each round runs every variant
+back to back for the same number of steps, waiting for the device at both ends; a ratio is
+taken within a round, and the table shows medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from callback_overhead import CNN, MLP, _batches
+from flax import nnx
+
+from flax_cyclic import Callback, CyclicLR, LRSchedulerCallback, Trainer, set_hyperparams
+from flax_cyclic.steps import classification_train_step
+
+SCHEDULE = dict(base_lr=0.001, max_lr=0.01, step_size_up=50)
+PER_STEP = "per-step jit loop"
+MODELS = {
+    # name: (model class, input shape, steps per round, rounds, values of k).
+    "tiny MLP, batch 64": (MLP, (64, 32), 4096, 9, (1, 8, 32)),
+    "MNIST CNN, batch 128": (CNN, (128, 28, 28, 1), 32, 5, (1, 8)),
+}
+
+Runner = Callable[[int], float]  # runs that many steps, returns steps/s
+
+
+def _state(model_cls: type) -> tuple[Any, Any]:
+    model = model_cls(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+
+
+def _one_step(graphdef: Any) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+    def step(state: Any, batch: Any, learning_rate: Any) -> tuple[Any, Any]:
+        model, optimizer = nnx.merge(graphdef, state)
+        optimizer.opt_state = set_hyperparams(optimizer.opt_state, learning_rate=learning_rate)
+        metrics = classification_train_step(model, optimizer, batch)
+        return nnx.state((model, optimizer)), metrics
+
+    return step
+
+
+def _per_step(model_cls: type, batches: list) -> Runner:
+    graphdef, state = _state(model_cls)
+    compiled = jax.jit(_one_step(graphdef), donate_argnums=0)
+    scheduler = CyclicLR(**SCHEDULE)
+
+    def run(steps: int) -> float:
+        nonlocal state
+        start = time.perf_counter()
+        for i in range(steps):
+            state, metrics = compiled(state, batches[i % len(batches)], scheduler.get_last_lr()[0])
+            scheduler.step()
+        jax.block_until_ready(metrics)
+        return steps / (time.perf_counter() - start)
+
+    return run
+
+
+def _scan(model_cls: type, batches: list, k: int) -> Runner:
+    graphdef, state = _state(model_cls)
+    step = _one_step(graphdef)
+
+    def steps_of(state: Any, stacked: Any, learning_rates: Any) -> tuple[Any, Any]:
+        return jax.lax.scan(lambda s, xs: step(s, *xs), state, (stacked, learning_rates))
+
+    compiled = jax.jit(steps_of, donate_argnums=0)
+    scheduler = CyclicLR(**SCHEDULE)
+
+    def run(steps: int) -> float:
+        nonlocal state
+        start = time.perf_counter()
+        for first in range(0, steps, k):
+            chunk = [batches[(first + i) % len(batches)] for i in range(k)]
+            stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *chunk)
+            learning_rates = []
+            for _ in range(k):
+                learning_rates.append(scheduler.get_last_lr()[0])
+                scheduler.step()
+            state, metrics = compiled(state, stacked, np.asarray(learning_rates, np.float32))
+        jax.block_until_ready(metrics)
+        return steps / (time.perf_counter() - start)
+
+    return run
+
+
+class _Clock(Callback):
+    """The time of two step hooks: the last step of the first dispatch, and a later one."""
+
+    def __init__(self) -> None:
+        self.marks: dict[int, float] = {}
+        self.at: tuple[int, int] = (0, 0)
+
+    def on_step_end(self, loop: Any, step: int, metrics: Any) -> None:
+        if step in self.at:
+            jax.block_until_ready(metrics)
+            self.marks[step] = time.perf_counter()
+
+
+def _trainer(model_cls: type, batches: list, k: int) -> Runner:
+    model = model_cls(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    clock = _Clock()
+    trainer = Trainer(
+        model,
+        nnx.Optimizer(model, tx, wrt=nnx.Param),
+        callbacks=[LRSchedulerCallback(CyclicLR(**SCHEDULE)), clock],
+        progress=False,
+        steps_per_dispatch=k,
+    )
+
+    def run(steps: int) -> float:
+        # One fit per round, timed from the hooks of its first dispatch's last step to those
+        # of a later dispatch's: `steps` steps, dispatches and hooks, without fit's set-up.
+        first = trainer.step + k - 1
+        clock.at = (first, first + steps)
+        trainer.fit(batches, num_steps=first + steps + 1)
+        return steps / (clock.marks[first + steps] - clock.marks[first])
+
+    return run
+
+
+def measure(models: dict = MODELS) -> list[str]:
+    """Runs the rounds; returns the Markdown table's lines."""
+    lines = [
+        "| model | loop | k | steps/s | Trainer / per-step loop | Trainer / scan loop |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, (model_cls, shape, steps, rounds, ks) in models.items():
+        batches = _batches(shape, count=64)
+        runners = {PER_STEP: _per_step(model_cls, batches)}
+        for k in ks:
+            runners[f"scan loop, k={k}"] = _scan(model_cls, batches, k)
+            runners[f"Trainer, k={k}"] = _trainer(model_cls, batches, k)
+        for runner in runners.values():
+            runner(max(ks) * 2)  # compile, warm up
+        results: dict[str, list[float]] = {variant: [] for variant in runners}
+        for _ in range(rounds):
+            for variant, runner in runners.items():
+                results[variant].append(runner(steps))
+        median = {variant: statistics.median(values) for variant, values in results.items()}
+        lines.append(f"| {name} | {PER_STEP} | 1 | {median[PER_STEP]:,.1f} | | |")
+        for k in ks:
+            ours, scan = results[f"Trainer, k={k}"], results[f"scan loop, k={k}"]
+            to_step = statistics.median(a / b for a, b in zip(ours, results[PER_STEP]))
+            to_scan = statistics.median(a / b for a, b in zip(ours, scan))
+            lines.append(
+                f"| {name} | scan loop | {k} | {median[f'scan loop, k={k}']:,.1f} | | |"
+            )
+            lines.append(
+                f"| {name} | **Trainer** | {k} | {median[f'Trainer, k={k}']:,.1f} "
+                f"| {to_step:.2f}x | {to_scan:.2f}x |"
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(measure()))
