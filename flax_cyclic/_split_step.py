@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from flax_cyclic._hyperparams import find_injected_hyperparams
+from flax_cyclic._metrics import local_copy
 
 __all__ = ["SplitStep"]
 
@@ -176,7 +177,9 @@ class SplitStep:
             self._inputs, self._given, self._returned, strict=False
         ):
             if variable.get_raw_value() is given:  # not written since the step
-                variable.set_raw_value(returned[-1] if self._stacked else returned)
+                # A dispatch's last value, taken on the host: no slicing program per length.
+                last = np.asarray(local_copy(returned))[-1, ...] if self._stacked else returned
+                variable.set_raw_value(last)
         self._leaves = None
         self._given, self._returned, self._taken = [], [], []
         self._stacked = False

@@ -64,7 +64,7 @@ def draw(seed: int, *, kill: bool = False) -> dict[str, Any]:
     optimizer = pick(["sgd", "adam"])
     writer = rng.random() < 0.8
     best_metric = pick([None, None, "eval/loss", "eval/accuracy"])
-    return {
+    config = {
         "seed": seed,
         "kill": kill,
         "epoch_len": epoch_len,
@@ -92,6 +92,21 @@ def draw(seed: int, *, kill: bool = False) -> dict[str, Any]:
             "async_save": bool(rng.random() < 0.15),
         },
     }
+    return with_dispatch(config, pick([1, 1, 2, 4, 8]))  # drawn last: the rest stays as it was
+
+
+def with_dispatch(config: dict[str, Any], k: int) -> dict[str, Any]:
+    """`config` with `k` train steps per dispatch: its intervals rounded up to multiples of k."""
+    config["steps_per_dispatch"] = k
+    if k == 1:
+        return config
+    for holder, key in ((config, "eval_every_steps"), (config["checkpointer"], "every_steps")):
+        if holder[key] is not None:
+            holder[key] = -(-holder[key] // k) * k
+    if config["multisteps"] > 1 and config["lr_logging"] in ("trainer", "monitor"):
+        # LearningRateMonitor reads MultiSteps' counters, which a dispatch only has at its end.
+        config["lr_logging"] = "callback"
+    return config
 
 
 def _draw_scheduler(rng, pick, total: int, top: float) -> dict[str, Any]:
@@ -318,6 +333,7 @@ def build(config: dict[str, Any], workdir: pathlib.Path, point=None):
         log_every_steps=config["log_every_steps"],
         progress=False,
         rngs=nnx.Rngs(dropout=2) if config["model"]["dropout"] == "call" else None,
+        steps_per_dispatch=config.get("steps_per_dispatch", 1),
     )
     return trainer, writer, probe
 

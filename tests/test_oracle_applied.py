@@ -83,6 +83,7 @@ class Case:
     log_every: int
     updates: int
     at: int  # the update of a replaced optimizer or a doubled on_step_end
+    dispatch: int = 1  # the Trainer's steps_per_dispatch
 
     @property
     def micro(self) -> int:
@@ -105,7 +106,7 @@ def draw(seed: int) -> Case:
         dtype = "float32"
     accumulation = rng.choices(["none", "root", "nested"], [3, 1, 1])[0]
     updates = rng.randint(5, 8)
-    return Case(
+    case = Case(
         seed=seed,
         optimizer=optimizer,
         clip=rng.random() < 0.4,
@@ -123,6 +124,9 @@ def draw(seed: int) -> Case:
         updates=updates,
         at=rng.randint(1, updates - 2),
     )
+    # Drawn last, so that the fields above are those of the seed before it existed.
+    dispatch = rng.choice([1, 2, 4, 8])
+    return dataclasses.replace(case, dispatch=dispatch if loop == "trainer" else 1)
 
 
 # -- the reference: what a configuration must do, from the configuration alone ------------------
@@ -283,8 +287,13 @@ class Probe(Callback):
         if self.record.train_steps % self.micro == 0:  # a parameter update
             self.record.reported.append(self.reported)
             self.record.held.append(_held(loop.optimizer.opt_state))
+            # Within a dispatch of several steps the hooks run after it: the parameters are
+            # those of this update only where no later update has run yet.
             model = loop.model
-            self.record.params.append({g: np.asarray(getattr(model, g)[...]) for g in LABELS})
+            at_step = getattr(loop, "steps_ahead", 0) == 0
+            self.record.params.append(
+                {g: np.asarray(getattr(model, g)[...]) for g in LABELS} if at_step else None
+            )
 
 
 def run_case(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
@@ -313,6 +322,7 @@ def run_case(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
                 train_step=reveal_step,
                 callbacks=[probe, callback],
                 progress=False,
+                steps_per_dispatch=case.dispatch,
             )
             trainer.fit([np.zeros(1)] * steps, num_steps=steps)
             return None
@@ -390,6 +400,8 @@ def check_applied(case: Case, scheduler: Any, record: Record) -> None:
     driven = drives_momentum(case, scheduler)
     dtype = DTYPES[case.dtype] or jnp.float32
     traces = dict.fromkeys(LABELS, 0.0)
+    moves = dict.fromkeys(LABELS, 0.0)  # predicted since the last parameters recorded
+    known = 0  # the last update whose parameters were recorded (0: the initial ones)
     for update, (reported, held) in enumerate(zip(record.reported, record.held, strict=True)):
         for index, label in enumerate(LABELS if case.groups else (None,)):
             kinds = [("lr", "learning_rate")] + ([("momentum", _momentum_name(case))] * driven)
@@ -406,10 +418,16 @@ def check_applied(case: Case, scheduler: Any, record: Record) -> None:
             traces[label] = (CLIPPED if case.clip else 1.0) + float(held["momentum", key]) * traces[
                 label
             ]
-            moved = record.params[update + 1][label] - record.params[update][label]
+            moves[label] -= lr * traces[label]
+        if record.params[update + 1] is None:
+            continue  # trained within a dispatch: checked with the next parameters recorded
+        for label in LABELS:
+            moved = record.params[update + 1][label] - record.params[known][label]
             # The change of float32 parameters is exact up to their rounding (a few ulps).
             ulp = np.spacing(np.abs(record.params[update + 1][label]).max().astype(np.float32))
-            np.testing.assert_allclose(moved, -lr * traces[label], rtol=2e-5, atol=4 * ulp)
+            atol = 4 * ulp * (update + 1 - known)
+            np.testing.assert_allclose(moved, moves[label], rtol=2e-5, atol=atol)
+        moves, known = dict.fromkeys(LABELS, 0.0), update + 1
 
 
 def check_logged(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
@@ -468,6 +486,7 @@ def test_the_generator_covers_every_choice():
         seen = {getattr(case, field) for case in cases}
         assert len(seen) >= 2, (field, seen)
     assert {case.loop for case in cases} >= {"trainer", "hand", "functional"}
+    assert {case.dispatch for case in cases if case.loop == "trainer"} >= {1, 8}
     assert draw(7) == draw(7)  # a case is its seed
 
 

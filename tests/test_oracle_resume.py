@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
-from oracle_support import Interrupted, draw, fit, interruptions, load_outcome
+from oracle_support import Interrupted, draw, fit, interruptions, load_outcome, with_dispatch
 
 WORKER = pathlib.Path(__file__).parent / "workers" / "oracle_worker.py"
 
@@ -81,9 +81,22 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_one_slow(seed, tmp_path
     check(seed, tmp_path)
 
 
-def check(seed: int, tmp_path: pathlib.Path) -> None:
-    """Runs the case of `seed` both ways and asserts that the two outcomes agree."""
-    config = draw(seed, kill=_killed(seed))
+@pytest.mark.parametrize("seed", [7, 3])
+def test_a_run_killed_at_8_steps_per_dispatch_resumes_bitwise(seed, tmp_path):
+    # Killed (SIGKILL) within a dispatch's hooks or between dispatches, and resumed.
+    check(seed, tmp_path, dispatch=8, kill=True)
+
+
+def check(
+    seed: int, tmp_path: pathlib.Path, *, dispatch: int | None = None, kill: bool | None = None
+) -> None:
+    """Runs the case of `seed` both ways and asserts that the two outcomes agree.
+
+    ``dispatch`` / ``kill``: the case with that many steps per dispatch / killed or not.
+    """
+    config = draw(seed, kill=_killed(seed) if kill is None else kill)
+    if dispatch is not None:
+        config = with_dispatch(config, dispatch)
     reference = fit(config, tmp_path / "uninterrupted")
     points = interruptions(seed, reference["events"])
     if config["kill"]:

@@ -1,0 +1,323 @@
+"""The Trainer with several train steps per dispatch (``steps_per_dispatch=k``).
+
+The reference is the same run with one step per dispatch: every update applies the same
+hyperparameters (read back from the optimizer after each update), every step's hooks run once
+with its own metrics, and the parameters agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from helpers import RecordingWriter, count_compilations, host_lrs, tiny_batches, tiny_setup
+
+from flax_cyclic import (
+    Callback,
+    Checkpointer,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    LearningRateMonitor,
+    LinearLR,
+    LRSchedulerCallback,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    Trainer,
+)
+
+EPOCH = 12  # batches per epoch: not a multiple of 8, so epochs end in shorter dispatches
+EVAL = tiny_batches(16, 2, seed=9)
+
+
+def _scheduled(kind: str) -> tuple[LRSchedulerCallback, dict]:
+    """An LR callback of the family, and the fit arguments it needs."""
+    if kind == "cyclic":
+        scheduler = CyclicLR(0.01, 0.1, step_size_up=5, mode="triangular2", cycle_momentum=True)
+    elif kind == "onecycle":
+        scheduler = OneCycleLR(max_lr=0.1, total_steps=3 * EPOCH)
+    elif kind == "restarts":
+        scheduler = CosineAnnealingWarmRestarts(0.1, T_0=5, T_mult=2, eta_min=0.001)
+    elif kind == "sequential":
+        warmup = LinearLR(0.01, start_factor=0.1, total_iters=6)
+        scheduler = SequentialLR([warmup, CyclicLR(0.01, 0.1, step_size_up=4)], milestones=[6])
+    elif kind == "plateau":
+        scheduler = ReduceLROnPlateau(0.1, factor=0.5, patience=0)
+        return LRSchedulerCallback(scheduler, monitor="eval/loss"), {
+            "eval_data": EVAL,
+            "eval_every_steps": 8,
+        }
+    else:  # a per-epoch CyclicLR
+        return LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=1), interval="epoch"), {}
+    return LRSchedulerCallback(scheduler), {}
+
+
+def _run(kind: str, k: int) -> tuple[list, dict, list]:
+    """Three epochs of `kind` at `k` steps per dispatch: (applied values, parameters, hooks)."""
+    model, optimizer = tiny_setup()
+    monitor = LearningRateMonitor()  # reads each update's values back from the optimizer
+    callback, arguments = _scheduled(kind)
+    hooks = _Hooks()
+    trainer = Trainer(
+        model,
+        optimizer,
+        callbacks=[monitor, callback, hooks],
+        progress=False,
+        steps_per_dispatch=k,
+    )
+    trainer.fit(tiny_batches(16, EPOCH), num_epochs=3, **arguments)
+    params = {str(path): np.asarray(v) for path, v in nnx.to_flat_state(nnx.state(model))}
+    return monitor.history, params, hooks.calls
+
+
+class _Hooks(Callback):
+    """Records the step hooks: which step, and the loss it got."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def on_step_begin(self, loop, step):
+        self.calls.append(("begin", step))
+
+    def on_step_end(self, loop, step, metrics):
+        self.calls.append(("end", step, float(metrics["loss"])))
+
+
+@pytest.mark.parametrize(
+    "kind", ["cyclic", "onecycle", "restarts", "sequential", "plateau", "per_epoch"]
+)
+def test_every_update_applies_at_k8_what_it_applies_at_k1(kind):
+    one, params_one, hooks_one = _run(kind, 1)
+    eight, params_eight, hooks_eight = _run(kind, 8)
+    assert [step for step, _ in eight] == list(range(1, 3 * EPOCH + 1))  # every update, once
+    assert eight == one  # learning rate (and momentum) of every update, exactly
+    assert hooks_eight == hooks_one  # every step's hooks, in order, with its own loss
+    difference = max(np.max(np.abs(params_eight[p] - params_one[p])) for p in params_one)
+    # Measured: 0 (the scan's step is the same XLA program as the single step's).
+    assert difference <= 1e-6, difference
+
+
+def test_the_values_applied_are_the_schedulers_plan():
+    history, _, _ = _run("cyclic", 8)
+    planned = host_lrs(
+        CyclicLR(0.01, 0.1, step_size_up=5, mode="triangular2", cycle_momentum=True), 3 * EPOCH
+    )
+    applied = [values["learning_rate"] for _, values in history]
+    assert applied == [float(np.float32(lrs[0])) for lrs in planned]
+
+
+def test_full_dispatches_compile_once_and_a_shorter_last_one_once_more():
+    model, optimizer = tiny_setup()
+    callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3))
+    trainer = Trainer(model, optimizer, callbacks=[callback], progress=False, steps_per_dispatch=4)
+    data = tiny_batches(16, 8)
+    with count_compilations() as first:
+        trainer.fit(data, num_steps=8)  # two dispatches of 4
+    with count_compilations() as shorter:
+        trainer.fit(data, num_steps=14)  # 4, then 2
+    with count_compilations() as again:
+        trainer.fit(data, num_steps=20)  # 2 (to realign on multiples of 4), then 4
+    # The first fit compiles the scan of 4 steps (and small transfer programs around it).
+    assert len(first) >= 1
+    assert len(shorter) == 1
+    assert again == []
+    assert callback.scheduler.last_epoch == 20
+
+
+def test_every_step_is_logged_once_with_the_values_of_k1():
+    logs = {}
+    for k in (1, 8):
+        model, optimizer = tiny_setup()
+        writer = RecordingWriter()
+        callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=5))
+        trainer = Trainer(
+            model,
+            optimizer,
+            callbacks=[callback],
+            writer=writer,
+            log_every_steps=1,
+            progress=False,
+            steps_per_dispatch=k,
+        )
+        trainer.fit(tiny_batches(16, EPOCH), num_epochs=2, eval_data=EVAL, eval_every_steps=8)
+        steps = [step for step, scalars in writer.scalars if "train/loss" in scalars]
+        assert steps == list(range(1, 2 * EPOCH + 1))
+        assert [s for s, _ in writer.series("learning_rate")] == steps
+        logs[k] = {
+            tag: series
+            for tag, series in writer.by_tag().items()
+            if tag != "steps_per_sec"  # a measured time
+        }
+    assert logs[8] == logs[1]
+
+
+def test_an_interval_within_a_dispatch_is_refused():
+    model, optimizer = tiny_setup()
+    trainer = Trainer(model, optimizer, progress=False, steps_per_dispatch=4)
+    with pytest.raises(ValueError, match=r"eval_every_steps=6 is not a multiple of steps_per_di"):
+        trainer.fit(tiny_batches(16, 8), num_steps=8, eval_data=EVAL, eval_every_steps=6)
+
+
+def test_a_save_interval_within_a_dispatch_is_refused(tmp_path):
+    model, optimizer = tiny_setup()
+    checkpointer = Checkpointer(tmp_path, every_steps=10)
+    trainer = Trainer(
+        model, optimizer, checkpointer=checkpointer, progress=False, steps_per_dispatch=4
+    )
+    with pytest.raises(ValueError, match=r"the checkpointer's every_steps=10 is not a multiple"):
+        trainer.fit(tiny_batches(16, 8), num_steps=8)
+    checkpointer.close()
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "4", True])
+def test_steps_per_dispatch_must_be_a_positive_integer(bad):
+    model, optimizer = tiny_setup()
+    with pytest.raises((TypeError, ValueError), match="steps_per_dispatch"):
+        Trainer(model, optimizer, progress=False, steps_per_dispatch=bad)
+
+
+class _WritesMomentum(Callback):
+    """Writes the injected momentum in its step hooks, without telling the loop in advance."""
+
+    def on_step_end(self, loop, step, metrics):
+        loop.optimizer.opt_state.hyperparams["momentum"].set_raw_value(np.float32(0.5))
+
+
+def test_a_hyperparameter_written_by_a_hook_without_planning_is_refused():
+    model, optimizer = tiny_setup()
+    trainer = Trainer(
+        model, optimizer, callbacks=[_WritesMomentum()], progress=False, steps_per_dispatch=4
+    )
+    with pytest.raises(RuntimeError, match=r"a callback wrote 1 injected hyperparameter\(s\)"):
+        trainer.fit(tiny_batches(16, 8), num_steps=8)
+    # One step per dispatch: the write applies to the next step, as the callback means it.
+    model, optimizer = tiny_setup()
+    Trainer(model, optimizer, callbacks=[_WritesMomentum()], progress=False).fit(
+        tiny_batches(16, 8), num_steps=8
+    )
+
+
+def test_a_scheduler_that_cannot_be_computed_ahead_is_refused():
+    calls = []
+
+    def counting_scale(x):  # keeps state of its own: a copy of the scheduler shares it
+        calls.append(x)
+        return 1.0 / len(calls)
+
+    scheduler = CyclicLR(0.01, 0.1, step_size_up=2, scale_fn=counting_scale)
+    model, optimizer = tiny_setup()
+    trainer = Trainer(
+        model,
+        optimizer,
+        callbacks=[LRSchedulerCallback(scheduler)],
+        progress=False,
+        steps_per_dispatch=4,
+    )
+    with pytest.raises(RuntimeError, match="cannot be computed ahead: train with steps_per_disp"):
+        trainer.fit(tiny_batches(16, 8), num_steps=8)
+
+
+def test_a_resume_may_change_the_steps_per_dispatch(tmp_path):
+    def run(k: int, steps: int, workdir) -> tuple[list, dict]:
+        model, optimizer = tiny_setup()
+        monitor = LearningRateMonitor()
+        checkpointer = Checkpointer(workdir, every_steps=8)
+        trainer = Trainer(
+            model,
+            optimizer,
+            callbacks=[monitor, LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=5))],
+            checkpointer=checkpointer,
+            progress=False,
+            steps_per_dispatch=k,
+        )
+        trainer.fit(tiny_batches(16, EPOCH), num_steps=steps)
+        checkpointer.close()
+        return monitor.history, {
+            str(p): np.asarray(v) for p, v in nnx.to_flat_state(nnx.state(model))
+        }
+
+    whole, params = run(8, 30, tmp_path / "whole")
+    first, _ = run(8, 16, tmp_path / "split")
+    rest, resumed = run(2, 30, tmp_path / "split")  # resumes at 16 with 2 steps per dispatch
+    assert first + rest == whole
+    for path, value in params.items():
+        np.testing.assert_allclose(resumed[path], value, rtol=1e-6, atol=1e-7)
+
+
+def test_optax_multisteps_accumulates_across_dispatches():
+    histories = {}
+    for k in (1, 4):
+        model = tiny_setup()[0]
+        inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+        tx = optax.MultiSteps(inner, every_k_schedule=3)
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        writer = RecordingWriter()
+        callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=2), writer=writer)
+        Trainer(model, optimizer, callbacks=[callback], progress=False, steps_per_dispatch=k).fit(
+            tiny_batches(16, EPOCH), num_epochs=2
+        )
+        assert callback.scheduler.last_epoch == 2 * EPOCH // 3
+        histories[k] = writer.lrs
+    assert histories[4] == histories[1]
+    assert sorted(histories[4]) == list(range(3, 2 * EPOCH + 1, 3))  # at each update's step
+
+
+def test_a_learning_rate_monitor_under_multisteps_is_refused():
+    model = tiny_setup()[0]
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    optimizer = nnx.Optimizer(model, optax.MultiSteps(inner, every_k_schedule=2), wrt=nnx.Param)
+    trainer = Trainer(
+        model,
+        optimizer,
+        callbacks=[LearningRateMonitor(RecordingWriter())],
+        progress=False,
+        steps_per_dispatch=2,
+    )
+    with pytest.raises(ValueError, match="reads the optimizer's update counters at each logged"):
+        trainer.fit(tiny_batches(16, 4), num_steps=4)
+
+
+MESH_SCRIPT = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import sys
+sys.path.insert(0, "tests")
+import jax, numpy as np
+from flax import nnx
+from helpers import tiny_batches, tiny_setup
+from flax_cyclic import CyclicLR, LearningRateMonitor, LRSchedulerCallback, Trainer
+
+def run(k, mesh):
+    model, optimizer = tiny_setup()
+    monitor = LearningRateMonitor()
+    Trainer(model, optimizer, callbacks=[monitor, LRSchedulerCallback(CyclicLR(0.01, 0.1, 3))],
+            progress=False, mesh=mesh, steps_per_dispatch=k).fit(tiny_batches(16, 6), num_epochs=2)
+    return monitor.history, jax.device_get(model.hidden.kernel[...]), model.hidden.kernel[...]
+
+mesh = jax.make_mesh((4,), ("data",))
+alone, kernel, _ = run(1, None)
+meshed, meshed_kernel, placed = run(4, mesh)
+assert meshed == alone, (meshed, alone)
+np.testing.assert_allclose(meshed_kernel, kernel, rtol=1e-5, atol=1e-6)
+print("devices", len(placed.sharding.device_set))
+model, optimizer = tiny_setup()
+try:
+    Trainer(model, optimizer, progress=False, mesh=mesh, steps_per_dispatch=2).fit(
+        tiny_batches(6, 4), num_steps=4)
+except ValueError as error:
+    print(error)
+"""
+
+
+def test_on_a_mesh_the_stacked_batches_are_split_on_the_batch_dimension():
+    done = subprocess.run(
+        [sys.executable, "-c", MESH_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "devices 4"
+    assert lines[1].startswith("Trainer: the batch leaf [0] is of shape (6, 8), but each")
