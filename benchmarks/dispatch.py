@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -135,12 +135,21 @@ def _trainer(model_cls: type, batches: list, k: int) -> Runner:
     return run
 
 
-def measure(models: dict = MODELS) -> list[str]:
-    """Runs the rounds; returns the Markdown table's lines."""
+class Result(NamedTuple):
+    """The table, and the Trainer's ratios by (model, k)."""
+
+    lines: list[str]  # the Markdown table
+    ratios: dict[tuple[str, int], tuple[float, float, float]]  # (model, k): to per-step, scan, k=1
+
+
+def measure(models: dict = MODELS) -> Result:
+    """Runs the rounds; returns the Markdown table and the Trainer's ratios."""
     lines = [
-        "| model | loop | k | steps/s | Trainer / per-step loop | Trainer / scan loop |",
-        "|---|---|---:|---:|---:|---:|",
+        "| model | loop | k | steps/s | Trainer / per-step loop | Trainer / scan loop "
+        "| Trainer / Trainer k=1 |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    ratios = {}
     for name, (model_cls, shape, steps, rounds, ks) in models.items():
         batches = _batches(shape, count=64)
         runners = {PER_STEP: _per_step(model_cls, batches)}
@@ -154,20 +163,43 @@ def measure(models: dict = MODELS) -> list[str]:
             for variant, runner in runners.items():
                 results[variant].append(runner(steps))
         median = {variant: statistics.median(values) for variant, values in results.items()}
-        lines.append(f"| {name} | {PER_STEP} | 1 | {median[PER_STEP]:,.1f} | | |")
+        lines.append(f"| {name} | {PER_STEP} | 1 | {median[PER_STEP]:,.1f} | | | |")
         for k in ks:
-            ours, scan = results[f"Trainer, k={k}"], results[f"scan loop, k={k}"]
-            to_step = statistics.median(a / b for a, b in zip(ours, results[PER_STEP]))
-            to_scan = statistics.median(a / b for a, b in zip(ours, scan))
+            ours = results[f"Trainer, k={k}"]
+            ratios[name, k] = tuple(
+                statistics.median(a / b for a, b in zip(ours, results[other], strict=True))
+                for other in (PER_STEP, f"scan loop, k={k}", f"Trainer, k={ks[0]}")
+            )
+            to_step, to_scan, to_one = ratios[name, k]
             lines.append(
-                f"| {name} | scan loop | {k} | {median[f'scan loop, k={k}']:,.1f} | | |"
+                f"| {name} | hand-written scan loop | {k} "
+                f"| {median[f'scan loop, k={k}']:,.1f} | | | |"
             )
             lines.append(
                 f"| {name} | **Trainer** | {k} | {median[f'Trainer, k={k}']:,.1f} "
-                f"| {to_step:.2f}x | {to_scan:.2f}x |"
+                f"| {to_step:.2f}x | {to_scan:.2f}x | {to_one:.2f}x |"
             )
-    return lines
+    return Result(lines, ratios)
+
+
+def text(result: Result) -> str:
+    """The findings in words, against the goals of the feature."""
+    mlp, cnn = list(MODELS)
+    to_step, to_scan, _ = result.ratios[mlp, 32]
+    cnn_k = max(k for model, k in result.ratios if model == cnn)
+    return (
+        f"On the {mlp}, the Trainer at 32 steps per dispatch runs at {to_step:.2f} times the "
+        f"per-step loop (goal: at least 3) and at {to_scan:.2f} times the hand-written scan "
+        "loop of the same k (goal: at least 0.95). The difference to the scan loop is the "
+        "host's work per step that the scan loop does not do: every step's hooks (the LR "
+        "callback steps its scheduler, counts and checks the update; the per-step metrics are "
+        "sliced for the loggers) and the values computed ahead; on a CPU the device's work "
+        "shares the same cores, so it adds to the time rather than overlapping with it. On the "
+        f"{cnn}, k={cnn_k} runs at {result.ratios[cnn, cnn_k][2]:.2f} times k=1."
+    )
 
 
 if __name__ == "__main__":
-    print("\n".join(measure()))
+    measured = measure()
+    print("\n".join(measured.lines))
+    print(text(measured))

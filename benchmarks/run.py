@@ -27,6 +27,7 @@ import flax_cyclic
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import callback_overhead
 import checkpoint_blocking
+import dispatch
 
 LR = 1e-3
 GROUP_LRS = [1e-4, 1e-3, 1e-3, 1e-2]
@@ -292,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncompilations during the timed rounds: {compilations}\n")
     checkpoint_table = "\n".join(checkpoint_blocking.measure())
     print(checkpoint_table)
+    dispatched = dispatch.measure()
+    dispatch_table = "\n".join(dispatched.lines)
+    print(dispatch_table)
+    print(dispatch.text(dispatched))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(
@@ -320,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
                 "## Checkpoint saves: async vs sync\n\n"
                 + checkpoint_blocking.__doc__.split("\n", 2)[2].replace("\n", " ").strip()
                 + " Medians over alternating saves.\n\n"
-                f"{checkpoint_table}\n"
+                f"{checkpoint_table}\n\n"
+                "## Several train steps per dispatch\n\n"
+                + dispatch.__doc__.split("\n", 2)[2].replace("\n", " ").strip()
+                + "\n\n"
+                f"{dispatch_table}\n\n"
+                f"{dispatch.text(dispatched)}\n"
             )
     return 0
 
