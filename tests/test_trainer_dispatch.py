@@ -10,11 +10,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import RecordingWriter, count_compilations, host_lrs, tiny_batches, tiny_setup
+from helpers import (
+    CrashAt,
+    RecordingWriter,
+    count_compilations,
+    host_lrs,
+    tiny_batches,
+    tiny_setup,
+)
 
 from flax_cyclic import (
     Callback,
@@ -24,6 +32,7 @@ from flax_cyclic import (
     LearningRateMonitor,
     LinearLR,
     LRSchedulerCallback,
+    NonFiniteError,
     OneCycleLR,
     ReduceLROnPlateau,
     SequentialLR,
@@ -321,3 +330,59 @@ def test_on_a_mesh_the_stacked_batches_are_split_on_the_batch_dimension():
     lines = done.stdout.splitlines()
     assert lines[0] == "devices 4"
     assert lines[1].startswith("Trainer: the batch leaf [0] is of shape (6, 8), but each")
+
+
+def test_a_grain_iterator_resumes_within_an_epoch_at_k4(tmp_path):
+    import grain
+
+    dataset = grain.MapDataset.source(tiny_batches(16, 10)).shuffle(seed=3)
+
+    def run(workdir, crash: int | None = None) -> tuple[list, dict]:
+        model, optimizer = tiny_setup()
+        monitor = LearningRateMonitor()
+        callbacks = [monitor, LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3))]
+        checkpointer = Checkpointer(workdir, every_steps=4)
+        trainer = Trainer(
+            model,
+            optimizer,
+            callbacks=[*callbacks, *([CrashAt(crash)] if crash is not None else [])],
+            checkpointer=checkpointer,
+            progress=False,
+            steps_per_dispatch=4,
+        )
+        try:
+            trainer.fit(dataset, num_epochs=3)
+        finally:
+            checkpointer.close()
+        return monitor.history, {
+            str(p): np.asarray(v) for p, v in nnx.to_flat_state(nnx.state(model))
+        }
+
+    whole, params = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", crash=15)  # in the hooks of the dispatch of steps 12-15
+    rest, resumed = run(tmp_path / "split")  # from the save at step 12, 2 batches into epoch 1
+    assert rest == whole[12:]
+    for path, value in params.items():
+        np.testing.assert_array_equal(resumed[path], value)
+
+
+def test_terminate_on_nan_names_the_step_within_a_dispatch():
+    from flax_cyclic import TerminateOnNaN
+    from flax_cyclic.steps import classification_train_step
+
+    def nan_at_step_5(model, optimizer, batch):
+        metrics = classification_train_step(model, optimizer, batch)
+        return {**metrics, "loss": jnp.where(optimizer.step[...] == 6, jnp.nan, metrics["loss"])}
+
+    model, optimizer = tiny_setup(lr=0.01)
+    trainer = Trainer(
+        model,
+        optimizer,
+        train_step=nan_at_step_5,
+        callbacks=[TerminateOnNaN()],
+        progress=False,
+        steps_per_dispatch=4,
+    )
+    with pytest.raises(NonFiniteError, match=r"^TerminateOnNaN: train step 5 gave loss=nan"):
+        trainer.fit(tiny_batches(16, 12), num_steps=12)
