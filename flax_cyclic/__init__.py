@@ -18,6 +18,7 @@ from flax_cyclic.callbacks import TerminateOnNaN as TerminateOnNaN
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.checkpoint import NonFiniteError as NonFiniteError
+from flax_cyclic.event_files import read_scalars as read_scalars
 from flax_cyclic.lr_finder import LRFinderResult as LRFinderResult
 from flax_cyclic.lr_finder import lr_find as lr_find
 from flax_cyclic.plateau import ReduceLROnPlateau as ReduceLROnPlateau
@@ -77,6 +78,7 @@ __all__ = [
     "linear_schedule",
     "lr_find",
     "onecycle_schedule",
+    "read_scalars",
     "set_hyperparams",
     "triangular_schedule",
 ]
