@@ -250,22 +250,14 @@ class CrashAt(Callback):
             raise KeyboardInterrupt(f"simulated crash after {self.step} steps")
 
 
-def tensorboard_series(logdir) -> dict[str, list[tuple[int, float | None]]]:
-    """Every tag as TensorBoard's Python reader shows it (`plugin_event_accumulator`, the one that
-    drops the data a restart marker orphans): (step, value) for scalars, (step, None) else."""
+def tensorboard_steps(logdir, tag: str) -> list[int]:
+    """The steps of a non-scalar `tag` (the `lr_schedule` image) as TensorBoard's reader shows
+    them; `flax_cyclic.read_scalars` reads the scalars, and only them."""
     from tensorboard.backend.event_processing import plugin_event_accumulator as reader
-    from tensorboard.util import tensor_util
 
     accumulator = reader.EventAccumulator(str(logdir), size_guidance={reader.TENSORS: 0})
     accumulator.Reload()
-    series = {}
-    for tag in accumulator.Tags()[reader.TENSORS]:
-        scalar = accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
-        series[tag] = [
-            (e.step, tensor_util.make_ndarray(e.tensor_proto).item() if scalar else None)
-            for e in accumulator.Tensors(tag)
-        ]
-    return series
+    return [event.step for event in accumulator.Tensors(tag)]
 
 
 # The run `logged_run` makes: its schedule and its length.

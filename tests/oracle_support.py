@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import optax
 from flax import nnx
-from helpers import tensorboard_series, tiny_batches
+from helpers import tiny_batches
 
 from flax_cyclic import (
     Callback,
@@ -39,6 +39,7 @@ from flax_cyclic import (
     TerminateOnNaN,
     Trainer,
     create_writer,
+    read_scalars,
 )
 
 MODES = {"eval/loss": "min", "eval/accuracy": "max", "train/loss": "min"}
@@ -371,7 +372,7 @@ def fit(config: dict[str, Any], workdir: pathlib.Path, point=None) -> dict[str, 
         "all_steps": kept,
         "best_step": best,
         "updates": updates(workdir),
-        "tensorboard": tensorboard_series(workdir / "tensorboard") if writer else {},
+        "tensorboard": read_scalars(workdir / "tensorboard") if writer else {},
         "events": probe.events,
     }
 

@@ -16,7 +16,6 @@ from helpers import (
     host_momentums,
     jit_values,
     raises_exactly,
-    tensorboard_series,
     tiny_batches,
     tiny_mlp,
 )
@@ -28,6 +27,7 @@ from flax_cyclic import (
     Trainer,
     create_writer,
     cyclic_schedule,
+    read_scalars,
 )
 from flax_cyclic.callbacks.monitor import LearningRateMonitor
 from flax_cyclic.trainer import classification_train_step
@@ -105,7 +105,7 @@ def test_logs_a_schedule_injected_into_optax(device_gets):
 def test_logs_to_tensorboard_event_files(tmp_path):
     schedule, tx = _cyclic_sgd()
     _run(*_optimizer(tx), [LearningRateMonitor(create_writer(tmp_path))])
-    series = tensorboard_series(tmp_path)
+    series = read_scalars(tmp_path)
     assert sorted(series) == ["learning_rate", "momentum"]
     assert _steps(series["learning_rate"]) == list(range(1, STEPS + 1))
     np.testing.assert_allclose(

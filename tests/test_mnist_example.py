@@ -21,7 +21,8 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import tensorboard_series
+
+from flax_cyclic import read_scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mnist"
@@ -274,7 +275,7 @@ def test_train_checkpoint_resume_and_events(tiny, tmp_path):
     assert second["resumed_from"] == 8
     assert second["steps"] == 12
     assert 0.0 <= second["test_accuracy"] <= 1.0
-    series = tensorboard_series(workdir / "tensorboard")
+    series = read_scalars(workdir / "tensorboard")
     assert {"learning_rate", "lr_cycle", "train/loss", "eval/accuracy", "steps_per_sec"} <= set(
         series
     )
@@ -578,7 +579,7 @@ def test_lr_from_trains_cyclic_with_the_recommended_pair(tiny, tmp_path):
     assert results["lr_from"] == {"path": str(path), "base_lr": 0.004, "max_lr": 0.04}
     assert train.describe_taken(results["lr_from"]) == "base_lr=0.004, max_lr=0.04"
     assert (config.base_lr, config.max_lr) == (0.01, 0.1)  # the given config is unchanged
-    series = tensorboard_series(tmp_path / "work" / "tensorboard")
+    series = read_scalars(tmp_path / "work" / "tensorboard")
     # CyclicLR from 0.004 to 0.04 in step_size_up=3 steps.
     assert [value for _, value in series["learning_rate"]] == pytest.approx(
         [0.004, 0.016, 0.028, 0.04], rel=1e-6

@@ -31,7 +31,6 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import tensorboard_series
 
 from flax_cyclic import (
     Callback,
@@ -44,6 +43,7 @@ from flax_cyclic import (
     SequentialLR,
     Trainer,
     create_writer,
+    read_scalars,
     set_hyperparams,
 )
 from flax_cyclic._hyperparams import find_injected_hyperparams
@@ -433,7 +433,7 @@ def check_applied(case: Case, scheduler: Any, record: Record) -> None:
 def check_logged(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
     """The event files hold what update s - 1 applied, for s = N, 2N, ... updates, at the loop's
     step that update completed (s times the micro-steps per update under MultiSteps)."""
-    series = tensorboard_series(logdir)
+    series = read_scalars(logdir)
     driven = drives_momentum(case, scheduler)
     tags = {}
     names = [("learning_rate", "learning_rate")] + [("momentum", _momentum_name(case))] * driven
