@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import logging
 import math
 import os
 from collections.abc import Mapping
@@ -24,13 +23,13 @@ from etils import epath  # type: ignore[import-untyped]
 from flax import nnx
 from flax.nnx import graph
 
-from flax_cyclic import _checks, _improvement
+from flax_cyclic import _checks, _improvement, _logging
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._metrics import local_copy
 
 __all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
 
-logger = logging.getLogger("flax_cyclic")
+logger = _logging.logger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +320,7 @@ class Checkpointer:
             metrics=metrics,
             force=True,
         )
-        logger.info("Saving the checkpoint at step %d to %s.", step, self.directory)
+        logger.debug("Saving the checkpoint at step %d to %s.", step, self.directory)
         return saved
 
     def _ranked_metrics(self, metrics: Mapping[str, Any] | None) -> dict[str, float] | None:

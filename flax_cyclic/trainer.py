@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -14,7 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks, _modes
+from flax_cyclic import _checks, _logging, _modes
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._metrics import local_copy, mean_metrics
 from flax_cyclic._split_step import SplitStep
@@ -34,7 +33,7 @@ from flax_cyclic.steps import Metrics, classification_eval_step, classification_
 
 __all__ = ["History", "Trainer", "classification_eval_step", "classification_train_step"]
 
-logger = logging.getLogger("flax_cyclic")
+logger = _logging.logger
 
 
 @dataclasses.dataclass
@@ -540,7 +539,9 @@ class Trainer:
         run.epoch_metrics.extend(steps)
         if not run.stop and run.preempted(callbacks.step):
             run.history.preempted = run.stop = True
-            logger.warning("SIGTERM: saving step %d and stopping.", callbacks.step)
+            logger.warning(
+                "SIGTERM: saving step %d and stopping; run again to resume from it.", callbacks.step
+            )
 
     def _check_unplanned_writes(self, dispatch: _Dispatch, expected: list[Any], step: int) -> None:
         """Refuses an injected hyperparameter written by a step hook that did not plan it.
@@ -571,7 +572,9 @@ class Trainer:
         step = self.callbacks.step
         if not polled and run.preempted(step):
             run.history.preempted = run.stop = True
-            logger.warning("SIGTERM: saving step %d and stopping.", step)
+            logger.warning(
+                "SIGTERM: saving step %d and stopping; run again to resume from it.", step
+            )
         elif self.callbacks.stop_training:
             run.history.stopped = run.stop = True
         run.eval_due = run.eval_data is not None and _every(step, run.eval_every_steps)

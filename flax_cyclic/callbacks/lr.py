@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
@@ -11,7 +10,7 @@ from typing import Any, NamedTuple, cast
 import jax
 import numpy as np
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _logging
 from flax_cyclic._errors import CheckpointError
 from flax_cyclic._hyperparams import (
     InjectedHyperparams,
@@ -38,7 +37,7 @@ from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]
 
-logger = logging.getLogger("flax_cyclic")
+logger = _logging.logger
 
 _INTERVALS = ("step", "epoch")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks, _improvement
+from flax_cyclic import _checks, _improvement, _logging
 from flax_cyclic._errors import NonFiniteError
 from flax_cyclic.callbacks.base import Callback, Loop, Monitored
 
 __all__ = ["EarlyStopping", "TerminateOnNaN"]
 
-logger = logging.getLogger("flax_cyclic")
+logger = _logging.logger
 
 
 class TerminateOnNaN(Callback):
