@@ -53,8 +53,8 @@ def create_writer(
     raises here with the path, rather than as TensorFlow's ``FailedPreconditionError``. A
     ``scheme://`` path such as ``gs://bucket/run`` goes to the writer as it is.
 
-    The first call imports TensorFlow and CLU, once per process: about 4 s on a 2-core CPU
-    (TensorFlow 2.21); later calls take milliseconds. It prints none of TensorFlow's start-up
+    The first call imports TensorFlow and CLU, once per process: about 5 s on a 2-core CPU
+    (TensorFlow 2.21); later calls take under a millisecond. It prints none of TensorFlow's start-up
     lines (absl's ``InitializeLog`` notice, oneDNN, CPU features, CUDA factories) unless
     ``TF_CPP_MIN_LOG_LEVEL=0`` asks for them; anything else written to standard error during the
     import still is. ``TF_ENABLE_ONEDNN_OPTS`` is left as it is.
