@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _logging
 
 __all__ = ["Callback", "CallbackList", "Loop", "MetricWriter"]
 
-logger = logging.getLogger("flax_cyclic")
+logger = _logging.logger
 
 
 class MetricWriter(Protocol):

@@ -84,8 +84,8 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait per step")
     parser.add_argument("--tensorboard", action="store_true", help="also write event files")
     args = parser.parse_args()
-    log = logging.getLogger("flax_cyclic")  # the library says what it saves and resumes
-    log.setLevel(logging.INFO)
+    log = logging.getLogger("flax_cyclic")  # the library says what it saves (DEBUG) and resumes
+    log.setLevel(logging.DEBUG)
     log.addHandler(logging.StreamHandler(sys.stdout))
     trainer, writer = build(
         args.workdir, args.every_steps, args.ballast, args.sleep, args.tensorboard
