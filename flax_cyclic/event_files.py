@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 __all__ = ["read_scalars"]
@@ -61,12 +63,15 @@ def read_scalars(
         PyTorch, so TensorBoard's older ``event_accumulator.EventAccumulator.Scalars(tag)``
         raises ``KeyError`` on a CLU run. The plugin reader sees both kinds (event files of
         PyTorch's ``SummaryWriter`` read back too). It imports TensorFlow where it is installed
-        (seconds, once per process) and reads every event of the run into memory.
+        (seconds, once per process) and reads every event of the run into memory. The reader's
+        warning for each restart it obeys ("likely caused by a TensorFlow restart") is not
+        shown: dropping those events is what the restart asked for.
     """
     reader, tensor_util = _tensorboard()
     path = _run_directory(os.fspath(logdir))
     accumulator = reader.EventAccumulator(path, size_guidance={reader.TENSORS: 0})
-    accumulator.Reload()
+    with _purges_unannounced():
+        accumulator.Reload()
     scalar_tags = [
         tag
         for tag in accumulator.Tags()[reader.TENSORS]
@@ -92,6 +97,26 @@ def _tensorboard() -> tuple[Any, Any]:
 
         raise ImportError(f"{_OWNER} needs TensorBoard. {_EXTRA_HINT}") from error
     return plugin_event_accumulator, tensor_util
+
+
+@contextlib.contextmanager
+def _purges_unannounced() -> Iterator[None]:
+    """Drops the reader's warning that it purged orphaned events, for the time of a read.
+
+    Each restart marker makes TensorBoard's reader warn "Detected out of order event.step
+    likely caused by a TensorFlow restart. Purging ...": here that purge is what a resumed
+    run asks for, and the reader's other messages still pass.
+    """
+
+    def announced_purge(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Detected out of order event.step")
+
+    logger = logging.getLogger("tensorboard")
+    logger.addFilter(announced_purge)
+    try:
+        yield
+    finally:
+        logger.removeFilter(announced_purge)
 
 
 def _run_directory(logdir: str) -> str:

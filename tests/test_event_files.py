@@ -81,14 +81,20 @@ def test_the_older_reader_raises_key_error_on_a_clu_run(logdir):
         accumulator.Scalars("learning_rate")
 
 
-def test_a_resumed_run_reads_back_its_own_values_after_its_start_and_none_of_the_old(tmp_path):
+def test_a_resumed_run_reads_back_its_own_values_after_its_start_and_none_of_the_old(
+    tmp_path, caplog
+):
     _train(tmp_path, num_steps=10)  # logged at steps 1..10
     # Another run continues after 6 updates: a scheduler at last_epoch=6 moves the loop, and
     # CallbackList.on_train_begin starts the writer there, to step 12 with another max_lr.
     _train(tmp_path, max_lr=0.05, last_epoch=6)
+    caplog.clear()
     series = read_scalars(tmp_path)
     assert series["learning_rate"] == _planned(6) + _planned(STEPS, 6, max_lr=0.05)
     assert [step for step, _ in series["train/loss"]] == [4, 8, 12]
+    # The purge is what the restart asks for: the reader's "TensorFlow restart" warning is not
+    # shown.
+    assert [r.getMessage() for r in caplog.records if r.name == "tensorboard"] == []
 
 
 def test_event_files_written_without_clu_read_back(tmp_path):
