@@ -89,12 +89,16 @@ def read_scalars(
 
 def _tensorboard() -> tuple[Any, Any]:
     """TensorBoard's plugin event reader and its tensor conversion, imported on first use."""
-    try:
-        from tensorboard.backend.event_processing import plugin_event_accumulator
-        from tensorboard.util import tensor_util
-    except ImportError as error:
-        from flax_cyclic.writers import _EXTRA_HINT
+    from flax_cyclic.writers import _EXTRA_HINT, _quiet_start
 
+    try:
+        with _quiet_start():  # the reader loads TensorFlow where it is installed: quietly
+            from tensorboard.backend.event_processing import plugin_event_accumulator
+            from tensorboard.compat import tf
+            from tensorboard.util import tensor_util
+
+            getattr(tf, "__version__", None)  # the lazy import, now rather than mid-read
+    except ImportError as error:
         raise ImportError(f"{_OWNER} needs TensorBoard. {_EXTRA_HINT}") from error
     return plugin_event_accumulator, tensor_util
 
