@@ -38,6 +38,8 @@ class SplitStep:
         rngs: An ``nnx.Rngs`` the step draws from, passed as ``train_step(..., rngs=rngs)``
             and carried with the state (its counters advance); ``None``: not passed.
         donate: Donate the carried state to the step (``False``: for comparison only).
+        unroll: ``jax.lax.scan``'s ``unroll`` for ``run``: steps inlined per loop iteration
+            (``True``: all of them, no loop).
     """
 
     def __init__(
@@ -48,9 +50,11 @@ class SplitStep:
         *,
         rngs: Any = None,
         donate: bool = True,
+        unroll: int | bool = 1,
     ) -> None:
         self._train_step = train_step
         self._donate = donate
+        self._unroll = unroll
         self._objects = (model, optimizer) if rngs is None else (model, optimizer, rngs)
         self._graphdef: Any = None
         self._variables: list[Any] = []
@@ -224,7 +228,9 @@ class SplitStep:
             carried, applied, metrics = self._pure(carried, *step)
             return carried, (applied, metrics)
 
-        carried, (applied, metrics) = jax.lax.scan(one, carried, (values, batches))
+        carried, (applied, metrics) = jax.lax.scan(
+            one, carried, (values, batches), unroll=self._unroll
+        )
         return carried, applied, metrics
 
     def _divided(self, values: list[Any]) -> tuple[list[Any], list[Any]]:

@@ -112,6 +112,11 @@ class Trainer:
             and stops act at dispatch ends, which fall on multiples of ``k`` (and at epoch
             ends and ``num_steps``, where a dispatch may be shorter). ``eval_every_steps``
             and the checkpointer's ``every_steps`` must be multiples of ``k``.
+        unroll_dispatch: How many steps of a dispatch are inlined into each iteration of its
+            loop (``jax.lax.scan``'s ``unroll``); ``True`` inlines all ``k``: no loop, a longer
+            compilation. On a CPU, convolutions inside XLA's loop run many times slower than
+            outside it (docs/benchmarks.md: 20 times on the MNIST CNN), so give ``True`` for
+            a convolutional model there; a small dense model runs fastest with the default.
 
     Raises:
         TypeError: If ``optimizer`` is not an ``nnx.Optimizer``, a step is not callable or a
@@ -134,15 +139,10 @@ class Trainer:
         mesh: jax.sharding.Mesh | None = None,
         data_axis: str = "data",
         steps_per_dispatch: int = 1,
+        unroll_dispatch: int | bool = 1,
     ) -> None:
         check_optimizer("Trainer", optimizer)
-        self.steps_per_dispatch = _checks.integer(
-            "Trainer",
-            "steps_per_dispatch",
-            steps_per_dispatch,
-            minimum=1,
-            hint="Train steps per dispatch, e.g. 1 (the default) or 32.",
-        )
+        self.steps_per_dispatch, unroll_dispatch = _dispatching(steps_per_dispatch, unroll_dispatch)
         for name, step in (("train_step", train_step), ("eval_step", eval_step)):
             if not callable(step):
                 raise TypeError(f"Trainer: `{name}` must be callable, got {step!r}.")
@@ -168,7 +168,9 @@ class Trainer:
             if train_step is classification_train_step:
                 _modes.check_takes_rngs("Trainer", model, "the model (by the default step)")
         self.rngs = rngs
-        self._split_step = SplitStep(train_step, model, optimizer, rngs=rngs)
+        self._split_step = SplitStep(
+            train_step, model, optimizer, rngs=rngs, unroll=unroll_dispatch
+        )
         self.callbacks = _TrainerLoop(
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
@@ -906,6 +908,27 @@ class _TrainerLoop(CallbackList):
             self.applied = None
             self.shown = {index: value[step, ...] for index, value in enumerate(applied)}
             self._split_step.show(self.shown)
+
+
+def _dispatching(steps_per_dispatch: Any, unroll_dispatch: Any) -> tuple[int, int | bool]:
+    """``steps_per_dispatch`` and ``unroll_dispatch``, checked."""
+    steps = _checks.integer(
+        "Trainer",
+        "steps_per_dispatch",
+        steps_per_dispatch,
+        minimum=1,
+        hint="Train steps per dispatch, e.g. 1 (the default) or 32.",
+    )
+    if isinstance(unroll_dispatch, bool):
+        return steps, unroll_dispatch
+    unroll = _checks.integer(
+        "Trainer",
+        "unroll_dispatch",
+        unroll_dispatch,
+        minimum=1,
+        hint="Steps inlined per loop iteration, e.g. 1 (the default), or True for all.",
+    )
+    return steps, unroll
 
 
 def _check_metrics(metrics: Any) -> None:

@@ -386,3 +386,28 @@ def test_terminate_on_nan_names_the_step_within_a_dispatch():
     )
     with pytest.raises(NonFiniteError, match=r"^TerminateOnNaN: train step 5 gave loss=nan"):
         trainer.fit(tiny_batches(16, 12), num_steps=12)
+
+
+def test_an_unrolled_dispatch_trains_as_a_rolled_one():
+    runs = {}
+    for unroll in (1, True):
+        model, optimizer = tiny_setup()
+        monitor = LearningRateMonitor()
+        Trainer(
+            model,
+            optimizer,
+            callbacks=[monitor, LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=5))],
+            progress=False,
+            steps_per_dispatch=4,
+            unroll_dispatch=unroll,
+        ).fit(tiny_batches(16, EPOCH), num_epochs=2)
+        runs[unroll] = monitor.history, np.asarray(model.hidden.kernel[...])
+    assert runs[True][0] == runs[1][0]
+    np.testing.assert_allclose(runs[True][1], runs[1][1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, "all"])
+def test_unroll_dispatch_must_be_a_bool_or_a_positive_integer(bad):
+    model, optimizer = tiny_setup()
+    with pytest.raises((TypeError, ValueError), match="unroll_dispatch"):
+        Trainer(model, optimizer, progress=False, steps_per_dispatch=4, unroll_dispatch=bad)
