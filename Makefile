@@ -27,9 +27,9 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The quick tier: every test not marked slow (the contributor's edit-test loop).
+# The quick tier: every test not marked slow (the contributor's edit-test loop), on every core.
 test: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n auto
 
 # The complete tier that CI runs after `make test`: the end-to-end tests marked slow (kill
 # campaigns, real data, platform resolution, the oracles' long runs of generated cases).
