@@ -115,7 +115,7 @@ class Trainer:
         unroll_dispatch: How many steps of a dispatch are inlined into each iteration of its
             loop (``jax.lax.scan``'s ``unroll``); ``True`` inlines all ``k``: no loop, a longer
             compilation. On a CPU, convolutions inside XLA's loop run many times slower than
-            outside it (docs/benchmarks.md: 20 times on the MNIST CNN), so give ``True`` for
+            outside it (about 20 times on a small CNN), so give ``True`` for
             a convolutional model there; a small dense model runs fastest with the default.
 
     Raises:
