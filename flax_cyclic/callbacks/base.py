@@ -236,6 +236,17 @@ class CallbackList:
         check_optimizer("CallbackList", optimizer, allow_none=True)
         self._optimizer = optimizer
 
+    @property
+    def optimizer_object(self) -> Any:
+        """The optimizer object itself, without bringing its training state up to date.
+
+        For a callback that only needs to know *which* optimizer the loop trains (an identity
+        check at every step) or that writes injected hyperparameters, which a loop reads
+        before every update: reading it costs nothing, where ``optimizer`` may first copy the
+        training state back into the NNX objects.
+        """
+        return self._optimizer
+
     def _bring_up_to_date(self) -> None:
         """Puts the training state back into the NNX objects, for a loop that keeps it apart.
 
