@@ -433,8 +433,8 @@ def test_the_check_for_a_schedule_ends_once_a_changed_value_matched():
     _steps(loop, model, 3)
     # The optimizer's values are no longer read: a (hypothetical) later difference is not
     # looked for, and no device value is kept alive.
-    assert callback._unconfirmed == {}
-    assert callback._applied == []
+    assert callback._applied_check.unconfirmed == {}
+    assert callback._applied_check.pending == []
 
 
 def test_accumulation_steps_that_disagree_with_multisteps_are_refused():

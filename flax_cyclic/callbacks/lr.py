@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import jax
 import numpy as np
 
 from flax_cyclic import _checks, _logging
-from flax_cyclic._errors import CheckpointError
-from flax_cyclic._hyperparams import (
-    InjectedHyperparams,
-    Target,
-    accumulation_counters,
-    accumulation_every_k,
-    accumulation_state,
-    find_injected_hyperparams,
-    held_value,
-    match_groups,
-    refuse_integer,
-    resolve_targets,
+from flax_cyclic.callbacks._lr_binding import Binding, align_with_loop, bind, check_length
+from flax_cyclic.callbacks._lr_guards import (
+    AppliedCheck,
+    CountCheck,
+    check_monitor,
+    check_same_optimizer,
+    moved_elsewhere,
+    no_epoch_metrics,
+    not_begun,
+    saved_train_steps,
 )
-from flax_cyclic._metrics import local_copy
-from flax_cyclic.callbacks.base import (
-    Callback,
-    Loop,
-    MetricWriter,
-    Monitored,
-    flush_writer,
-    loop_optimizer,
-)
+from flax_cyclic.callbacks._lr_lookahead import Lookahead, planned_values, scheduler_values
+from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer, loop_optimizer
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]
@@ -40,15 +30,6 @@ __all__ = ["LRSchedulerCallback"]
 logger = _logging.logger
 
 _INTERVALS = ("step", "epoch")
-
-
-class _Applied(NamedTuple):
-    """A value the optimizer applied in one update, to compare once the device has it."""
-
-    update: int
-    target: int  # index into the callback's targets
-    held: Any  # the injected value after the update (a device array, not waited for)
-    written: float  # the scheduler's value written before the update
 
 
 class LRSchedulerCallback(Callback):
@@ -163,7 +144,7 @@ class LRSchedulerCallback(Callback):
             )
         self.scheduler = scheduler
         self.interval = _checks.choice(owner, "interval", interval, _INTERVALS)
-        self.monitor = self._check_monitor(monitor)
+        self.monitor = check_monitor(owner, scheduler, monitor)
         self.learning_rate = learning_rate
         self.momentum = momentum
         if groups is not None and len(groups) != scheduler.num_groups:
@@ -199,26 +180,18 @@ class LRSchedulerCallback(Callback):
         self._init_state()
 
     def _init_state(self) -> None:
+        owner = type(self).__name__
         self._plan_written = False  # by this run, or by the run it is restored from
         self._restored = False
-        self._targets: list[Target] = []
+        self._binding: Binding | None = None  # what on_train_begin found to write
         self._train_steps = 0
-        self._updates_per_step = 1  # the resolved accumulation_steps
         self._position = self.scheduler.last_epoch  # where the callback last left the scheduler
-        # The checks of _verify_applied (device values read once ready, never waited for)
-        # and _verify_counts (the first 2k train steps, powers of two, epoch ends).
-        self._applied: list[_Applied] = []
-        self._unconfirmed: dict[int, float | None] = {}
-        self._recorded: dict[int, float] = {}  # the last value written, per target, recorded
-        self._optimizer: Any = None  # the optimizer on_train_begin found in the loop
-        self._dtypes: dict[tuple[str, int], np.dtype] = {}  # per (kind, group) written
-        self._began_at = 0  # the train steps counted when this run began
-        self._update_offset = 0  # the optimizer's update count minus the train steps
-        self._accumulation_offsets: list[int] = []  # per optax.MultiSteps, likewise
         self._epoch_steps = 0  # train steps since the last epoch end
-        # hyperparams_ahead: the values computed ahead per train step, and the stepped copy.
-        self._planned: dict[int, tuple[list[float], list[float] | None]] = {}
-        self._ahead: tuple[int, LRScheduler] | None = None
+        # The guards, armed at on_train_begin: the values applied (read once ready, never
+        # waited for) and the update counts (the first 2k train steps, powers of two, epoch ends).
+        self._applied_check = AppliedCheck(owner)
+        self._counts = CountCheck(owner)
+        self._lookahead = Lookahead()  # hyperparams_ahead's copy of the scheduler
 
     @property
     def train_steps(self) -> int:
@@ -239,27 +212,27 @@ class LRSchedulerCallback(Callback):
         """
         owner = type(self).__name__
         optimizer = loop_optimizer(owner, loop)
-        opt_state = optimizer.opt_state
-        self._optimizer = optimizer
-        self._updates_per_step = self._resolve_accumulation(optimizer)
-        injected = find_injected_hyperparams(opt_state)
-        if not injected:
-            raise ValueError(
-                f"{owner}: the optimizer has no injected hyperparameters. Build "
-                "its transformation with optax.inject_hyperparams, e.g. "
-                "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)."
-            )
-        self._targets = self._resolve_targets(self._match_groups(injected))
-        refuse_integer(owner, self._targets)
-        self._dtypes = self._dtype_per_group()
+        self._binding = binding = self._bind(optimizer)
         fresh = not self._restored and self._train_steps == 0
         started_at = self.scheduler.last_epoch
-        self._align_with_loop(loop)
-        self._check_length(loop)
+        self._train_steps = align_with_loop(
+            owner,
+            loop,
+            self.scheduler,
+            self._train_steps,
+            updates_per_step=binding.updates_per_step,
+            follows_updates=self._per_update,
+            restored=self._restored,
+        )
+        if self._per_update:
+            check_length(owner, loop, self.scheduler, binding.updates_per_step)
         self._position = self.scheduler.last_epoch
-        self._planned, self._ahead = {}, None
+        self._lookahead.reset()
         self._write()
-        self._start_verification(optimizer)
+        # Arms the checks that compare the optimizer's own counters and values with ours.
+        self._applied_check.start(binding.targets)
+        self._counts.start(optimizer, self._train_steps, binding.updates_per_step)
+        self._epoch_steps = 0
         first_run = fresh and started_at == 0 and not self._plan_written
         if first_run and self.writer is not None and jax.process_index() == 0:
             self._write_plan()
@@ -267,52 +240,39 @@ class LRSchedulerCallback(Callback):
 
     def on_step_begin(self, loop: Loop, step: int) -> None:
         """Checks, on the host, that the loop still trains the optimizer the callback writes."""
-        if self._targets:
-            self._check_same_optimizer(loop)
+        if self._binding is not None:
+            check_same_optimizer(type(self).__name__, loop, self._binding.optimizer)
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
-        if not self._targets:
-            raise self._not_begun("on_step_end")
+        owner = type(self).__name__
+        binding = self._binding
+        if binding is None:
+            raise not_begun(owner, "on_step_end")
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
-        self._check_same_optimizer(loop)
-        if self._planned:
-            self._check_planned(self._train_steps)
+        check_same_optimizer(owner, loop, binding.optimizer)
+        if self._lookahead.pending:
+            self._lookahead.check(owner, self.scheduler, self._train_steps)
         self._train_steps += 1
         self._epoch_steps += 1
-        run = self._train_steps - self._began_at
-        if run <= 2 * self._updates_per_step or run & (run - 1) == 0:  # the first, then 2^n
+        every = binding.updates_per_step
+        run = self._train_steps - self._counts.began_at
+        if run <= 2 * every or run & (run - 1) == 0:  # the first, then 2^n
             self._verify_counts(loop)
-        if self._train_steps % self._updates_per_step:
+        if self._train_steps % every:
             return  # a micro-batch of optax.MultiSteps: no parameter update yet
-        update = self._train_steps // self._updates_per_step - 1
-        if self._unconfirmed:
-            self._verify_applied(loop, update)
+        update = self._train_steps // every - 1
+        if self._applied_check.unconfirmed:
+            # Brings the injected values up to date before they are read.
+            up_to_date = lambda: loop_optimizer(owner, loop)  # noqa: E731
+            self._applied_check.record(update, binding.targets, self._values(), up_to_date)
         if self.writer is not None and (update + 1) % self.log_every_steps == 0:
             self._log(self._train_steps)  # at the loop step the update completed
         if self._per_update:
             # Within a dispatch of several steps, the values were applied already; the last
             # step's hooks write the next update's.
             self._advance(write=getattr(loop, "steps_ahead", 0) == 0)
-
-    def _check_planned(self, step: int) -> None:
-        """Refuses values that differ from those ``hyperparams_ahead`` gave for ``step``."""
-        planned = self._planned.pop(step, None)
-        scheduler = self.scheduler
-        if planned is not None and planned != (
-            scheduler.get_last_lr(),
-            scheduler.get_last_momentum(),
-        ):
-            raise RuntimeError(
-                f"{type(self).__name__}: at train step {step} the scheduler gives "
-                f"{self._values()}, but computed ahead for the loop's dispatch (on a copy of "
-                f"the scheduler) it gave {{'lr': {planned[0]}, 'momentum': {planned[1]}}}, and "
-                "those were applied. A scheduler whose "
-                "values depend on more than its own state (e.g. a scale_fn that keeps a "
-                "counter of its own) cannot be computed ahead: train with "
-                "steps_per_dispatch=1, or make the scale_fn a function of its argument only."
-            )
 
     def hyperparams_ahead(self, loop: Loop, start: int, steps: int) -> list[tuple[Any, np.ndarray]]:
         """The values train steps ``start`` to ``start + steps - 1`` apply, computed ahead.
@@ -329,50 +289,18 @@ class LRSchedulerCallback(Callback):
             RuntimeError: Before ``on_train_begin``, or if the scheduler was moved by another.
             ValueError: For a value the optimizer could not apply as given (see ``write``).
         """
-        if not self._targets:
-            raise self._not_begun("hyperparams_ahead")
+        owner = type(self).__name__
+        binding = self._binding
+        if binding is None:
+            raise not_begun(owner, "hyperparams_ahead")
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
         if not self._per_update:
-            rows = [_scheduler_values(self.scheduler)] * steps
+            rows = [scheduler_values(self.scheduler)] * steps
         else:
-            rows = self._rows_ahead(start, steps)
-        owner = type(self).__name__
-        return [
-            (
-                target.state.values[target.name],
-                held_value(
-                    owner,
-                    target.state,
-                    target.name,
-                    np.array([row[target.kind][target.group] for row in rows]),
-                ),
-            )
-            for target in self._targets
-        ]
-
-    def _rows_ahead(self, start: int, steps: int) -> list[dict[str, list[float]]]:
-        """The scheduler's values at train steps ``start`` onwards, from a copy stepped ahead.
-
-        Each step's values are also kept for ``on_step_end`` to compare with the scheduler's.
-        """
-        every = self._updates_per_step
-        if self._ahead is None or self._ahead[0] != start:
-            copied = copy.deepcopy(self.scheduler)
-            for done in range(self._train_steps, start):
-                if (done + 1) % every == 0:
-                    copied.step()
-            self._ahead = (start, copied)
-        scheduler = self._ahead[1]
-        rows, planned = [], self._planned
-        for done in range(start, start + steps):
-            lr, momentum = scheduler.get_last_lr(), scheduler.get_last_momentum()
-            planned[done] = (lr, momentum)
-            rows.append({"lr": lr} if momentum is None else {"lr": lr, "momentum": momentum})
-            if (done + 1) % every == 0:
-                scheduler.step()
-        self._ahead = (start + steps, scheduler)
-        return rows
+            every = binding.updates_per_step
+            rows = self._lookahead.rows(self.scheduler, self._train_steps, start, steps, every)
+        return planned_values(owner, binding.targets, rows)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Steps a scheduler driven by an ``eval/`` metric with its value."""
@@ -382,9 +310,9 @@ class LRSchedulerCallback(Callback):
     def on_train_end(self, loop: Loop) -> None:
         """Finishes the pending checks (waiting for their values now) and flushes the writer."""
         try:
-            if self._applied:
-                self._check_applied(block=True)
-            if self._targets and self._train_steps != self._began_at:
+            if self._applied_check.pending:
+                self._applied_check.check(block=True)
+            if self._binding is not None and self._train_steps != self._counts.began_at:
                 self._verify_counts(loop)
         finally:
             flush_writer(self.writer)
@@ -401,8 +329,9 @@ class LRSchedulerCallback(Callback):
                 reports no metrics (``callbacks.on_epoch_end()`` without the epoch's means):
                 the scheduler would never act.
         """
+        owner = type(self).__name__
         trained, self._epoch_steps = self._epoch_steps, 0
-        if self._targets and trained:
+        if self._binding is not None and trained:
             self._verify_counts(loop)
         if self.monitor is not None:
             if self.monitor.source != "train":
@@ -410,10 +339,10 @@ class LRSchedulerCallback(Callback):
             if metrics:
                 self._step_on(metrics, "on_epoch_end")
             elif trained:  # none after no step: an epoch resumed at its end
-                raise self._no_epoch_metrics(epoch, trained)
+                raise no_epoch_metrics(owner, self.monitor, self.scheduler, epoch, trained)
             return
-        if not self._targets:
-            raise self._not_begun("on_epoch_end")
+        if self._binding is None:
+            raise not_begun(owner, "on_epoch_end")
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
         if self.interval == "epoch":
@@ -436,33 +365,12 @@ class LRSchedulerCallback(Callback):
 
     def _step_on(self, metrics: Mapping[str, Any], hook: str) -> None:
         """Steps a metric-driven scheduler with the monitored value of this hook's metrics."""
-        if not self._targets:
-            raise self._not_begun(hook)
+        if self._binding is None:
+            raise not_begun(type(self).__name__, hook)
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
         assert self.monitor is not None  # only a metric-driven scheduler steps here
         self._advance(self.monitor.value(type(self).__name__, metrics))
-
-    def _check_monitor(self, monitor: Any) -> Monitored | None:
-        """``monitor`` for a scheduler driven by a metric; refused for the others."""
-        owner, name = type(self).__name__, type(self.scheduler).__name__
-        if self.scheduler.requires_metric and monitor is None:
-            raise ValueError(
-                f"{owner}: {name} steps on a metric, not on the update count; pass the metric it "
-                f"watches, e.g. LRSchedulerCallback({name}(...), monitor='eval/loss')."
-            )
-        if monitor is not None and not self.scheduler.requires_metric:
-            raise ValueError(
-                f"{owner}: `monitor` is for a scheduler driven by a metric (ReduceLROnPlateau); "
-                f"{name} follows the update count, got monitor={monitor!r}. Leave monitor out."
-            )
-        if monitor is None:
-            return None
-        parsed = Monitored.parse(owner, monitor)
-        resolve_mode = getattr(self.scheduler, "resolve_mode", None)
-        if callable(resolve_mode):  # ReduceLROnPlateau(mode='auto'): min or max by the name
-            resolve_mode(str(parsed))
-        return parsed
 
     # -- state --
 
@@ -485,194 +393,31 @@ class LRSchedulerCallback(Callback):
                 count of steps would be read as epochs, or the reverse), or the scheduler
                 refuses its state.
         """
-        owner = type(self).__name__
-        keys = ("scheduler", "train_steps")
-        missing = [key for key in keys if not isinstance(state, Mapping) or key not in state]
-        if missing:
-            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(
-                f"{owner}.load_state_dict: the saved state has no {missing} (it has {found}). "
-                "Restore a state made by LRSchedulerCallback.state_dict()."
-            )
-        train_steps = _checks.integer(
-            owner,
-            "train_steps",
-            state["train_steps"],
-            minimum=0,
-            maximum=None,
-            hint="Restore a state made by LRSchedulerCallback.state_dict().",
-        )
-        saved_interval = state.get("interval", self.interval)  # absent: saved before 0.3
-        if saved_interval != self.interval:
-            raise ValueError(
-                f"{owner}.load_state_dict: the state was saved with interval="
-                f"{saved_interval!r}, but this callback has interval={self.interval!r}: the "
-                f"scheduler's position counts {saved_interval}s and would be read as "
-                f"{self.interval}s. Build the callback with interval={saved_interval!r} to "
-                "resume this run, or start a new run."
-            )
+        train_steps = saved_train_steps(type(self).__name__, state, self.interval)
         self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
         self._position = self.scheduler.last_epoch
-        self._planned, self._ahead = {}, None
+        self._lookahead.reset()
         self._plan_written = True
         self._restored = True
         self._train_steps = train_steps
-        if self._targets:
+        if self._binding is not None:
             self._write()
 
-    # -- internals: set-up --
+    # -- internals --
 
-    def _resolve_accumulation(self, optimizer: Any) -> int:
-        """Train steps per parameter update: 1, or optax.MultiSteps' every_k_schedule."""
-        owner = type(self).__name__
-        given = self.accumulation_steps
-        counters = accumulation_counters(optimizer.opt_state)
-        if not counters:
-            if given not in (None, 1):
-                raise ValueError(
-                    f"{owner}: accumulation_steps={given} but the optimizer is not an "
-                    "optax.MultiSteps; leave accumulation_steps out (or pass 1)."
-                )
-            return 1
-        if len(counters) > 1:
-            raise ValueError(
-                f"{owner}: the optimizer has {len(counters)} optax.MultiSteps (at "
-                f"{', '.join(where for where, _ in counters)}); their updates cannot be counted "
-                "as one. Accumulate gradients with one optax.MultiSteps."
-            )
-        ((where, _),) = counters
-        root = accumulation_state(optimizer.opt_state) is not None
-        read = accumulation_every_k(getattr(optimizer, "tx", None)) if root else None
-        if given is None and read is None:
-            why = (
-                "its every_k_schedule cannot be read as one number (a function of the step)"
-                if root
-                else f"it is nested at {where}, where its every_k_schedule cannot be read"
-            )
-            raise ValueError(
-                f"{owner}: the optimizer accumulates gradients with optax.MultiSteps, and {why}; "
-                "pass accumulation_steps=k, the train steps per parameter update, so the "
-                "scheduler advances once per update, not per micro-batch."
-            )
-        if given is not None and read is not None and given != read:
-            raise ValueError(
-                f"{owner}: accumulation_steps={given} but the optimizer's optax.MultiSteps "
-                f"updates every {read} train steps (every_k_schedule={read}): the scheduler "
-                f"would run {read / given:g} times too fast. Pass accumulation_steps={read}, or "
-                "leave it out to read it from the optimizer."
-            )
-        return cast(int, given if given is not None else read)
-
-    def _match_groups(self, injected: list[InjectedHyperparams]) -> list[list[InjectedHyperparams]]:
-        """For each scheduler group, the injected states it drives."""
-        groups = self.scheduler.num_groups
-        if self.groups is None and groups not in (1, len(injected)):
-            described = ", ".join(state.label or state.where for state in injected)
-            raise ValueError(
-                f"{type(self).__name__}: the scheduler has {groups} parameter groups but the "
-                f"optimizer has {len(injected)} injected hyperparameter states ({described}). "
-                "Give the scheduler one learning rate per group, or pass groups=[labels]."
-            )
-        return match_groups(type(self).__name__, injected, groups, self.groups)
-
-    def _resolve_targets(self, per_group: list[list[InjectedHyperparams]]) -> list[Target]:
-        """The hyperparameters to write, with ``momentum='auto'`` resolved per injected state."""
-        cycles_momentum = self.momentum is not None and self.scheduler.cycle_momentum
-        names = {"lr": self.learning_rate}
-        if cycles_momentum:
-            assert self.momentum is not None
-            names["momentum"] = self.momentum
-        targets, problems = resolve_targets(per_group, names)
-        if problems:
-            fix = "Pass the right name (learning_rate=..., momentum=...) or inject it"
-            if cycles_momentum:
-                fix += (
-                    ", e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, "
-                    "momentum=0.9); or pass momentum=None to leave momentum alone"
-                )
-            raise ValueError(
-                f"{type(self).__name__}: the optimizer does not inject what the scheduler sets"
-                f"{' (it cycles momentum)' if cycles_momentum else ''}: "
-                + "; ".join(problems)
-                + f". {fix}."
-            )
-        return targets
-
-    def _dtype_per_group(self) -> dict[tuple[str, int], np.dtype]:
-        """The dtype each scheduler value is applied in; one per value, or an error."""
-        dtypes: dict[tuple[str, int], set[np.dtype]] = {}
-        for target in self._targets:
-            dtypes.setdefault((target.kind, target.group), set()).add(
-                target.state.dtypes[target.name]
-            )
-        mixed = {key: kinds for key, kinds in dtypes.items() if len(kinds) > 1}
-        if mixed:
-            (kind, group), kinds = next(iter(mixed.items()))
-            raise ValueError(
-                f"{type(self).__name__}: the {kind} of scheduler group {group} goes to "
-                f"hyperparameters of dtypes {sorted(map(str, kinds))}, so it would be applied "
-                "as different values and only one could be logged. Inject them with one dtype."
-            )
-        return {key: next(iter(kinds)) for key, kinds in dtypes.items()}
-
-    def _align_with_loop(self, loop: Loop) -> None:
-        """Agrees with the loop on the train step: the loop learns it, or both must match."""
-        per_update = self._updates_per_step
-        position = self.scheduler.last_epoch
-        if self._train_steps == 0 and self._per_update:
-            self._train_steps = position * per_update  # a scheduler built with last_epoch=N
-        elif self._per_update and position != self._train_steps // per_update:
-            kind = CheckpointError if self._restored else RuntimeError
-            updates = self._train_steps // per_update
-            raise kind(
-                f"{type(self).__name__}: the scheduler stands at step {position}, but the "
-                f"callback counted {self._train_steps} train steps ({updates} parameter "
-                "updates) with it: the two were saved or changed apart. Restore a "
-                "state saved by this callback unedited, or start a new run."
-            )
-        loop_step = getattr(loop, "step", 0)
-        if not self._per_update and self._train_steps == 0:
-            self._train_steps = loop_step  # epochs, not steps, position an epoch scheduler
-        if loop_step == self._train_steps:
-            return
-        if loop_step == 0 and hasattr(loop, "step"):
-            loop.step = self._train_steps  # e.g. CyclicLR(..., last_epoch=N) in a new loop
-            logger.info(
-                "%s: the loop starts at train step %d, where the scheduler stands.",
-                type(self).__name__,
-                self._train_steps,
-            )
-            return
-        error: type[Exception] = CheckpointError if self._restored else ValueError
-        raise error(
-            f"{type(self).__name__}: the loop is at train step {loop_step} but the scheduler's "
-            f"position is train step {self._train_steps} (scheduler step {position}): the "
-            "learning rates and the logs would not belong to the steps they are used at. Build "
-            f"the scheduler with last_epoch={loop_step // per_update} to continue at step "
-            f"{loop_step}, or start the loop at step {self._train_steps} (CallbackList(..., "
-            f"step={self._train_steps}))."
+    def _bind(self, optimizer: Any) -> Binding:
+        return bind(
+            type(self).__name__,
+            optimizer,
+            self.scheduler,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+            groups=self.groups,
+            accumulation_steps=self.accumulation_steps,
         )
 
-    def _check_length(self, loop: Loop) -> None:
-        """Refuses a finite scheduler (``total_steps``) shorter than the loop's planned run."""
-        length = getattr(self.scheduler, "total_steps", None)
-        planned = getattr(loop, "total_steps", None)
-        if not self._per_update or length is None or planned is None:
-            return
-        updates = planned // self._updates_per_step
-        if updates > length:
-            name = type(self.scheduler).__name__
-            raise ValueError(
-                f"{type(self).__name__}: the run plans {updates} parameter updates but "
-                f"{name}(total_steps={length}) has {length}: update {length} would fail "
-                f"part-way through training. Build it with total_steps={updates} (or the "
-                "run's epochs and steps_per_epoch), or train for fewer steps."
-            )
-
-    # -- internals: writing and checking --
-
     def _values(self) -> dict[str, list[float]]:
-        return _scheduler_values(self.scheduler)
+        return scheduler_values(self.scheduler)
 
     @property
     def applied_values(self) -> dict[str, list[float]]:
@@ -685,184 +430,30 @@ class LRSchedulerCallback(Callback):
         Raises:
             RuntimeError: Before ``on_train_begin``.
         """
-        if not self._targets:
-            raise self._not_begun("applied_values")
-        values = self._values()
-        return {
-            kind: [
-                float(np.asarray(value, dtype=self._dtypes[kind, group]))
-                for group, value in enumerate(values[kind])
-            ]
-            for kind in dict.fromkeys(kind for kind, _ in self._dtypes)
-        }
+        if self._binding is None:
+            raise not_begun(type(self).__name__, "applied_values")
+        return self._binding.cast(self._values())
 
     def _write(self) -> None:
-        values = self._values()
-        owner = type(self).__name__
-        for target in self._targets:
-            target.state.write(target.name, values[target.kind][target.group], owner)
-
-    def _start_verification(self, optimizer: Any) -> None:
-        """Arms the checks that compare the optimizer's own counters and values with ours.
-
-        One device read at the start: the update counts the optimizer has made so far.
-        """
-        self._applied = []
-        self._unconfirmed = {i: None for i in range(len(self._targets))}
-        self._recorded = {}
-        self._began_at = self._train_steps
-        self._epoch_steps = 0
-        self._update_offset = _update_count(optimizer) - self._train_steps
-        k = self._updates_per_step
-        self._accumulation_offsets = [
-            int(_host_value(count.get_value())) - self._train_steps // k
-            for _, count in accumulation_counters(optimizer.opt_state)
-        ]
-
-    def _verify_applied(self, loop: Loop, update: int) -> None:
-        """Records the values the optimizer applied in ``update`` and checks those ready.
-
-        A hyperparameter injected as a schedule is recomputed by optax inside the update, so
-        the value it applied can differ from the one written. The value applied is recorded at
-        the first update and at each update whose written value differs from the last one
-        recorded (a scheduler driven by a metric changes it rarely); it is read once the device
-        has computed it (never waiting). The check ends for a hyperparameter once it has
-        matched a value that differs from its first one: a schedule that agreed with the
-        scheduler's values at two different points is no longer a suspect.
-        """
-        values = self._values()
-        due = []
-        for index in self._unconfirmed:
-            target = self._targets[index]
-            written = values[target.kind][target.group]
-            if self._recorded.get(index) != written:
-                due.append((index, target, written))
-        if due:
-            loop_optimizer(type(self).__name__, loop)  # brings the injected values up to date
-        for index, target, written in due:
-            self._recorded[index] = written
-            held = target.state.values[target.name].get_value()
-            self._applied.append(_Applied(update, index, held, written))
-        if self._applied:
-            self._check_applied(block=False)
-
-    def _check_applied(self, *, block: bool) -> None:
-        while self._applied and (block or _is_ready(self._applied[0].held)):
-            applied = self._applied.pop(0)
-            if applied.target not in self._unconfirmed:
-                continue
-            target = self._targets[applied.target]
-            held = _host_value(applied.held)
-            written = float(np.asarray(applied.written, dtype=target.state.dtypes[target.name]))
-            if abs(held - written) > 1e-6 * max(abs(written), 1e-30):
-                raise ValueError(
-                    f"{type(self).__name__}: update {applied.update} applied {target.name!r}="
-                    f"{held:.7g} at {target.state.where}, but the scheduler set {written:.7g}: "
-                    "the transformation computes it itself (it was injected as a schedule, "
-                    "e.g. inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))), "
-                    "so the callback's values are neither used nor what is logged. Inject a "
-                    "number instead, e.g. inject_hyperparams(optax.sgd)(learning_rate=0.0); "
-                    "the callback sets it."
-                )
-            first = self._unconfirmed[applied.target]
-            if first is None:
-                self._unconfirmed[applied.target] = written
-            elif written != first:
-                del self._unconfirmed[applied.target]
-        if not self._unconfirmed:
-            self._applied.clear()
+        assert self._binding is not None  # written only once bound
+        self._binding.write(self._values(), type(self).__name__)
 
     def _verify_counts(self, loop: Loop) -> None:
         """Compares the optimizer's update counts with the train steps the callback counted.
 
         Called at the first ``2 * k`` train steps of a run, at each power of two, at epoch ends
         and at the end: each reads the counts from the device (the step donates its state, so
-        they are read before the next step reuses it). ``nnx.Optimizer.step`` counts every
-        update call (micro-batches too); ``optax.MultiSteps``' ``gradient_step`` the
-        parameter updates.
+        they are read before the next step reuses it).
         """
         owner = type(self).__name__
         optimizer = loop_optimizer(owner, loop)
-        self._check_same_optimizer(loop)
+        assert self._binding is not None  # verified only once bound
+        check_same_optimizer(owner, loop, self._binding.optimizer)
         # A loop that dispatches several steps at once runs their hooks afterwards.
-        ahead = getattr(loop, "steps_ahead", 0)
-        made = _update_count(optimizer) - self._update_offset - ahead
-        if made != self._train_steps:
-            raise self._not_the_update(made)
-        k = self._updates_per_step
-        counters = accumulation_counters(optimizer.opt_state)
-        for (where, count), offset in zip(counters, self._accumulation_offsets, strict=True):
-            made = int(_host_value(count.get_value())) - offset
-            expected = (self._train_steps + ahead) // k
-            if made != expected:
-                raise ValueError(
-                    f"{owner}: optax.MultiSteps (at {where}) made {made} parameter updates in "
-                    f"{self._train_steps + ahead} train steps, but accumulation_steps={k} means "
-                    f"{expected}: the scheduler would not advance once per update. Pass its "
-                    "every_k_schedule as accumulation_steps (a constant one)."
-                )
-
-    def _check_same_optimizer(self, loop: Loop) -> None:
-        """Refuses a ``loop.optimizer`` replaced after ``on_train_begin`` (a host check)."""
-        held = _held_optimizer(loop)
-        if held is not None and held is not self._optimizer:
-            raise RuntimeError(
-                f"{type(self).__name__}: loop.optimizer was replaced after on_train_begin: "
-                "the callback writes the learning rate into the optimizer it began with, so "
-                "the new one would train at its own injected value (e.g. 0.0). Give the loop "
-                "its optimizer before callbacks.on_train_begin(), or start a new CallbackList "
-                "for the new optimizer."
-            )
-
-    def _not_the_update(self, made: int) -> ValueError:
-        counted = self._train_steps - self._began_at
-        made -= self._began_at
-        if made < counted:
-            why = (
-                "the updates were made on another copy of the optimizer state (a functional "
-                "loop over nnx.split state trains that copy, so the values written here are "
-                "never used), or on_step_end ran more than once per update. In a jax.jit step "
-                "of split state, set the values inside the step with set_hyperparams("
-                "opt_state, learning_rate=...) and step the scheduler yourself "
-                "(docs/own_loop.md), or call on_step_end once per update"
-            )
-        else:
-            why = (
-                "the optimizer made updates without on_step_end, so the scheduler fell behind. "
-                "Call callbacks.on_step_end() after every update, and no update outside the "
-                "hooks"
-            )
-        return ValueError(
-            f"{type(self).__name__}: the optimizer it writes made {made} updates while the "
-            f"callback counted {counted} train steps (on_step_end calls): {why}."
-        )
-
-    def _no_epoch_metrics(self, epoch: int, trained: int) -> ValueError:
-        assert self.monitor is not None
-        name = self.monitor.name
-        return ValueError(
-            f"{type(self).__name__}: monitor={str(self.monitor)!r} is the epoch's train mean, "
-            f"but epoch {epoch} ended after {trained} train steps with no metrics reported "
-            f"(on_epoch_end got {{}}), so {type(self.scheduler).__name__} would never act. "
-            f"Pass the epoch's means: callbacks.on_epoch_end({{{name!r}: mean_{name}}}), as "
-            "the Trainer does."
-        )
-
-    def _not_begun(self, hook: str) -> RuntimeError:
-        return RuntimeError(
-            f"{type(self).__name__}.{hook}: called before on_train_begin, so no learning rate "
-            "has been written into the optimizer. Call on_train_begin(loop) once before the "
-            "first step (CallbackList.on_train_begin() does)."
-        )
+        self._counts.verify(optimizer, self._train_steps, getattr(loop, "steps_ahead", 0))
 
     def _moved_elsewhere(self) -> RuntimeError:
-        return RuntimeError(
-            f"{type(self).__name__}: the scheduler stands at step {self.scheduler.last_epoch}, "
-            f"but the callback left it at step {self._position}: something else moved it "
-            "(scheduler.step() or load_state_dict in the loop as well?). The callback owns its "
-            "scheduler and steps it after every update; remove the other calls, or drive the "
-            "scheduler yourself without the callback."
-        )
+        return moved_elsewhere(type(self).__name__, self.scheduler.last_epoch, self._position)
 
     def _write_plan(self) -> None:
         """Writes the configuration as hparams and a picture of the planned schedule, once."""
@@ -912,34 +503,3 @@ class LRSchedulerCallback(Callback):
                 scalars[tag] = getattr(self.scheduler, attribute)
         assert self.writer is not None  # _log runs only with a writer
         self.writer.write_scalars(step, scalars)
-
-
-def _scheduler_values(scheduler: LRScheduler) -> dict[str, list[float]]:
-    """The scheduler's current values per kind (``'lr'``, ``'momentum'``) and group."""
-    values = {"lr": scheduler.get_last_lr()}
-    momentum = scheduler.get_last_momentum()
-    if momentum is not None:
-        values["momentum"] = momentum
-    return values
-
-
-def _is_ready(value: Any) -> bool:
-    """Whether reading ``value`` would not wait for the device."""
-    return not isinstance(value, jax.Array) or bool(value.is_ready())  # type: ignore[attr-defined]
-
-
-def _update_count(optimizer: Any) -> int:
-    """The optimizer's update calls so far (``nnx.Optimizer.step``): one device read."""
-    step = getattr(optimizer, "step", None)
-    return 0 if step is None else int(_host_value(step.get_value()))
-
-
-def _held_optimizer(loop: Any) -> Any:
-    """The loop's optimizer object as it holds it, without bringing the state up to date."""
-    attributes = getattr(loop, "__dict__", {})
-    return attributes.get("_optimizer", attributes.get("optimizer"))
-
-
-def _host_value(value: Any) -> float:
-    """A scalar on the host; for a global array, this process's copy of it."""
-    return float(np.asarray(local_copy(value)))

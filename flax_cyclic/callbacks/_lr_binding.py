@@ -1,0 +1,271 @@
+"""The LR callback's hold on an optimizer: which injected hyperparameters its values go to.
+
+[`bind`] finds them in an ``nnx.Optimizer``'s ``opt_state`` (parameter groups matched, momentum
+resolved per state, gradient accumulation read) and refuses what could not be written as
+given; the [`Binding`] it returns writes the scheduler's values there. The loop's step and
+planned length are agreed on here too: the scheduler's position must belong to the steps it
+is used at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from flax_cyclic import _logging
+from flax_cyclic._errors import CheckpointError
+from flax_cyclic._hyperparams import (
+    InjectedHyperparams,
+    Target,
+    accumulation_counters,
+    accumulation_every_k,
+    accumulation_state,
+    find_injected_hyperparams,
+    match_groups,
+    refuse_integer,
+    resolve_targets,
+)
+from flax_cyclic.schedulers import LRScheduler
+
+logger = _logging.logger
+
+
+class Binding:
+    """The injected hyperparameters of one optimizer state that a scheduler's values go to.
+
+    Attributes:
+        optimizer: The ``nnx.Optimizer`` written.
+        targets: One entry per hyperparameter written: its kind (``'lr'``, ``'momentum'``),
+            scheduler group, injected state and name.
+        dtypes: The dtype each (kind, group) value is applied in.
+        updates_per_step: Train steps per parameter update (``optax.MultiSteps``' ``k``).
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        targets: list[Target],
+        dtypes: dict[tuple[str, int], np.dtype],
+        updates_per_step: int,
+    ) -> None:
+        self.optimizer = optimizer
+        self.targets = targets
+        self.dtypes = dtypes
+        self.updates_per_step = updates_per_step
+
+    def write(self, values: Mapping[str, list[float]], owner: str) -> None:
+        """Writes each target's value in place (``InjectedHyperparams.write``)."""
+        for target in self.targets:
+            target.state.write(target.name, values[target.kind][target.group], owner)
+
+    def cast(self, values: Mapping[str, list[float]]) -> dict[str, list[float]]:
+        """``values`` as the optimizer holds them: in each hyperparameter's dtype."""
+        return {
+            kind: [
+                float(np.asarray(value, dtype=self.dtypes[kind, group]))
+                for group, value in enumerate(values[kind])
+            ]
+            for kind in dict.fromkeys(kind for kind, _ in self.dtypes)
+        }
+
+
+def bind(
+    owner: str,
+    optimizer: Any,
+    scheduler: LRScheduler,
+    *,
+    learning_rate: str,
+    momentum: str | None,
+    groups: Sequence[str] | None,
+    accumulation_steps: int | None,
+) -> Binding:
+    """Finds in ``optimizer.opt_state`` the hyperparameters the scheduler's values go to.
+
+    Raises:
+        ValueError: If the optimizer injects no hyperparameters, not those the scheduler sets
+            (or not per group), injects them as integers or in several dtypes per value, or
+            accumulates gradients other than ``accumulation_steps`` says.
+    """
+    updates_per_step = _resolve_accumulation(owner, optimizer, accumulation_steps)
+    injected = find_injected_hyperparams(optimizer.opt_state)
+    if not injected:
+        raise ValueError(
+            f"{owner}: the optimizer has no injected hyperparameters. Build "
+            "its transformation with optax.inject_hyperparams, e.g. "
+            "optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)."
+        )
+    count = scheduler.num_groups
+    if groups is None and count not in (1, len(injected)):
+        described = ", ".join(state.label or state.where for state in injected)
+        raise ValueError(
+            f"{owner}: the scheduler has {count} parameter groups but the "
+            f"optimizer has {len(injected)} injected hyperparameter states ({described}). "
+            "Give the scheduler one learning rate per group, or pass groups=[labels]."
+        )
+    per_group = match_groups(owner, injected, count, groups)
+    cycles_momentum = momentum is not None and scheduler.cycle_momentum
+    targets = _resolve_targets(
+        owner, per_group, learning_rate, momentum if cycles_momentum else None
+    )
+    refuse_integer(owner, targets)
+    return Binding(optimizer, targets, _dtype_per_group(owner, targets), updates_per_step)
+
+
+def _resolve_accumulation(owner: str, optimizer: Any, given: int | None) -> int:
+    """Train steps per parameter update: 1, or optax.MultiSteps' every_k_schedule."""
+    counters = accumulation_counters(optimizer.opt_state)
+    if not counters:
+        if given not in (None, 1):
+            raise ValueError(
+                f"{owner}: accumulation_steps={given} but the optimizer is not an "
+                "optax.MultiSteps; leave accumulation_steps out (or pass 1)."
+            )
+        return 1
+    if len(counters) > 1:
+        raise ValueError(
+            f"{owner}: the optimizer has {len(counters)} optax.MultiSteps (at "
+            f"{', '.join(where for where, _ in counters)}); their updates cannot be counted "
+            "as one. Accumulate gradients with one optax.MultiSteps."
+        )
+    ((where, _),) = counters
+    root = accumulation_state(optimizer.opt_state) is not None
+    read = accumulation_every_k(getattr(optimizer, "tx", None)) if root else None
+    if given is None and read is None:
+        why = (
+            "its every_k_schedule cannot be read as one number (a function of the step)"
+            if root
+            else f"it is nested at {where}, where its every_k_schedule cannot be read"
+        )
+        raise ValueError(
+            f"{owner}: the optimizer accumulates gradients with optax.MultiSteps, and {why}; "
+            "pass accumulation_steps=k, the train steps per parameter update, so the "
+            "scheduler advances once per update, not per micro-batch."
+        )
+    if given is not None and read is not None and given != read:
+        raise ValueError(
+            f"{owner}: accumulation_steps={given} but the optimizer's optax.MultiSteps "
+            f"updates every {read} train steps (every_k_schedule={read}): the scheduler "
+            f"would run {read / given:g} times too fast. Pass accumulation_steps={read}, or "
+            "leave it out to read it from the optimizer."
+        )
+    return cast(int, given if given is not None else read)
+
+
+def _resolve_targets(
+    owner: str,
+    per_group: list[list[InjectedHyperparams]],
+    learning_rate: str,
+    momentum: str | None,
+) -> list[Target]:
+    """The hyperparameters to write; ``momentum`` (when cycled) resolved per injected state."""
+    names = {"lr": learning_rate}
+    if momentum is not None:
+        names["momentum"] = momentum
+    targets, problems = resolve_targets(per_group, names)
+    if problems:
+        fix = "Pass the right name (learning_rate=..., momentum=...) or inject it"
+        if momentum is not None:
+            fix += (
+                ", e.g. optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, "
+                "momentum=0.9); or pass momentum=None to leave momentum alone"
+            )
+        raise ValueError(
+            f"{owner}: the optimizer does not inject what the scheduler sets"
+            f"{' (it cycles momentum)' if momentum is not None else ''}: "
+            + "; ".join(problems)
+            + f". {fix}."
+        )
+    return targets
+
+
+def _dtype_per_group(owner: str, targets: list[Target]) -> dict[tuple[str, int], np.dtype]:
+    """The dtype each scheduler value is applied in; one per value, or an error."""
+    dtypes: dict[tuple[str, int], set[np.dtype]] = {}
+    for target in targets:
+        dtypes.setdefault((target.kind, target.group), set()).add(target.state.dtypes[target.name])
+    mixed = {key: kinds for key, kinds in dtypes.items() if len(kinds) > 1}
+    if mixed:
+        (kind, group), kinds = next(iter(mixed.items()))
+        raise ValueError(
+            f"{owner}: the {kind} of scheduler group {group} goes to "
+            f"hyperparameters of dtypes {sorted(map(str, kinds))}, so it would be applied "
+            "as different values and only one could be logged. Inject them with one dtype."
+        )
+    return {key: next(iter(kinds)) for key, kinds in dtypes.items()}
+
+
+def align_with_loop(
+    owner: str,
+    loop: Any,
+    scheduler: LRScheduler,
+    train_steps: int,
+    *,
+    updates_per_step: int,
+    follows_updates: bool,
+    restored: bool,
+) -> int:
+    """Agrees with the loop on the train step: the loop learns it, or both must match.
+
+    Args:
+        owner: The callback's name, for the messages.
+        loop: The loop; its ``step`` is set where it starts at 0 and the scheduler further.
+        scheduler: The scheduler, whose ``last_epoch`` is its position.
+        train_steps: The train steps the callback has counted.
+        updates_per_step: Train steps per parameter update.
+        follows_updates: Whether the scheduler advances once per parameter update.
+        restored: Whether ``train_steps`` comes from a restored state.
+
+    Returns:
+        The train steps counted: ``train_steps``, or where the scheduler stands.
+    """
+    per_update = updates_per_step
+    position = scheduler.last_epoch
+    if train_steps == 0 and follows_updates:
+        train_steps = position * per_update  # a scheduler built with last_epoch=N
+    elif follows_updates and position != train_steps // per_update:
+        kind = CheckpointError if restored else RuntimeError
+        raise kind(
+            f"{owner}: the scheduler stands at step {position}, but the "
+            f"callback counted {train_steps} train steps ({train_steps // per_update} parameter "
+            "updates) with it: the two were saved or changed apart. Restore a "
+            "state saved by this callback unedited, or start a new run."
+        )
+    loop_step = getattr(loop, "step", 0)
+    if not follows_updates and train_steps == 0:
+        train_steps = loop_step  # epochs, not steps, position an epoch scheduler
+    if loop_step == train_steps:
+        return train_steps
+    if loop_step == 0 and hasattr(loop, "step"):
+        loop.step = train_steps  # e.g. CyclicLR(..., last_epoch=N) in a new loop
+        logger.info(
+            "%s: the loop starts at train step %d, where the scheduler stands.", owner, train_steps
+        )
+        return train_steps
+    error: type[Exception] = CheckpointError if restored else ValueError
+    raise error(
+        f"{owner}: the loop is at train step {loop_step} but the scheduler's "
+        f"position is train step {train_steps} (scheduler step {position}): the "
+        "learning rates and the logs would not belong to the steps they are used at. Build "
+        f"the scheduler with last_epoch={loop_step // per_update} to continue at step "
+        f"{loop_step}, or start the loop at step {train_steps} (CallbackList(..., "
+        f"step={train_steps}))."
+    )
+
+
+def check_length(owner: str, loop: Any, scheduler: LRScheduler, per_update: int) -> None:
+    """Refuses a finite scheduler (``total_steps``) shorter than the loop's planned run."""
+    length = getattr(scheduler, "total_steps", None)
+    planned = getattr(loop, "total_steps", None)
+    if length is None or planned is None:
+        return
+    updates = planned // per_update
+    if updates > length:
+        name = type(scheduler).__name__
+        raise ValueError(
+            f"{owner}: the run plans {updates} parameter updates but "
+            f"{name}(total_steps={length}) has {length}: update {length} would fail "
+            f"part-way through training. Build it with total_steps={updates} (or the "
+            "run's epochs and steps_per_epoch), or train for fewer steps."
+        )
