@@ -22,6 +22,7 @@ from helpers import (
 )
 
 from flax_cyclic import (
+    Callback,
     CallbackList,
     Checkpointer,
     CyclicLR,
@@ -404,14 +405,63 @@ def test_a_schedule_injected_with_a_callback_is_refused_within_the_first_cycle()
     with raises_exactly(
         ValueError,
         "LRSchedulerCallback: update 1 applied 'learning_rate'=0.0325 at the root of the "
-        "optimizer state, but the scheduler set 0.0145: the transformation computes it itself "
-        "(it was injected as a schedule, e.g. "
-        "inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))), so the callback's "
-        "values are neither used nor what is logged. Inject a number instead, e.g. "
-        "inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets it.",
+        "optimizer state, but the scheduler set 0.0145, so the callback's values are neither "
+        "what trains nor what is logged. Either another writer sets it after this callback (a "
+        "callback later in the list, or the loop itself): one callback drives each "
+        "hyperparameter; to scale the schedule, use the scheduler's scale_fn or a custom "
+        "scheduler instead of a second writer. Or it was injected as a schedule (e.g. "
+        "inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))), which the "
+        "transformation computes itself at every update: inject a number instead, e.g. "
+        "inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets it. Here "
+        "'learning_rate' is injected as a schedule.",
     ):
         _steps(loop, model, 8)
     assert loop.step == 1  # raised at the end of update 1
+
+
+class Rescales(Callback):
+    """Halves the learning rate the LR callback wrote: a second writer, after it in the list."""
+
+    def on_train_begin(self, loop):
+        self._halve(loop)
+
+    def on_step_end(self, loop, step, metrics):
+        self._halve(loop)
+
+    def _halve(self, loop):
+        learning_rate = loop.optimizer.opt_state.hyperparams["learning_rate"]
+        learning_rate[...] = 0.5 * learning_rate[...]
+
+
+SECOND_WRITER = (
+    r"^LRSchedulerCallback: update 0 applied 'learning_rate'=0\.005 at the root of the optimizer "
+    r"state, but the scheduler set 0\.01, so the callback's values are neither what trains nor "
+    r"what is logged\. Either another writer sets it after this callback \(a callback later in "
+    r"the list, or the loop itself\): one callback drives each hyperparameter; to scale the "
+    r"schedule, use the scheduler's scale_fn or a custom scheduler instead of a second writer\. "
+    r"Or it was injected as a schedule .* Here 'learning_rate' is injected as a number, so "
+    r"another writer changed it\.$"
+)
+
+
+def test_a_second_writer_after_the_callback_is_refused_at_update_0_naming_both_causes():
+    model = Revealer()
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    callbacks = [LRSchedulerCallback(CyclicLR(**CONFIG)), Rescales()]
+    loop = CallbackList(callbacks, model=model, optimizer=nnx.Optimizer(model, tx, wrt=nnx.Param))
+    loop.on_train_begin()
+    with pytest.raises(ValueError, match=SECOND_WRITER):
+        _steps(loop, model, 1)
+    assert loop.step == 0  # raised in the hooks of update 0
+    np.testing.assert_allclose(-model.w[...], [0.005])  # it did train at the halved value
+
+
+def test_a_second_writer_after_the_callback_is_refused_in_the_trainer():
+    model, optimizer = tiny_setup()
+    callbacks = [LRSchedulerCallback(CyclicLR(**CONFIG)), Rescales()]
+    trainer = Trainer(model, optimizer, callbacks=callbacks, progress=False)
+    with pytest.raises(ValueError, match=SECOND_WRITER):
+        trainer.fit(tiny_batches(), num_steps=6)  # at the latest at the end (waits then)
 
 
 def test_a_schedule_injected_with_a_callback_is_refused_in_the_trainer():

@@ -119,14 +119,25 @@ class AppliedCheck:
             self.pending.clear()
 
     def _not_applied(self, applied: _Applied, held: float, written: float) -> ValueError:
+        """The error for a value applied that is not the one written, naming both causes."""
         target = applied.target
+        name = target.name
+        found = (
+            "a schedule"
+            if name in target.state.scheduled
+            else "a number, so another writer changed it"
+        )
         return ValueError(
-            f"{self._owner}: update {applied.update} applied {target.name!r}={held:.7g} at "
-            f"{target.state.where}, but the scheduler set {written:.7g}: the transformation "
-            "computes it itself (it was injected as a schedule, e.g. "
-            "inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule(...))), so the "
-            "callback's values are neither used nor what is logged. Inject a number instead, "
-            "e.g. inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets it."
+            f"{self._owner}: update {applied.update} applied {name!r}={held:.7g} at "
+            f"{target.state.where}, but the scheduler set {written:.7g}, so the callback's "
+            "values are neither what trains nor what is logged. Either another writer sets it "
+            "after this callback (a callback later in the list, or the loop itself): one "
+            "callback drives each hyperparameter; to scale the schedule, use the scheduler's "
+            "scale_fn or a custom scheduler instead of a second writer. Or it was injected as "
+            "a schedule (e.g. inject_hyperparams(optax.sgd)(learning_rate=cyclic_schedule("
+            "...))), which the transformation computes itself at every update: inject a number "
+            "instead, e.g. inject_hyperparams(optax.sgd)(learning_rate=0.0); the callback sets "
+            f"it. Here {name!r} is injected as {found}."
         )
 
 
