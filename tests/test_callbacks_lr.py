@@ -32,6 +32,7 @@ from flax_cyclic import (
     ReduceLROnPlateau,
     Trainer,
     cyclic_schedule,
+    set_hyperparams,
 )
 from flax_cyclic._hyperparams import find_injected_hyperparams
 from flax_cyclic.steps import classification_train_step
@@ -949,6 +950,111 @@ def test_a_replaced_loop_optimizer_is_refused_at_the_next_step():
     loop.optimizer = _sgd(model, learning_rate=0.0)
     with pytest.raises(RuntimeError, match=r"^LRSchedulerCallback: loop.optimizer was replaced"):
         loop.on_step_begin()
+
+
+class AssignsOptState(Callback):
+    """Assigns the optimizer a new opt_state with momentum 0.8 in the given hooks.
+
+    ``every_variable``: the new state is made from a copy of the old (as a rollback to a
+    snapshot would be), so every variable in it is new, the injected learning rate too;
+    otherwise only the momentum's variable is new (``set_hyperparams`` keeps the others).
+    """
+
+    def __init__(self, hooks=("on_train_begin", "on_step_end"), *, every_variable=True):
+        self.hooks = hooks
+        self.every_variable = every_variable
+
+    def on_train_begin(self, loop):
+        if "on_train_begin" in self.hooks:
+            self._assign(loop)
+
+    def on_step_end(self, loop, step, metrics):
+        if "on_step_end" in self.hooks:
+            self._assign(loop)
+
+    def _assign(self, loop):
+        optimizer = loop.optimizer
+        state = optimizer.opt_state
+        if self.every_variable:
+            state = jax.tree.map(jnp.copy, state)
+        optimizer.opt_state = set_hyperparams(state, momentum=0.8)
+
+
+def _train_reading_back(loop, model, optimizer, steps):
+    """Trains `steps` updates; returns the (lr, momentum) each applied, read from the state."""
+    applied = []
+    for _ in range(steps):
+        loop.on_step_begin()
+        reveal_step(model, optimizer)
+        (state,) = find_injected_hyperparams(optimizer.opt_state)
+        applied.append(
+            tuple(float(state.values[name][...]) for name in ("learning_rate", "momentum"))
+        )
+        loop.on_step_end()
+    return applied
+
+
+def _sgd_momentum_reference(lrs, momentum):
+    """The Revealer's parameter after SGD with momentum at `lrs` (every gradient is 1)."""
+    trace = w = 0.0
+    for lr in lrs:
+        trace = 1.0 + momentum * trace
+        w -= lr * trace
+    return w
+
+
+@pytest.mark.parametrize("every_variable", [True, False], ids=["every_variable", "momentum_only"])
+def test_an_opt_state_assigned_by_a_callback_before_it_trains_the_scheduler_values(
+    every_variable,
+):
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=0.0, momentum=0.9)
+    callbacks = [
+        AssignsOptState(every_variable=every_variable),
+        LRSchedulerCallback(CyclicLR(**CONFIG)),
+    ]
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    applied = _train_reading_back(loop, model, optimizer, 12)
+    loop.on_train_end()
+    lrs = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 12)]
+    f32 = np.float32
+    assert applied == [(float(f32(lr)), float(f32(0.8))) for lr in lrs]
+    np.testing.assert_allclose(model.w[...], [_sgd_momentum_reference(lrs, 0.8)], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("hook", "updates"), [("on_train_begin", 0), ("on_step_end", 1)])
+def test_an_opt_state_assigned_by_a_callback_after_it_is_refused_before_the_next_update(
+    hook, updates
+):
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=0.0, momentum=0.9)
+    callbacks = [LRSchedulerCallback(CyclicLR(**CONFIG)), AssignsOptState((hook,))]
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    with pytest.raises(
+        RuntimeError,
+        match=r"^LRSchedulerCallback: optimizer.opt_state was assigned after this callback last "
+        r"wrote 'learning_rate' into it, so the next update would train with values the "
+        r"callback did not write\. Assign it before the callback runs: put the callback that "
+        r"assigns it before LRSchedulerCallback in the callback order",
+    ):
+        _train_reading_back(loop, model, optimizer, 3)
+    assert loop.step == updates
+    assert int(optimizer.step[...]) == updates  # no update ran with the values not written
+
+
+def test_an_opt_state_assigned_after_it_that_keeps_its_variables_is_not_refused():
+    # set_hyperparams(momentum=...) keeps the learning rate's variable, which the callback
+    # wrote: the next update trains with its value, so there is nothing to refuse.
+    model = Revealer()
+    optimizer = _sgd(model, learning_rate=0.0, momentum=0.9)
+    callbacks = [LRSchedulerCallback(CyclicLR(**CONFIG)), AssignsOptState(every_variable=False)]
+    loop = CallbackList(callbacks, model=model, optimizer=optimizer)
+    loop.on_train_begin()
+    applied = _train_reading_back(loop, model, optimizer, 6)
+    lrs = [lr[0] for lr in host_lrs(CyclicLR(**CONFIG), 6)]
+    assert applied == [(float(np.float32(lr)), float(np.float32(0.8))) for lr in lrs]
 
 
 def test_a_train_monitor_without_epoch_metrics_is_refused():

@@ -2,9 +2,9 @@
 
 [`bind`] finds them in an ``nnx.Optimizer``'s ``opt_state`` (parameter groups matched, momentum
 resolved per state, gradient accumulation read) and refuses what could not be written as
-given; the [`Binding`] it returns writes the scheduler's values there. The loop's step and
-planned length are agreed on here too: the scheduler's position must belong to the steps it
-is used at.
+given; the [`Binding`] it returns writes the scheduler's values there and knows whether the
+optimizer still holds those variables. The loop's step and planned length are agreed on here
+too: the scheduler's position must belong to the steps it is used at.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import jax
 import numpy as np
 
 from flax_cyclic import _logging
@@ -54,6 +55,7 @@ class Binding:
         self.targets = targets
         self.dtypes = dtypes
         self.updates_per_step = updates_per_step
+        self._opt_state = optimizer.opt_state  # the container the targets were found in
 
     def write(self, values: Mapping[str, list[float]], owner: str) -> None:
         """Writes each target's value in place (``InjectedHyperparams.write``)."""
@@ -69,6 +71,24 @@ class Binding:
             ]
             for kind in dict.fromkeys(kind for kind, _ in self.dtypes)
         }
+
+    def is_current(self) -> bool:
+        """Whether ``optimizer.opt_state`` still holds the variables written (no device read).
+
+        ``nnx.Optimizer.update`` (and ``nnx.jit``) rebuild the containers of ``opt_state``
+        around the same variables at every update, so a new container is looked into: the
+        targets are found again by their paths, and compared by identity.
+        """
+        opt_state = self.optimizer.opt_state
+        if opt_state is self._opt_state:
+            return True
+        for target in self.targets:
+            held = _at_path(opt_state, target.state.path)
+            variable = target.state.values[target.name]
+            if not isinstance(held, Mapping) or held.get(target.name) is not variable:
+                return False
+        self._opt_state = opt_state
+        return True
 
 
 def bind(
@@ -194,6 +214,21 @@ def _dtype_per_group(owner: str, targets: list[Target]) -> dict[tuple[str, int],
             "as different values and only one could be logged. Inject them with one dtype."
         )
     return {key: next(iter(kinds)) for key, kinds in dtypes.items()}
+
+
+def _at_path(tree: Any, path: Sequence[Any]) -> Any:
+    """What sits at key path ``path`` of ``tree`` (``None`` where the path leads nowhere)."""
+    try:
+        for key in path:
+            if isinstance(key, jax.tree_util.DictKey):
+                tree = tree[key.key]
+            elif isinstance(key, jax.tree_util.SequenceKey):
+                tree = tree[key.idx]
+            else:  # a named-tuple field (optax's NamedTupleKey) or an attribute
+                tree = getattr(tree, key.name)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return tree
 
 
 def align_with_loop(

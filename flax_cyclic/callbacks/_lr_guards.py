@@ -244,6 +244,20 @@ def check_same_optimizer(owner: str, loop: Any, optimizer: Any) -> None:
         )
 
 
+def replaced_state(owner: str, targets: Sequence[Target]) -> RuntimeError:
+    """The error for an ``opt_state`` assigned after the callback's last write into it."""
+    names = ", ".join(dict.fromkeys(repr(target.name) for target in targets))
+    return RuntimeError(
+        f"{owner}: optimizer.opt_state was assigned after this callback last wrote {names} "
+        "into it, so the next update would train with values the callback did not write. "
+        "Assign it before the callback runs: put the callback that assigns it before "
+        "LRSchedulerCallback in the callback order, or in a loop of your own assign the "
+        "set_hyperparams(...) result before calling the hooks; or write the other "
+        "hyperparameter in place (optimizer.opt_state.hyperparams['momentum'][...] = 0.8), "
+        "which keeps the state the callback writes."
+    )
+
+
 def not_begun(owner: str, hook: str) -> RuntimeError:
     """The error for a hook (or ``hyperparams_ahead``) called before ``on_train_begin``."""
     return RuntimeError(

@@ -19,6 +19,7 @@ from flax_cyclic.callbacks._lr_guards import (
     moved_elsewhere,
     no_epoch_metrics,
     not_begun,
+    replaced_state,
     saved_train_steps,
 )
 from flax_cyclic.callbacks._lr_lookahead import Lookahead, planned_values, scheduler_values
@@ -239,9 +240,20 @@ class LRSchedulerCallback(Callback):
         self._plan_written = True
 
     def on_step_begin(self, loop: Loop, step: int) -> None:
-        """Checks, on the host, that the loop still trains the optimizer the callback writes."""
-        if self._binding is not None:
-            check_same_optimizer(type(self).__name__, loop, self._binding.optimizer)
+        """Checks, on the host, that the loop still trains the optimizer the callback writes.
+
+        Raises:
+            RuntimeError: If ``loop.optimizer`` was replaced, or its ``opt_state`` assigned
+                after the callback last wrote into it (by a callback after it in the list).
+        """
+        binding = self._binding
+        if binding is None:
+            return
+        owner = type(self).__name__
+        check_same_optimizer(owner, loop, binding.optimizer)
+        # With several steps per dispatch, this step ran already; the loop guards its hooks.
+        if getattr(loop, "steps_ahead", 0) == 0 and not binding.is_current():
+            raise replaced_state(owner, binding.targets)
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
@@ -269,10 +281,13 @@ class LRSchedulerCallback(Callback):
             self._applied_check.record(update, binding.targets, self._values(), up_to_date)
         if self.writer is not None and (update + 1) % self.log_every_steps == 0:
             self._log(self._train_steps)  # at the loop step the update completed
+        # Within a dispatch of several steps, the values were applied already; the last
+        # step's hooks write the next update's.
+        last = getattr(loop, "steps_ahead", 0) == 0
         if self._per_update:
-            # Within a dispatch of several steps, the values were applied already; the last
-            # step's hooks write the next update's.
-            self._advance(write=getattr(loop, "steps_ahead", 0) == 0)
+            self._advance(write=last)
+        elif last and not binding.is_current():
+            self._write()  # into the opt_state assigned by a callback before this one
 
     def hyperparams_ahead(self, loop: Loop, start: int, steps: int) -> list[tuple[Any, np.ndarray]]:
         """The values train steps ``start`` to ``start + steps - 1`` apply, computed ahead.
@@ -295,6 +310,8 @@ class LRSchedulerCallback(Callback):
             raise not_begun(owner, "hyperparams_ahead")
         if self.scheduler.last_epoch != self._position:
             raise self._moved_elsewhere()
+        if not binding.is_current():
+            raise replaced_state(owner, binding.targets)
         if not self._per_update:
             rows = [scheduler_values(self.scheduler)] * steps
         else:
@@ -435,8 +452,25 @@ class LRSchedulerCallback(Callback):
         return self._binding.cast(self._values())
 
     def _write(self) -> None:
-        assert self._binding is not None  # written only once bound
-        self._binding.write(self._values(), type(self).__name__)
+        """Writes the scheduler's values; into an ``opt_state`` assigned since, bound anew."""
+        binding = self._binding
+        assert binding is not None  # written only once bound
+        if not binding.is_current():
+            self._binding = binding = self._rebind(binding)
+        binding.write(self._values(), type(self).__name__)
+
+    def _rebind(self, binding: Binding) -> Binding:
+        """Binds to the optimizer's new ``opt_state``, with the checks of ``on_train_begin``."""
+        new = self._bind(binding.optimizer)
+        if new.updates_per_step != binding.updates_per_step:
+            raise RuntimeError(
+                f"{type(self).__name__}: the optimizer's new opt_state accumulates gradients "
+                f"over {new.updates_per_step} train steps per update, the one it replaced over "
+                f"{binding.updates_per_step}: the scheduler's position would no longer match "
+                "the updates. Keep the optimizer's structure when assigning its opt_state."
+            )
+        self._applied_check.watch(new.targets)
+        return new
 
     def _verify_counts(self, loop: Loop) -> None:
         """Compares the optimizer's update counts with the train steps the callback counted.
