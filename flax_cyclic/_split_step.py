@@ -64,7 +64,11 @@ class SplitStep:
     def refresh(self) -> None:
         """Splits the objects again if their structure changed since the last split.
 
-        Call it while the objects are up to date (after ``sync``), e.g. at the start of a run.
+        Call it while the objects are up to date (after ``sync``): the step calls it itself
+        before it takes the arrays from the objects again, so that whatever a hook left there
+        (a Variable or submodule replaced, an ``opt_state`` assigned) is what trains next. The
+        compiled functions are kept where the new structure traces the same (the same graph,
+        Variable types and metadata): replacing Variables by equal ones compiles nothing.
         """
         assert self._leaves is None, "refresh() needs the objects up to date: sync() first"
         graphdef, flat = nnx.graph.flatten(self._objects)
@@ -75,25 +79,46 @@ class SplitStep:
             return
         injected = find_injected_hyperparams(self._objects[1].opt_state)
         inputs = {id(value) for state in injected for value in state.values.values()}
+        variables = [variable for _, variable in flat]
+        is_input = [id(variable) in inputs for variable in variables]
+        same_trace = (
+            graphdef == self._graphdef
+            and is_input == getattr(self, "_is_input", None)
+            and all(
+                type(new) is type(old) and new.get_metadata() == old.get_metadata()
+                for new, old in zip(variables, self._variables, strict=True)
+            )
+        )
         self._graphdef = graphdef
         self._paths = [path for path, _ in flat]
-        self._variables = [variable for _, variable in flat]
-        self._is_input = [id(variable) in inputs for variable in self._variables]
+        self._variables = variables
+        self._is_input = is_input
         self._carried, self._inputs = self._divided(self._variables)
         self._taken: list[Any] = []  # what the carried variables held when the list was taken
         self._given: list[Any] = []  # the inputs of the last step, and what it returned for them
         self._returned: list[Any] = []
         self._stacked = False  # whether _returned holds the values of several steps (run)
+        if same_trace:
+            return
         donated = 0 if self._donate else ()
         self._compiled = jax.jit(self._pure, donate_argnums=donated)
         self._scanned = jax.jit(self._pure_scan, donate_argnums=donated)
 
+    def prepare(self) -> list[Any]:
+        """The carried arrays; after a sync, taken from the objects again (split again first).
+
+        The steps call it; call it before ``injected()`` where a sync may have come between.
+        """
+        if self._leaves is None:
+            self.refresh()
+            self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
+        return self._leaves
+
     def __call__(self, batch: Any) -> Any:
         """Runs one step on ``batch``; returns its metrics."""
-        if self._leaves is None:
-            self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
+        leaves = self.prepare()
         given = [variable.get_raw_value() for variable in self._inputs]
-        self._leaves, self._returned, metrics = self._compiled(self._leaves, given, batch)
+        self._leaves, self._returned, metrics = self._compiled(leaves, given, batch)
         self._given, self._stacked = given, False
         return metrics
 
@@ -115,15 +140,14 @@ class SplitStep:
             The ``n`` steps' metrics, stacked, and for each injected variable the ``n`` values
             its updates applied (read back from inside the scan): device arrays.
         """
-        if self._leaves is None:
-            self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
+        leaves = self.prepare()
         self._given = [variable.get_raw_value() for variable in self._inputs]
-        self._leaves, applied, metrics = self._scanned(self._leaves, values, batches)
+        self._leaves, applied, metrics = self._scanned(leaves, values, batches)
         self._returned = applied  # stacked: sync takes the last step's values
         self._stacked = True
         return metrics, applied
 
-    def show(self, values: Mapping[int, np.ndarray]) -> None:
+    def show(self, values: Mapping[int, Any]) -> None:
         """Puts values into injected variables (by index in ``injected()``), for hooks to read."""
         for index, value in values.items():
             self._inputs[index].set_raw_value(value)
@@ -187,6 +211,28 @@ class SplitStep:
         self._leaves = None
         self._given, self._returned, self._taken = [], [], []
         self._stacked = False
+
+    def snapshot(self) -> list[tuple[Any, Any, Any]]:
+        """Every variable of the objects (up to date) with its path and the array it holds."""
+        _, flat = nnx.graph.flatten(self._objects)
+        return [(path, variable, variable.get_raw_value()) for path, variable in flat]
+
+    def changed_since(self, snapshot: list[tuple[Any, Any, Any]]) -> list[str]:
+        """The variables changed since ``snapshot``, in words: written, replaced, added, removed.
+
+        Identity, not equality: a value written in place is a new array, a replaced Variable
+        or submodule a new object; nothing is read from the device.
+        """
+        now = self.snapshot()
+        before = {id(variable): (path, value) for path, variable, value in snapshot}
+        after = {id(variable) for _, variable, _ in now}
+        changed = {
+            _named(path)
+            for path, variable, value in now
+            if id(variable) not in before or before[id(variable)][1] is not value
+        }
+        changed |= {_named(path) for key, (path, _) in before.items() if key not in after}
+        return sorted(changed)
 
     def _carried_paths(self) -> list[Any]:
         return self._divided(self._paths)[0]

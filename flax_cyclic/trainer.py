@@ -15,11 +15,11 @@ from flax import nnx
 
 from flax_cyclic import _checks, _logging, _modes
 from flax_cyclic._errors import CheckpointError, NonFiniteError
+from flax_cyclic._loop.state import TrainerLoop
 from flax_cyclic._metrics import local_copy, mean_metrics
 from flax_cyclic._split_step import SplitStep
 from flax_cyclic.callbacks.base import (
     Callback,
-    CallbackList,
     MetricWriter,
     Monitored,
     check_optimizer,
@@ -171,7 +171,7 @@ class Trainer:
         self._split_step = SplitStep(
             train_step, model, optimizer, rngs=rngs, unroll=unroll_dispatch
         )
-        self.callbacks = _TrainerLoop(
+        self.callbacks = TrainerLoop(
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
         self.callbacks.steps_per_dispatch = self.steps_per_dispatch
@@ -281,6 +281,7 @@ class Trainer:
         if complete:
             self._say_complete(num_epochs, num_steps, resumed)
         self._unsaved: list[tuple[int, Metrics]] = []
+        self._at_boundary = True
         with _preemption(self.checkpointer is not None, self.callbacks.step) as preempted:
             run = _Run(
                 _epoch_source(train_data), num_epochs, num_steps, eval_data, eval_every_steps,
@@ -424,8 +425,11 @@ class Trainer:
             dispatch = self._gather(run, start, batch, batches)
             run.position += len(dispatch)
             due = self._due_at(run, start + len(dispatch))
-            run.data_state = _data_state(batches)  # where the data stand after the dispatch
-            batch = next(batches, _END)
+            if run.held is _END:
+                run.data_state = _data_state(batches)  # where the data stand after it
+                batch = next(batches, _END)
+            else:  # the iterator stands one batch further: a resume replays the position
+                run.data_state, batch, run.held = _REPLAY, run.held, _END
             launched = self._launch(dispatch, start)
             if flight is not None:
                 self._replay(run, flight, ahead=launched.length)
@@ -464,15 +468,19 @@ class Trainer:
     def _gather(self, run: _Run, start: int, first: Any, batches: Iterator[Any]) -> list[Any]:
         """The batches of the dispatch from step ``start``: to the next multiple of ``k``.
 
-        Fewer at the epoch's end, and at ``num_steps``.
+        Fewer at the epoch's end, at ``num_steps``, and before a batch of another shape (a
+        smaller last batch): that one is kept in ``run.held`` for the next dispatch.
         """
         length = self.steps_per_dispatch - start % self.steps_per_dispatch
         if run.num_steps is not None:
             length = min(length, run.num_steps - start)
-        dispatch = [first]
+        dispatch, shapes = [first], _shapes(first)
         while len(dispatch) < length:
             batch = next(batches, _END)
             if batch is _END:
+                break
+            if _shapes(batch) != shapes:
+                run.held = batch
                 break
             dispatch.append(batch)
         return dispatch
@@ -494,7 +502,11 @@ class Trainer:
         """
         length = len(dispatch)
         stacked = self._shard(jax.tree.map(lambda *leaves: np.stack(leaves), *dispatch), axis=1)
+        self._split_step.prepare()  # what the hooks left in the objects, split again
         planned = self.callbacks.hyperparams_ahead(start, length)
+        if self._at_boundary:  # the hooks ran with nothing ahead: their writes must hold
+            self.callbacks.enter_dispatch(planned)
+            self._at_boundary = False
         variables = self._split_step.injected()
         values = [
             planned[id(variable)]
@@ -505,64 +517,40 @@ class Trainer:
         with self._clearer_errors():
             metrics, applied = self._split_step.run(stacked, values)
         _check_metrics(metrics)
-        unplanned = [i for i, variable in enumerate(variables) if id(variable) not in planned]
-        return _Dispatch(length, metrics, applied, unplanned)
+        return _Dispatch(length, metrics, applied)
 
     def _replay(self, run: _Run, dispatch: _Dispatch, *, ahead: int) -> None:
         """Runs the step hooks of a dispatch that trained, in order, with each step's metrics.
 
         A hook that reads ``loop.optimizer`` finds in its injected hyperparameters what its
         step applied (as read back from the scan); ``loop.steps_ahead`` counts the updates
-        the state has made beyond the step (``ahead`` more: a dispatch training meanwhile). A
+        the state has made beyond the step (``ahead`` more: a dispatch training meanwhile),
+        and a hook that changes the state while it is ahead is refused (``TrainerLoop``). A
         SIGTERM is polled at the dispatch's end.
         """
         callbacks, last = self.callbacks, dispatch.length - 1
         metrics, applied = jax.device_get((dispatch.metrics, dispatch.applied))
         steps = [{name: value[i] for name, value in metrics.items()} for i in range(last + 1)]
-        expected = [variable.get_raw_value() for variable in self._split_step.injected()]
-        callbacks.shown = {}
         try:
             for i, step_metrics in enumerate(steps):
                 callbacks.steps_ahead = last - i + ahead
                 if i < last:
                     callbacks.applied = (applied, i)  # put in place if a hook reads them
                 else:  # the last step: put in place now, before its hooks write the next
-                    self._check_unplanned_writes(dispatch, expected, callbacks.step - 1)
-                    callbacks.applied, callbacks.shown = None, {}
-                    expected = [value[i, ...] for value in applied]
-                    self._split_step.show(dict(enumerate(expected)))
+                    callbacks.applied = None
+                    callbacks.show({j: value[i, ...] for j, value in enumerate(applied)})
                 callbacks.on_step_begin()
                 if self.checkpointer is not None:
                     self._unsaved.append((callbacks.step, step_metrics))
                 callbacks.on_step_end(step_metrics)
-            self._check_unplanned_writes(dispatch, expected, callbacks.step - 1)
         finally:
             callbacks.steps_ahead, callbacks.applied = 0, None
+        self._at_boundary = ahead == 0
         run.epoch_metrics.extend(steps)
         if not run.stop and run.preempted(callbacks.step):
             run.history.preempted = run.stop = True
             logger.warning(
                 "SIGTERM: saving step %d and stopping; run again to resume from it.", callbacks.step
-            )
-
-    def _check_unplanned_writes(self, dispatch: _Dispatch, expected: list[Any], step: int) -> None:
-        """Refuses an injected hyperparameter written by a step hook that did not plan it.
-
-        ``expected``: what each injected variable held when the hooks began, unless it was
-        given a step's value for a hook to read since (``callbacks.shown``).
-        """
-        variables = self._split_step.injected()
-        shown = self.callbacks.shown
-        expected = [shown.get(i, value) for i, value in enumerate(expected)]
-        written = [i for i in dispatch.unplanned if variables[i].get_raw_value() is not expected[i]]
-        if written:
-            raise RuntimeError(
-                f"Trainer.fit: a callback wrote {len(written)} injected hyperparameter(s) in the "
-                f"hooks of the steps up to {step}, but with steps_per_dispatch > 1 the steps of a "
-                "dispatch have already run with the values known before it, so the write would "
-                "not be applied where the callback meant it. Have the callback return its values "
-                "from Callback.hyperparams_ahead (as LRSchedulerCallback does), or train with "
-                "steps_per_dispatch=1."
             )
 
     def _due(self, run: _Run, *, polled: bool = False) -> bool:
@@ -769,6 +757,7 @@ class Trainer:
         position = run.position
         if position and run.data_state is None:
             run.data_state = _data_state(run.batches)
+        data_state = None if run.data_state is _REPLAY else run.data_state
         self.checkpointer.save(
             self.callbacks.step,
             model=self.model,
@@ -778,7 +767,7 @@ class Trainer:
                 "step": self.callbacks.step,
                 "epoch": self.callbacks.epoch,
                 "position": position,
-                "data_state": run.data_state if position else None,
+                "data_state": data_state if position else None,
                 # The epoch's train metrics so far: a resumed epoch's mean covers all its steps.
                 "epoch_metrics": _metrics_to_json(run.epoch_metrics) if position else None,
                 "stopped": bool(self.callbacks.stop_training),
@@ -887,29 +876,6 @@ class Trainer:
         return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)
 
 
-class _TrainerLoop(CallbackList):
-    """The Trainer's callback list: reading its model or optimizer brings them up to date."""
-
-    def __init__(
-        self, callbacks: Sequence[Callback], *, model: Any, optimizer: Any, split_step: SplitStep
-    ) -> None:
-        super().__init__(callbacks, model=model, optimizer=optimizer)
-        self._split_step = split_step
-        self.steps_per_dispatch = 1
-        # Within the hooks of a dispatch: the values its steps applied and the step's index,
-        # put into the injected hyperparameters when a hook reads the optimizer.
-        self.applied: tuple[list[np.ndarray], int] | None = None
-        self.shown: dict[int, Any] = {}  # what was put there, by injected variable
-
-    def _bring_up_to_date(self) -> None:
-        self._split_step.sync()
-        if self.applied is not None:
-            applied, step = self.applied
-            self.applied = None
-            self.shown = {index: value[step, ...] for index, value in enumerate(applied)}
-            self._split_step.show(self.shown)
-
-
 def _dispatching(steps_per_dispatch: Any, unroll_dispatch: Any) -> tuple[int, int | bool]:
     """``steps_per_dispatch`` and ``unroll_dispatch``, checked."""
     steps = _checks.integer(
@@ -943,6 +909,10 @@ def _logs_lr(callback: Callback) -> bool:
     return isinstance(callback, (LRSchedulerCallback, LearningRateMonitor))
 
 
+_END = object()  # the end of an epoch's batches
+_REPLAY = object()  # a data state to save as none: a resume replays the epoch's position
+
+
 @dataclasses.dataclass
 class _Run:
     """One call of ``fit``: what it runs, and where it stands."""
@@ -960,6 +930,7 @@ class _Run:
     batches: Any = None  # the current epoch's iterator
     eval_due: bool = False  # an evaluation is due after the current step
     stop: bool = False
+    held: Any = _END  # a batch fetched but left for the next dispatch (another shape)
 
 
 class _Dispatch(NamedTuple):
@@ -968,7 +939,6 @@ class _Dispatch(NamedTuple):
     length: int
     metrics: Mapping[str, Any]  # stacked, on the device
     applied: list[Any]  # per injected variable, the value each step applied
-    unplanned: list[int]  # the injected variables no callback planned (indices)
 
 
 @dataclasses.dataclass
@@ -1015,6 +985,11 @@ def _local_data_parts(mesh: jax.sharding.Mesh, data_axis: str) -> int:
 def _every(step: int, interval: int | None) -> bool:
     """Whether ``step`` is a multiple of ``interval`` (never for ``None``)."""
     return interval is not None and step % interval == 0
+
+
+def _shapes(batch: Any) -> Any:
+    """The structure and leaf shapes of a batch: batches stack into a dispatch if equal."""
+    return jax.tree.structure(batch), [np.shape(leaf) for leaf in jax.tree.leaves(batch)]
 
 
 def _data_state(batches: Any) -> Any:
@@ -1067,9 +1042,6 @@ def _seek(batches: Iterator[Any], position: int, data_state: Any) -> Iterator[An
                 f"only {consumed}: the training data changed since the checkpoint."
             )
     return batches
-
-
-_END = object()
 
 
 @contextlib.contextmanager

@@ -253,6 +253,17 @@ class CallbackList:
         A no-op here; the Trainer's loop, which trains on split state, overrides it.
         """
 
+    def _each(self, hook: str, args: tuple[Any, ...], *, attribute_stop: bool = True) -> None:
+        """Calls ``hook`` on every callback in order; notes which one asked to stop."""
+        for callback in self.callbacks:
+            self._call(callback, hook, args)
+            if attribute_stop and self.stop_training and self.stopped_by is None:
+                self.stopped_by = callback.state_key
+
+    def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
+        """Calls one callback's hook; a loop that guards its state wraps this call."""
+        getattr(callback, hook)(self, *args)
+
     def on_train_begin(self) -> None:
         """Starts the callbacks' writers at the loop's step, then calls every ``on_train_begin``.
 
@@ -266,15 +277,13 @@ class CallbackList:
         self._began = True
         step = self.step
         start_writers(self.callbacks, step)
-        for callback in self.callbacks:
-            callback.on_train_begin(self)
+        self._each("on_train_begin", (), attribute_stop=False)
         if self.step != step:
             start_writers(self.callbacks, self.step)
 
     def on_train_end(self) -> None:
         """Calls ``on_train_end`` on every callback."""
-        for callback in self.callbacks:
-            callback.on_train_end(self)
+        self._each("on_train_end", (), attribute_stop=False)
 
     def on_epoch_begin(self, epoch: int | None = None) -> None:
         """Calls ``on_epoch_begin``; ``epoch`` defaults to the loop's epoch counter."""
@@ -282,36 +291,26 @@ class CallbackList:
             raise _not_begun("on_epoch_begin")
         if epoch is not None:
             self.epoch = epoch
-        for callback in self.callbacks:
-            callback.on_epoch_begin(self, self.epoch)
+        self._each("on_epoch_begin", (self.epoch,), attribute_stop=False)
 
     def on_epoch_end(self, metrics: Mapping[str, Any] | None = None) -> None:
         """Calls ``on_epoch_end``, then advances the epoch counter."""
         if not self._began:
             raise _not_begun("on_epoch_end")
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, self.epoch, metrics or {})
-            if self.stop_training and self.stopped_by is None:
-                self.stopped_by = callback.state_key
+        self._each("on_epoch_end", (self.epoch, metrics or {}))
         self.epoch += 1
 
     def on_step_begin(self) -> None:
         """Calls ``on_step_begin`` with the index of the step about to run."""
         if not self._began:
             raise _not_begun("on_step_begin")
-        for callback in self.callbacks:
-            callback.on_step_begin(self, self.step)
-            if self.stop_training and self.stopped_by is None:
-                self.stopped_by = callback.state_key
+        self._each("on_step_begin", (self.step,))
 
     def on_step_end(self, metrics: Mapping[str, Any] | None = None) -> None:
         """Calls ``on_step_end`` for the step that just ran, then counts it."""
         if not self._began:
             raise _not_begun("on_step_end")
-        for callback in self.callbacks:
-            callback.on_step_end(self, self.step, metrics or {})
-            if self.stop_training and self.stopped_by is None:
-                self.stopped_by = callback.state_key
+        self._each("on_step_end", (self.step, metrics or {}))
         self.step += 1
 
     def hyperparams_ahead(self, start: int, steps: int) -> dict[int, np.ndarray]:
@@ -324,10 +323,13 @@ class CallbackList:
         Raises:
             ValueError: If two callbacks write the same hyperparameter.
         """
+        from flax_cyclic.callbacks._planned import check_planned
+
         planned: dict[int, np.ndarray] = {}
         owners: dict[int, str] = {}
         for callback in self.callbacks:
-            for variable, values in callback.hyperparams_ahead(self, start, steps):
+            for variable, given in callback.hyperparams_ahead(self, start, steps):
+                values = check_planned(callback.state_key, variable, given, steps, self._optimizer)
                 key = id(variable)
                 if key in planned:
                     raise ValueError(
@@ -340,20 +342,16 @@ class CallbackList:
 
     def on_eval_begin(self) -> None:
         """Calls ``on_eval_begin`` on every callback."""
-        for callback in self.callbacks:
-            callback.on_eval_begin(self)
+        self._each("on_eval_begin", (), attribute_stop=False)
 
     def on_eval_end(self, metrics: Mapping[str, Any]) -> None:
         """Calls ``on_eval_end`` on every callback."""
-        for callback in self.callbacks:
-            callback.on_eval_end(self, metrics)
-            if self.stop_training and self.stopped_by is None:
-                self.stopped_by = callback.state_key
+        self._each("on_eval_end", (metrics,))
 
     def on_exception(self, exception: BaseException) -> None:
         """Calls ``on_exception`` on every callback."""
         for callback in self.callbacks:
-            callback.on_exception(self, exception)
+            callback.on_exception(self, exception)  # unguarded: the loop is failing already
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         """Every callback's state, keyed by its ``state_key``."""

@@ -1,0 +1,1 @@
+"""The Trainer's loop, one concern per module (private)."""

@@ -1,0 +1,160 @@
+"""Who owns the training state: the loop's objects are the truth at every hook.
+
+The Trainer trains a split, donated copy of the model and optimizer state
+([`SplitStep`][flax_cyclic._split_step.SplitStep]), and with several steps per dispatch runs
+ahead of the hooks. [`TrainerLoop`] keeps the invariant of docs/concepts.md over it:
+
+- One step per dispatch: a hook that reaches ``loop.model`` or ``loop.optimizer`` gets the
+  objects with that step's state (the copy is put back: a *sync*), and whatever it leaves there
+  is what the next update trains with (the step takes the arrays from the objects again after a
+  sync, and splits them again if their structure changed). Steps on which no hook reaches the
+  objects pay nothing.
+- Several steps per dispatch: reads see the dispatch's end (``loop.steps_ahead``). A hook that
+  changes the state while the loop is ahead is refused, naming it: found by comparing what the
+  hook left with what it was given (the identity of every array and Variable, and the graph),
+  not by a list of patterns. The injected hyperparameters, which a hook can write without
+  reaching the objects through the loop, are compared around every hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from flax_cyclic._metrics import local_copy
+from flax_cyclic._split_step import SplitStep
+from flax_cyclic.callbacks.base import Callback, CallbackList
+
+__all__ = ["TrainerLoop"]
+
+
+class TrainerLoop(CallbackList):
+    """The Trainer's callback list, keeping the loop's objects the truth at every hook."""
+
+    def __init__(
+        self, callbacks: Sequence[Callback], *, model: Any, optimizer: Any, split_step: SplitStep
+    ) -> None:
+        super().__init__(callbacks, model=model, optimizer=optimizer)
+        self._split_step = split_step
+        self.steps_per_dispatch = 1
+        # Within the hooks of a dispatch: the values its steps applied and the step's index,
+        # put into the injected hyperparameters when a hook reads the optimizer.
+        self.applied: tuple[list[np.ndarray], int] | None = None
+        self._current: tuple[Callback, str] | None = None  # the hook running, when guarded
+        self._injected: list[Any] = []  # what the injected variables held before it
+        self._snapshot: list[Any] | None = None  # the whole state, when it reached it ahead
+        # The last callback that wrote each injected hyperparameter (by its index).
+        self.writers: dict[int, str] = {}
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the hooks are checked: with several steps per dispatch."""
+        return self.steps_per_dispatch > 1
+
+    def _bring_up_to_date(self) -> None:
+        self._split_step.sync()
+        if self.applied is not None:
+            applied, step = self.applied
+            self.applied = None
+            self.show({index: value[step, ...] for index, value in enumerate(applied)})
+        if self._current is None:
+            return
+        # What the hook is given: compared with what it leaves when it returns.
+        self._injected = self._held()
+        if self.steps_ahead and self._snapshot is None:
+            self._snapshot = self._split_step.snapshot()
+
+    def show(self, values: dict[int, Any]) -> None:
+        """Puts a step's applied values into the injected variables, for its hooks to read.
+
+        As JAX arrays, which a hook cannot change in place: a write replaces them, and shows.
+        """
+        self._split_step.show({index: jnp.asarray(value) for index, value in values.items()})
+
+    def _held(self) -> list[tuple[Any, np.ndarray | None]]:
+        """What each injected variable holds; a copy of a host array a hook could write into.
+
+        Copies only where nothing runs ahead (rare: dispatch boundaries); ahead, the variables
+        hold JAX arrays (``show``, ``enter_dispatch``).
+        """
+        held = []
+        for variable in self._split_step.injected():
+            raw = variable.get_raw_value()
+            copy = np.array(raw) if not self.steps_ahead and isinstance(raw, np.ndarray) else None
+            held.append((raw, copy))
+        return held
+
+    def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
+        if not self.guarded:
+            getattr(callback, hook)(self, *args)
+            return
+        self._injected = self._held()
+        self._current, self._snapshot = (callback, hook), None
+        try:
+            getattr(callback, hook)(self, *args)
+        finally:
+            self._current = None
+        written = [
+            index
+            for index, (variable, (raw, copy)) in enumerate(
+                zip(self._split_step.injected(), self._injected, strict=True)
+            )
+            if variable.get_raw_value() is not raw
+            or (copy is not None and not np.array_equal(copy, raw))
+        ]
+        for index in written:
+            self.writers[index] = callback.state_key
+        if not self.steps_ahead:
+            return
+        changed: list[str] = (
+            [] if self._snapshot is None else self._split_step.changed_since(self._snapshot)
+        )
+        if written or changed:
+            names = changed or [f"injected hyperparameter #{index}" for index in written]
+            self._undo(written)  # the objects hold what trained, as the error says
+            raise self._refused(callback, hook, names)
+
+    def _undo(self, written: list[int]) -> None:
+        """Puts back the values a refused hook wrote (Variables it replaced stay replaced)."""
+        for index in written:
+            self._split_step.injected()[index].set_raw_value(self._injected[index][0])
+        for _, variable, value in self._snapshot or ():
+            variable.set_raw_value(value)
+
+    def _refused(self, callback: Callback, hook: str, names: list[str]) -> RuntimeError:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return RuntimeError(
+            f"Trainer.fit: {callback.state_key}.{hook} changed {shown} at train step "
+            f"{self.step}, while the model and optimizer were {self.steps_ahead} step(s) ahead "
+            f"of it (steps_per_dispatch={self.steps_per_dispatch}): those steps have trained "
+            "already, so the change would not act where the callback meant it. Make the change "
+            "where nothing runs ahead (on_epoch_end, on_eval_end, or a step hook when "
+            "loop.steps_ahead == 0), give injected hyperparameters through "
+            "Callback.hyperparams_ahead, or train with steps_per_dispatch=1."
+        )
+
+    def enter_dispatch(self, planned: dict[int, np.ndarray]) -> None:
+        """Before a dispatch that follows hooks run with nothing ahead (epoch end, evaluation).
+
+        What an injected variable holds then is what one step per dispatch would apply next,
+        so a planned one must hold the plan's first value: a hook that wrote over it after its
+        planner is refused, naming it. The values are then held as JAX arrays, which no hook
+        can change in place unseen while the dispatch runs ahead.
+        """
+        for index, variable in enumerate(self._split_step.injected()):
+            held = np.asarray(local_copy(variable.get_raw_value()))
+            values = planned.get(id(variable))
+            if values is not None and len(values) and not (held.shape == () and held == values[0]):
+                writer = self.writers.get(index, "a hook")
+                raise RuntimeError(
+                    f"Trainer.fit: {writer} wrote an injected hyperparameter ({held} before "
+                    f"train step {self.step}) that another callback gives for the steps ahead "
+                    f"(Callback.hyperparams_ahead: {values[0]}), so the value written would not "
+                    "be applied. One callback drives each hyperparameter: to scale a schedule, "
+                    "give the scheduler a scale_fn (or write a scheduler), instead of writing "
+                    "after it."
+                )
+            variable.set_raw_value(jnp.asarray(held))
