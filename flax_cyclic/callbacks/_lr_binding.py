@@ -3,8 +3,7 @@
 [`bind`] finds them in an ``nnx.Optimizer``'s ``opt_state`` (parameter groups matched, momentum
 resolved per state, gradient accumulation read) and refuses what could not be written as
 given; the [`Binding`] it returns writes the scheduler's values there and knows whether the
-optimizer still holds those variables. The loop's step and planned length are agreed on here
-too: the scheduler's position must belong to the steps it is used at.
+optimizer still holds those variables.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from typing import Any, cast
 import jax
 import numpy as np
 
-from flax_cyclic import _logging
-from flax_cyclic._errors import CheckpointError
 from flax_cyclic._hyperparams import (
     InjectedHyperparams,
     Target,
@@ -29,8 +26,6 @@ from flax_cyclic._hyperparams import (
     resolve_targets,
 )
 from flax_cyclic.schedulers import LRScheduler
-
-logger = _logging.logger
 
 
 class Binding:
@@ -229,78 +224,3 @@ def _at_path(tree: Any, path: Sequence[Any]) -> Any:
     except (AttributeError, IndexError, KeyError, TypeError):
         return None
     return tree
-
-
-def align_with_loop(
-    owner: str,
-    loop: Any,
-    scheduler: LRScheduler,
-    train_steps: int,
-    *,
-    updates_per_step: int,
-    follows_updates: bool,
-    restored: bool,
-) -> int:
-    """Agrees with the loop on the train step: the loop learns it, or both must match.
-
-    Args:
-        owner: The callback's name, for the messages.
-        loop: The loop; its ``step`` is set where it starts at 0 and the scheduler further.
-        scheduler: The scheduler, whose ``last_epoch`` is its position.
-        train_steps: The train steps the callback has counted.
-        updates_per_step: Train steps per parameter update.
-        follows_updates: Whether the scheduler advances once per parameter update.
-        restored: Whether ``train_steps`` comes from a restored state.
-
-    Returns:
-        The train steps counted: ``train_steps``, or where the scheduler stands.
-    """
-    per_update = updates_per_step
-    position = scheduler.last_epoch
-    if train_steps == 0 and follows_updates:
-        train_steps = position * per_update  # a scheduler built with last_epoch=N
-    elif follows_updates and position != train_steps // per_update:
-        kind = CheckpointError if restored else RuntimeError
-        raise kind(
-            f"{owner}: the scheduler stands at step {position}, but the "
-            f"callback counted {train_steps} train steps ({train_steps // per_update} parameter "
-            "updates) with it: the two were saved or changed apart. Restore a "
-            "state saved by this callback unedited, or start a new run."
-        )
-    loop_step = getattr(loop, "step", 0)
-    if not follows_updates and train_steps == 0:
-        train_steps = loop_step  # epochs, not steps, position an epoch scheduler
-    if loop_step == train_steps:
-        return train_steps
-    if loop_step == 0 and hasattr(loop, "step"):
-        loop.step = train_steps  # e.g. CyclicLR(..., last_epoch=N) in a new loop
-        logger.info(
-            "%s: the loop starts at train step %d, where the scheduler stands.", owner, train_steps
-        )
-        return train_steps
-    error: type[Exception] = CheckpointError if restored else ValueError
-    raise error(
-        f"{owner}: the loop is at train step {loop_step} but the scheduler's "
-        f"position is train step {train_steps} (scheduler step {position}): the "
-        "learning rates and the logs would not belong to the steps they are used at. Build "
-        f"the scheduler with last_epoch={loop_step // per_update} to continue at step "
-        f"{loop_step}, or start the loop at step {train_steps} (CallbackList(..., "
-        f"step={train_steps}))."
-    )
-
-
-def check_length(owner: str, loop: Any, scheduler: LRScheduler, per_update: int) -> None:
-    """Refuses a finite scheduler (``total_steps``) shorter than the loop's planned run."""
-    length = getattr(scheduler, "total_steps", None)
-    planned = getattr(loop, "total_steps", None)
-    if length is None or planned is None:
-        return
-    updates = planned // per_update
-    if updates > length:
-        name = type(scheduler).__name__
-        raise ValueError(
-            f"{owner}: the run plans {updates} parameter updates but "
-            f"{name}(total_steps={length}) has {length}: update {length} would fail "
-            f"part-way through training. Build it with total_steps={updates} (or the "
-            "run's epochs and steps_per_epoch), or train for fewer steps."
-        )

@@ -7,7 +7,6 @@
   counted: a loop that trains another copy of the state, or calls the hooks more or less often
   than it updates, is found.
 - The optimizer (and its ``opt_state``) the callback writes must be the ones the loop trains.
-- The callback's ``monitor`` must suit its scheduler, and a saved state must be its own kind.
 """
 
 from __future__ import annotations
@@ -18,11 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from flax_cyclic import _checks
 from flax_cyclic._hyperparams import Target, accumulation_counters
 from flax_cyclic._metrics import local_copy
-from flax_cyclic.callbacks.base import Monitored
-from flax_cyclic.schedulers import LRScheduler
 
 
 class _Applied(NamedTuple):
@@ -275,81 +271,6 @@ def moved_elsewhere(owner: str, position: int, left_at: int) -> RuntimeError:
         "(scheduler.step() or load_state_dict in the loop as well?). The callback owns its "
         "scheduler and steps it after every update; remove the other calls, or drive the "
         "scheduler yourself without the callback."
-    )
-
-
-def check_monitor(owner: str, scheduler: LRScheduler, monitor: Any) -> Monitored | None:
-    """``monitor`` for a scheduler driven by a metric; refused for the others.
-
-    Raises:
-        ValueError: For a scheduler driven by a metric without ``monitor``, a ``monitor`` for
-            one that follows the update count, or a ``monitor`` that names no logged metric.
-    """
-    name = type(scheduler).__name__
-    if scheduler.requires_metric and monitor is None:
-        raise ValueError(
-            f"{owner}: {name} steps on a metric, not on the update count; pass the metric it "
-            f"watches, e.g. LRSchedulerCallback({name}(...), monitor='eval/loss')."
-        )
-    if monitor is not None and not scheduler.requires_metric:
-        raise ValueError(
-            f"{owner}: `monitor` is for a scheduler driven by a metric (ReduceLROnPlateau); "
-            f"{name} follows the update count, got monitor={monitor!r}. Leave monitor out."
-        )
-    if monitor is None:
-        return None
-    parsed = Monitored.parse(owner, monitor)
-    resolve_mode = getattr(scheduler, "resolve_mode", None)
-    if callable(resolve_mode):  # ReduceLROnPlateau(mode='auto'): min or max by the name
-        resolve_mode(str(parsed))
-    return parsed
-
-
-def saved_train_steps(owner: str, state: Any, interval: str) -> int:
-    """The train steps of a saved state, once it is known to be this callback's kind of state.
-
-    Raises:
-        ValueError: If ``state`` lacks an entry, or was saved with another ``interval`` (its
-            count of steps would be read as epochs, or the reverse).
-    """
-    keys = ("scheduler", "train_steps")
-    missing = [key for key in keys if not isinstance(state, Mapping) or key not in state]
-    if missing:
-        found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(
-            f"{owner}.load_state_dict: the saved state has no {missing} (it has {found}). "
-            "Restore a state made by LRSchedulerCallback.state_dict()."
-        )
-    train_steps = _checks.integer(
-        owner,
-        "train_steps",
-        state["train_steps"],
-        minimum=0,
-        maximum=None,
-        hint="Restore a state made by LRSchedulerCallback.state_dict().",
-    )
-    saved_interval = state.get("interval", interval)  # absent: saved before 0.3
-    if saved_interval != interval:
-        raise ValueError(
-            f"{owner}.load_state_dict: the state was saved with interval="
-            f"{saved_interval!r}, but this callback has interval={interval!r}: the "
-            f"scheduler's position counts {saved_interval}s and would be read as "
-            f"{interval}s. Build the callback with interval={saved_interval!r} to "
-            "resume this run, or start a new run."
-        )
-    return train_steps
-
-
-def no_epoch_metrics(
-    owner: str, monitor: Monitored, scheduler: LRScheduler, epoch: int, trained: int
-) -> ValueError:
-    """The error for an epoch end without the train means a ``train/`` monitor steps on."""
-    name = monitor.name
-    return ValueError(
-        f"{owner}: monitor={str(monitor)!r} is the epoch's train mean, but epoch {epoch} ended "
-        f"after {trained} train steps with no metrics reported (on_epoch_end got {{}}), so "
-        f"{type(scheduler).__name__} would never act. Pass the epoch's means: "
-        f"callbacks.on_epoch_end({{{name!r}: mean_{name}}}), as the Trainer does."
     )
 
 

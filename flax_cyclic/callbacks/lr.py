@@ -10,19 +10,23 @@ import jax
 import numpy as np
 
 from flax_cyclic import _checks, _logging
-from flax_cyclic.callbacks._lr_binding import Binding, align_with_loop, bind, check_length
+from flax_cyclic.callbacks._lr_binding import Binding, bind
 from flax_cyclic.callbacks._lr_guards import (
     AppliedCheck,
     CountCheck,
-    check_monitor,
     check_same_optimizer,
     moved_elsewhere,
-    no_epoch_metrics,
     not_begun,
     replaced_state,
-    saved_train_steps,
 )
 from flax_cyclic.callbacks._lr_lookahead import Lookahead, planned_values, scheduler_values
+from flax_cyclic.callbacks._lr_setup import (
+    align_with_loop,
+    check_length,
+    check_monitor,
+    no_epoch_metrics,
+    saved_train_steps,
+)
 from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer, loop_optimizer
 from flax_cyclic.schedulers import LRScheduler
 
