@@ -4,15 +4,23 @@ Importing this module imports CLU and TensorFlow.
 
 TensorBoard reads a run's event files in name order, and the name starts with the second the
 file was opened. A run that starts again at a step (a resume, or a fresh run in a used log
-directory) writes a marker file before it opens its own event file: ``SessionLog.START`` at the
-first step it will write, which tells TensorBoard that the events read so far at that step and
-after are orphaned.
+directory) has a marker file read after the earlier runs' event files and before its own:
+``SessionLog.START`` at the first step it will write, which tells TensorBoard that the events
+read so far at that step and after are orphaned.
+
+What a run is, for one log directory, is kept here, per process: the writers started together
+(before any of them wrote) make one run, with one marker; a ``start`` after the run wrote begins
+the next one. What a writer writes before it is started (a baseline evaluation) belongs to the
+run that starts next, so its event file opens in a second of its own, and that run's marker is
+named after it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,37 +44,78 @@ def restart_step(step: int) -> int:
     return step + 1 if step else 0
 
 
-def write_restart_marker(logdir: str, step: int) -> None:
-    """Writes an event file that makes TensorBoard drop the events read so far at ``step`` on.
+@dataclasses.dataclass
+class _Run:
+    """A run of one log directory in this process: the step its marker hides from."""
 
-    The file is named to be read after every event file already in ``logdir`` and before the
-    next one opened: ``events.out.tfevents.<second>``, a prefix of the names TensorFlow gives
-    event files opened in that second or later. When an event file of this second exists
-    already, it waits for the next second (at most one second).
+    restart: int
+    marked: bool = False  # the marker is written (or was not needed): the run has written
 
-    Where ``logdir`` holds no event file yet, it writes nothing. The file holds
-    ``SessionLog.START`` twice: TensorBoard's reader takes the first ``START`` of a run
-    as its initial one, and only a later one as a restart.
+
+@dataclasses.dataclass
+class _Directory:
+    """This process's runs in one log directory."""
+
+    run: _Run | None = None  # the newest
+    #: The second of the first event file opened here by a writer not started yet, since the
+    #: last marker: the next run's marker is named after it, to be read before it.
+    unclaimed: int | None = None
+    markers: int = 0  # the runs marked so far: each claims the files opened before it
+
+
+_DIRECTORIES: dict[str, _Directory] = {}
+_LOCK = threading.Lock()
+
+
+def _directory(logdir: str) -> _Directory:
+    """The runs of ``logdir`` (resolved: one directory, however it is spelled)."""
+    key = logdir.rstrip("/") if "://" in logdir else os.path.realpath(logdir)
+    return _DIRECTORIES.setdefault(key, _Directory())
+
+
+def write_restart_marker(logdir: str, step: int, second: int | None = None) -> None:
+    """Writes an event file that makes TensorBoard drop the earlier events at ``step`` on.
+
+    The file is ``events.out.tfevents.<second>``: read after every event file opened before that
+    second and before those opened in it or later (a prefix of the names TensorFlow gives
+    them). ``second`` defaults to a second after every event file in ``logdir`` (waiting for the
+    next second, at most one, where a file of this second exists).
+
+    Where no event file of ``logdir`` is read before it, it writes nothing. The file holds
+    ``SessionLog.START`` twice: TensorBoard's reader takes the first ``START`` of a run as its
+    initial one, and only a later one as a restart.
     """
+    if second is None:
+        second = fresh_second(logdir)
     names = tf.io.gfile.listdir(logdir) if tf.io.gfile.isdir(logdir) else []
-    earlier = [name for name in names if "tfevents" in name]
-    if not earlier:
+    if not any(0 <= _opened_at(name) < second for name in names):
         return  # nothing to hide
-    newest = max(_opened_at(name) for name in earlier)
     now = time.time()
-    if now < newest + 1:
-        time.sleep(min(newest + 1 - now, 1.0))  # at most a second: a clock set back waits not
-        now = time.time()
     start = event_pb2.Event(
         wall_time=now,
         step=step,
         session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
     )
     version = event_pb2.Event(wall_time=now, file_version="brain.Event:2")
-    with tf.io.gfile.GFile(os.path.join(logdir, f"{_PREFIX}{int(now):010d}"), "wb") as file:
+    with tf.io.gfile.GFile(os.path.join(logdir, f"{_PREFIX}{second:010d}"), "wb") as file:
         records = RecordWriter(file)
         for event in (version, start, start):
             records.write(event.SerializeToString())
+
+
+def fresh_second(logdir: str) -> int:
+    """The current second, once it is later than that of every event file in ``logdir``.
+
+    Waits for the next second where a file of this second exists: at most one second (a clock
+    set back waits not).
+    """
+    names = tf.io.gfile.listdir(logdir) if tf.io.gfile.isdir(logdir) else []
+    newest = max((_opened_at(name) for name in names), default=-1)
+    now = time.time()
+    if now < newest + 1:
+        time.sleep(min(newest + 1 - now, 1.0))
+        now = time.time()
+    return int(now)
 
 
 def _opened_at(name: str) -> int:
@@ -76,11 +125,12 @@ def _opened_at(name: str) -> int:
 
 
 class Writer(metric_writers.MetricWriter):
-    """CLU's default writer, whose event file opens after the restart marker of its run.
+    """CLU's default writer, whose event files are read after its run's restart marker.
 
-    ``start(step)`` says that the run starts after ``step`` completed updates; the next write
-    then writes the restart marker at ``restart_step(step)`` and opens a new event file. A
-    writer never started opens its event file at its first write, with no marker.
+    ``start(step)`` says that the writer's run starts after ``step`` completed updates; the
+    run's first write then writes the restart marker at ``restart_step(step)``. A writer never
+    started writes no marker, and its event file is read after the marker of the run that starts
+    next in this process.
     """
 
     def __init__(self, logdir: str, *, just_logging: bool, asynchronous: bool) -> None:
@@ -92,30 +142,59 @@ class Writer(metric_writers.MetricWriter):
             asynchronous=asynchronous,
         )
         self._inner: metric_writers.MetricWriter | None = None
-        self._restart_at: int | None = None
+        self._run: _Run | None = None
+        #: For an event file opened before the writer was started: the run it then awaited
+        #: (``_Directory.markers``); the file is read after that run's marker.
+        self._awaits: int | None = None
 
     def start(self, step: int) -> None:
-        """Starts a run after ``step`` completed updates: hides the later events already here.
+        """Starts the writer's run after ``step`` completed updates.
 
-        From the next write on, TensorBoard shows none of the events this log directory holds
-        at steps after ``step`` (at any step, when ``step`` is 0). Called by
-        [`CallbackList.on_train_begin`][flax_cyclic.CallbackList.on_train_begin]; a loop
-        without a ``CallbackList`` calls it before its first write. A second call before any
-        write replaces the first.
+        From the run's first write on, TensorBoard shows none of the events earlier runs wrote
+        in this log directory at steps after ``step`` (at any step, when ``step`` is 0), and
+        all the run wrote. Writers of the log directory started before any of them wrote are
+        one run, and the last ``step`` counts; a start after the run wrote begins a new run.
+        Called by [`CallbackList.on_train_begin`][flax_cyclic.CallbackList.on_train_begin]; a
+        loop without a ``CallbackList`` calls it before its first write.
         """
         if self.logdir is None:
             return
-        self.close()
-        self._restart_at = restart_step(step)
+        with _LOCK:
+            directory = _directory(self.logdir)
+            run = directory.run
+            if run is None or run.marked:
+                run = directory.run = _Run(restart_step(step))
+            else:
+                run.restart = restart_step(step)
+            # An open event file is read before the run's marker, unless it awaits this run.
+            keep = self._run is run or (self._run is None and self._awaits == directory.markers)
+            self._run = run
+        if not keep:
+            self.close()
 
     @property
     def _writer(self) -> metric_writers.MetricWriter:
-        if self._inner is None:
-            if self._restart_at is not None and self.logdir is not None:
-                write_restart_marker(self.logdir, self._restart_at)
-            self._restart_at = None
-            self._inner = self._create()
+        if self._inner is None or (self._run is not None and not self._run.marked):
+            self._open()
+        assert self._inner is not None
         return self._inner
+
+    def _open(self) -> None:
+        """Writes the run's marker if due, and opens an event file if none is open."""
+        if self.logdir is not None:
+            with _LOCK:
+                directory = _directory(self.logdir)
+                run = self._run
+                if run is None and self._inner is None:  # awaits the run that starts next
+                    if directory.unclaimed is None:
+                        directory.unclaimed = fresh_second(self.logdir)
+                    self._awaits = directory.markers
+                elif run is not None and not run.marked:
+                    write_restart_marker(self.logdir, run.restart, directory.unclaimed)
+                    run.marked, directory.unclaimed = True, None
+                    directory.markers += 1
+        if self._inner is None:
+            self._inner = self._create()
 
     def write_summaries(self, step, values, metadata=None):
         self._writer.write_summaries(step, values, metadata)

@@ -24,9 +24,10 @@ def read_scalars(
     So the numbers are those TensorBoard plots: after a resume from the checkpoint at step ``T``
     the earlier run's values up to ``T`` and the resumed run's after it, none of the values the
     earlier run logged after ``T`` (the writer's restart marker orphans them), and a fresh run
-    in a used directory without any of the earlier run's. Each series is in the order it was
-    written; with the project's step convention the value at step ``s`` is the one of ``s``
-    completed updates (e.g. the learning rate update ``s - 1`` applied).
+    in a used directory without any of the earlier run's; all a run wrote itself (through each
+    of its writers, a baseline evaluation before ``fit`` included) stays. Each series is in the
+    order it was written; with the project's step convention the value at step ``s`` is the one
+    of ``s`` completed updates (e.g. the learning rate update ``s - 1`` applied).
 
     Args:
         logdir: The run's log directory: the event files directly in it are read. A

@@ -41,12 +41,16 @@ def create_writer(
 
     TensorBoard shows the run that trained. The writer's ``start(step)`` says that a run starts
     after ``step`` completed updates; [`CallbackList.on_train_begin`][flax_cyclic.CallbackList]
-    (and so the [`Trainer`][flax_cyclic.Trainer], after a resume) calls it. From then on
-    TensorBoard drops the events ``logdir`` holds at steps after ``step`` and shows the new
-    values there, as PyTorch's ``SummaryWriter(purge_step=step + 1)`` does: a run resumed from
-    the checkpoint at step ``T`` keeps the earlier run's curves up to ``T`` and replaces the
-    rest, and a fresh run (``step`` 0) never mixes with an earlier run's events. No value is
-    dropped on the way: a new value at a step written before is shown instead of the old one.
+    (and so the [`Trainer`][flax_cyclic.Trainer], after a resume) calls it. The rule, as
+    PyTorch's ``SummaryWriter(purge_step=step + 1)``: a run resumed from the checkpoint at step
+    ``T`` hides the values earlier runs wrote in ``logdir`` after ``T`` (their curves up to
+    ``T`` stay); a fresh run (``step`` 0) hides all of them; nothing the run itself writes is
+    hidden. A run is this process's writers of ``logdir`` started before any of them wrote
+    (several ``create_writer(logdir)``: one for an ``LRSchedulerCallback``, one for the
+    ``Trainer``), with what writers not started yet wrote before (a baseline
+    ``trainer.evaluate()`` before ``fit``); a ``start`` after the run wrote (a second ``fit``)
+    begins a new run, as a new process does. No value is dropped on the way: a new value at a
+    step written before is shown instead of the old one.
 
     Where it writes event files (``just_logging=False``), a local ``logdir`` is created if
     missing and checked at once: a file, or a directory that cannot be created or written,
@@ -74,13 +78,19 @@ def create_writer(
         OSError: If a local ``logdir`` cannot be created for another reason.
 
     Note:
-        How it is done: ``start`` has the next write put a small event file before the run's
+        How it is done: the run's first write puts a small event file before the run's
         own, holding ``SessionLog.START`` at step ``step + 1`` (0 for a fresh run), which
         TensorBoard's Python readers (``plugin_event_accumulator``, ``tensorboard
-        --load_fast=false``) obey. TensorBoard's default data server ignores it but keeps,
-        for each tag, only the newest of values written at a step again, so it shows the same
-        for every tag the new run writes; a tag only the earlier run wrote stays visible there
-        (use a new ``logdir`` for a run that logs other tags). TensorBoard's older
+        --load_fast=false``) obey for the event files read before it. So that a value
+        written before ``start`` is read after it, the first event file a writer opens
+        before it is started waits (at most a second) for a second of its own, after every
+        event file in ``logdir``; the marker, written later, is named to be read before it.
+        A ``tensorboard --load_fast=false`` already running then skips the marker (it logs
+        that a file was "created after" a later one) until it is restarted. TensorBoard's
+        default data server ignores the marker but keeps, for each tag, only the newest of
+        values written at a step again, so it shows the same for every tag the new run
+        writes; a tag only the earlier run wrote stays visible there (use a new ``logdir``
+        for a run that logs other tags). TensorBoard's older
         ``event_accumulator.EventAccumulator`` never drops the tensor summaries CLU writes:
         read event files with ``plugin_event_accumulator.EventAccumulator``. A loop without a
         ``CallbackList`` calls ``writer.start(step)`` before its first write.

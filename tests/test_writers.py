@@ -17,24 +17,34 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 from helpers import (
     LOGGED_SCHEDULE,
     LOGGED_STEPS,
     host_lrs,
     logged_run,
     tensorboard_steps,
+    tiny_batches,
+    tiny_mlp,
 )
 from test_callbacks_metrics_logger import feed_logger
+from workers.writers_worker import loss as worker_loss
+from workers.writers_worker import rate as worker_rate
+from workers.writers_worker import two_writer_run
 
 from flax_cyclic import (
     CyclicLR,
+    LRSchedulerCallback,
     MetricsLogger,
+    Trainer,
     create_writer,
     read_scalars,
 )
 
 WORKER = pathlib.Path(__file__).parent / "workers" / "checkpoint_worker.py"
+WRITERS_WORKER = pathlib.Path(__file__).parent / "workers" / "writers_worker.py"
 
 
 @pytest.fixture(scope="module")
@@ -219,16 +229,31 @@ def test_the_tensorboard_server_shows_the_run_that_trained(restarted):
         assert steps == list(range(1, 7))
 
 
-def test_a_restart_marker_is_read_after_the_earlier_files_and_before_the_new_one(tmp_path):
-    writer = create_writer(tmp_path, asynchronous=False)
-    writer.write_scalars(1, {"loss": 1.0})
-    writer.start(0)  # at once: the new files open in the same second as the earlier one
+def test_a_run_s_marker_is_read_after_the_earlier_run_and_before_all_the_run_wrote(tmp_path):
+    earlier = create_writer(tmp_path, asynchronous=False)
+    earlier.start(0)
+    earlier.write_scalars(1, {"loss": 1.0})
+    earlier.close()
+    writer = create_writer(tmp_path, asynchronous=False)  # at once: in the same second
+    writer.write_scalars(0, {"eval/loss": 5.0})  # before its run starts, as a baseline
+    writer.start(0)
     writer.write_scalars(1, {"loss": 2.0})
     writer.close()
     names = sorted(name for name in os.listdir(tmp_path) if "tfevents" in name)
-    assert len(names) == 3
+    assert len(names) == 3  # the earlier run's file, the marker, the new run's file
     assert names[1] == names[2][: len(names[1])]  # the marker's name starts the new file's
-    assert read_scalars(tmp_path)["loss"] == [(1, 2.0)]
+    assert read_scalars(tmp_path) == {"eval/loss": [(0, 5.0)], "loss": [(1, 2.0)]}
+
+
+def test_a_writer_started_again_after_it_wrote_begins_a_new_run(tmp_path):
+    writer = create_writer(tmp_path, asynchronous=False)
+    writer.start(0)
+    writer.write_scalars(1, {"loss": 1.0})
+    writer.write_scalars(2, {"loss": 2.0})
+    writer.start(1)  # e.g. a second fit from the checkpoint at step 1, in the same process
+    writer.write_scalars(2, {"loss": 20.0})
+    writer.close()
+    assert read_scalars(tmp_path)["loss"] == [(1, 1.0), (2, 20.0)]
 
 
 def test_a_first_run_writes_no_marker(tmp_path):
@@ -247,6 +272,118 @@ def test_a_writer_started_twice_before_writing_keeps_the_later_step(tmp_path):
     writer.write_scalars(5, {"train/loss": 50.0})
     writer.close()
     assert read_scalars(tmp_path)["train/loss"] == [*_logged(FIRST)[:4], (5, 50.0)]
+
+
+# -- a run's own values: never hidden, whichever of its writers wrote them -----------------------
+
+EPOCH = 4  # updates per epoch of `_trained`
+
+
+def _trained(logdir, *, num_steps: int, baseline: bool) -> float | None:
+    """A Trainer run as the docs show it, with two writers of `logdir`: one for its
+    LRSchedulerCallback, one for the Trainer (train metrics every 4 steps, an evaluation every
+    epoch); with `baseline`, a `Trainer.evaluate()` before `fit`, whose loss it returns."""
+    model = tiny_mlp(0, hidden=16, out_seed=1)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    rates, metrics = create_writer(logdir), create_writer(logdir)
+    callback = LRSchedulerCallback(CyclicLR(**LOGGED_SCHEDULE), writer=rates)
+    trainer = Trainer(
+        model, optimizer, callbacks=[callback], writer=metrics, log_every_steps=4, progress=False
+    )
+    eval_data = tiny_batches(16, 2, seed=1)
+    loss = trainer.evaluate(eval_data)["loss"] if baseline else None
+    trainer.fit(tiny_batches(16, EPOCH), num_steps=num_steps, eval_data=eval_data)
+    rates.close()
+    metrics.close()
+    return loss
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    """`two/`: a run with two writers; `baseline/`: an earlier run, then a run with two writers
+    and a baseline evaluation before `fit` (its loss in `baseline/loss.txt`)."""
+    root = tmp_path_factory.mktemp("one_run")
+    _trained(root / "two", num_steps=8, baseline=False)
+    _trained(root / "baseline", num_steps=12, baseline=True)
+    loss = _trained(root / "baseline", num_steps=8, baseline=True)
+    (root / "baseline" / "loss.txt").write_text(repr(loss))
+    return root
+
+
+def _lrs(steps: int) -> list[tuple[int, float]]:
+    lrs = host_lrs(CyclicLR(**LOGGED_SCHEDULE), steps)
+    return [(update + 1, float(np.float32(lrs[update][0]))) for update in range(steps)]
+
+
+def test_two_writers_of_one_run_on_one_log_directory_keep_both_writers_values(one_run):
+    series = read_scalars(one_run / "two")
+    assert series["learning_rate"] == _lrs(8)  # the LR callback's writer
+    assert [step for step, _ in series["train/loss"]] == [4, 8]  # the Trainer's
+    assert [step for step, _ in series["eval/loss"]] == [4, 8]
+
+
+def test_a_baseline_evaluation_before_fit_survives_the_run_s_start(one_run):
+    series = read_scalars(one_run / "baseline")
+    baseline = float(np.float32(float((one_run / "baseline" / "loss.txt").read_text())))
+    assert series["eval/loss"][0] == (0, baseline)
+    assert [step for step, _ in series["eval/loss"]] == [0, 4, 8]  # none of the earlier run's
+    assert series["learning_rate"] == _lrs(8)
+    assert [step for step, _ in series["train/loss"]] == [4, 8]
+
+
+@pytest.mark.slow
+def test_the_tensorboard_server_shows_both_writers_and_the_baseline(one_run):
+    with tensorboard_server(one_run, ready_tag="learning_rate", run="two") as scalars:
+        assert scalars("learning_rate", "two") == _lrs(8)
+        assert [step for step, _ in scalars("train/loss", "two")] == [4, 8]
+        assert scalars("learning_rate", "baseline") == _lrs(8)
+        eval_loss = scalars("eval/loss", "baseline")
+    assert [step for step, _ in eval_loss] == [0, 4, 8]  # the baseline, none of the earlier run's
+    assert eval_loss == read_scalars(one_run / "baseline")["eval/loss"]
+
+
+@pytest.fixture(scope="module")
+def new_process(tmp_path_factory):
+    """Earlier runs written here, in `fresh/` and `resume/`, then in a new process: a fresh run
+    in `fresh/`, a run resumed from step 4 in `resume/` (both with two writers and a baseline
+    evaluation)."""
+    root = tmp_path_factory.mktemp("new_process")
+    for name in ("fresh", "resume"):
+        two_writer_run(root / name, start=0, steps=10, offset=0)
+    command = [sys.executable, str(WRITERS_WORKER)]
+    command += [str(root / "fresh"), "0", "6", "200", str(root / "resume"), "4", "4", "100"]
+    subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    return root
+
+
+def _written(offset: int, updates) -> dict[str, list[tuple[int, float]]]:
+    """The train/loss and learning_rate `two_writer_run(offset=offset)` writes for `updates`."""
+    return {
+        "train/loss": [(update + 1, worker_loss(offset, update)) for update in updates],
+        "learning_rate": [(update + 1, worker_rate(offset, update)) for update in updates],
+    }
+
+
+@pytest.mark.slow
+def test_a_fresh_run_in_a_new_process_hides_the_earlier_run_and_none_of_its_own(new_process):
+    series = read_scalars(new_process / "fresh", ["train/loss", "learning_rate", "eval/loss"])
+    assert series == {
+        **_written(200, range(6)),
+        "eval/loss": [(0, -200.0), (6, 200.5)],  # its baseline, and its evaluation at the end
+    }
+
+
+@pytest.mark.slow
+def test_a_run_resumed_in_a_new_process_hides_the_earlier_run_after_its_step(new_process):
+    series = read_scalars(new_process / "resume", ["train/loss", "learning_rate", "eval/loss"])
+    earlier, resumed = _written(0, range(4)), _written(100, range(4, 8))
+    assert series == {
+        "train/loss": earlier["train/loss"] + resumed["train/loss"],
+        "learning_rate": earlier["learning_rate"] + resumed["learning_rate"],
+        # The earlier run's baseline at 0 (its evaluation at 10 is gone), the resumed run's.
+        "eval/loss": [(0, -0.0), (4, -100.0), (8, 100.5)],
+    }
 
 
 def test_create_writer_without_the_extra_names_it():
