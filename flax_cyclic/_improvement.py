@@ -4,8 +4,11 @@ The direction of a metric (``mode``) is given, ``'min'`` or ``'max'``, or inferr
 (``'auto'``), as Keras' ``MonitorCallback`` does: the last component of the logged name
 (``'eval/top1_accuracy'`` -> ``'top1_accuracy'``) is split into words, and ``loss`` or
 ``error`` means ``'min'``; ``accuracy``, ``acc``, ``auc``, ``f1``, ``precision`` or ``recall``
-means ``'max'``. A name with neither (or both) is an error that asks for the mode. A non-finite
-value is never an improvement and ranks below every finite one, in both modes.
+means ``'max'``. A name with neither, or both (``'eval/loss_acc'``), is an error that asks for
+the mode; so is a name with a word of a change or a negation anywhere in it (``CHANGE_WORDS``:
+``'eval/acc_drop'``, ``'eval/loss_reduction'``, ``'delta/loss'``), which may reverse the
+direction: a drop of accuracy is better small, a reduction of the loss better large. A
+non-finite value is never an improvement and ranks below every finite one, in both modes.
 """
 
 from __future__ import annotations
@@ -21,7 +24,32 @@ MODE_WORDS = {
     "min": ("loss", "error"),
     "max": ("accuracy", "acc", "auc", "f1", "precision", "recall"),
 }
+#: Words that make a metric of a named quantity a change, a difference or a negation of it,
+#: whose direction may be the opposite: ``'acc_drop'`` should fall, ``'loss_reduction'`` rise.
+CHANGE_WORDS = (
+    "change",
+    "decline",
+    "decrease",
+    "degradation",
+    "delta",
+    "diff",
+    "difference",
+    "drop",
+    "fall",
+    "gain",
+    "gap",
+    "growth",
+    "improvement",
+    "increase",
+    "inverse",
+    "minus",
+    "neg",
+    "negative",
+    "reduction",
+    "rise",
+)
 MODES = ("auto", "min", "max")
+_BETTER = {"min": "lower is better", "max": "higher is better"}
 
 
 def infer_mode(owner: str, name: str, metric: str) -> str:
@@ -36,7 +64,8 @@ def infer_mode(owner: str, name: str, metric: str) -> str:
         ``'min'`` or ``'max'``.
 
     Raises:
-        ValueError: If the name holds words of neither direction, or of both.
+        ValueError: If the name holds words of neither direction, or of both, or a word of
+            ``CHANGE_WORDS`` anywhere (``'eval/acc_drop'``): the message gives both readings.
 
     Examples:
         >>> infer_mode("EarlyStopping", "mode", "eval/top1_accuracy")
@@ -44,15 +73,33 @@ def infer_mode(owner: str, name: str, metric: str) -> str:
         >>> infer_mode("EarlyStopping", "mode", "train/loss")
         'min'
     """
-    words = set(re.split(r"[^a-z0-9]+", metric.rsplit("/", 1)[-1].lower()))
-    found = [mode for mode, known in MODE_WORDS.items() if words.intersection(known)]
-    if len(found) != 1:
+    cannot = f"{owner}: `{name}`='auto' cannot tell from the name {metric!r} whether it should"
+    ask = f"pass {name}='min' or {name}='max'."
+    words = _words(metric.rsplit("/", 1)[-1])
+    found = {mode: [word for word in words if word in known] for mode, known in MODE_WORDS.items()}
+    modes = [mode for mode, hits in found.items() if hits]
+    if not modes:
         rule = "; ".join(f"{', '.join(known)} -> {mode!r}" for mode, known in MODE_WORDS.items())
+        raise ValueError(f"{cannot} fall or rise (the rule knows {rule}); {ask}")
+    if len(modes) > 1:
         raise ValueError(
-            f"{owner}: `{name}`='auto' cannot tell from the name {metric!r} whether it should "
-            f"fall or rise (the rule knows {rule}); pass {name}='min' or {name}='max'."
+            f"{cannot} fall or rise: {found['min'][0]!r} reads as 'min' ({_BETTER['min']}), "
+            f"{found['max'][0]!r} as 'max' ({_BETTER['max']}); {ask}"
         )
-    return found[0]
+    mode = modes[0]
+    changes = [word for word in _words(metric) if word in CHANGE_WORDS]
+    if changes:
+        other = "max" if mode == "min" else "min"
+        raise ValueError(
+            f"{cannot} fall or rise: {found[mode][0]!r} reads as {mode!r} ({_BETTER[mode]}), "
+            f"but {changes[0]!r} may reverse it to {other!r} ({_BETTER[other]}); {ask}"
+        )
+    return mode
+
+
+def _words(text: str) -> list[str]:
+    """The lower-case words of ``text``, in order (split at anything but letters and digits)."""
+    return [word for word in re.split(r"[^a-z0-9]+", text.lower()) if word]
 
 
 def resolve_mode(owner: str, name: str, mode: Any, metric: str) -> str:

@@ -8,16 +8,68 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["local_copy", "mean_metrics"]
+__all__ = ["check_scalar_metrics", "local_copy", "mean_metrics"]
 
 
-def mean_metrics(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
+def check_scalar_metrics(owner: str, metrics: Mapping[str, Any], *, stacked: bool = False) -> None:
+    """Refuses metrics that are not scalars: each is one number in History and TensorBoard.
+
+    Only shapes are read (``np.shape``: a jax array's ``.shape``, no transfer and no wait for
+    the device), so a loop can check the metrics of a step it has not waited for. Python
+    numbers, numpy and jax scalars pass; anything of another shape, ``(1,)`` included, does
+    not: averaged over its elements, a per-class metric would be logged as one number.
+
+    Args:
+        owner: Who checks, for the message (``'Trainer.fit'``, ``'MetricsLogger'``).
+        metrics: Metric names to values, as a train or eval step returns them.
+        stacked: The values carry a leading axis of steps (the metrics of several steps run
+            in one dispatch, stacked): each step's value, after that axis, must be a scalar.
+
+    Raises:
+        TypeError: If a value is not a scalar; the message names each such metric, its shape,
+            and the fix.
+
+    Examples:
+        >>> import numpy as np
+        >>> check_scalar_metrics("Trainer.fit", {"loss": np.float32(0.5), "accuracy": 0.75})
+        >>> check_scalar_metrics("Trainer.fit", {"accuracy": np.zeros(10)})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: Trainer.fit: metrics must be scalars, but 'accuracy' has shape (10,). ...
+    """
+    shapes = {name: np.shape(value)[1 if stacked else 0 :] for name, value in metrics.items()}
+    wrong = {name: shape for name, shape in shapes.items() if shape != ()}
+    if not wrong:
+        return
+    listed = ", ".join(f"{name!r} has shape {shape}" for name, shape in wrong.items())
+    name = next(iter(wrong))
+    raise TypeError(
+        f"{owner}: metrics must be scalars, but {listed}. Each metric is one number in History "
+        "and TensorBoard, and is not averaged over its elements: return one scalar per element "
+        f"(e.g. {{'{name}/0': ..., '{name}/1': ...}}), or reduce it in the step "
+        f"(e.g. {{'{name}': jnp.mean(...)}})."
+    )
+
+
+def mean_metrics(
+    metrics: list[Mapping[str, Any]], *, owner: str = "flax_cyclic"
+) -> dict[str, float]:
     """The mean of each metric over steps, read on the host: nothing to compile.
 
     Each value is read with ``np.asarray`` (a fraction of a microsecond for a scalar that is
     ready), not ``jax.device_get`` of the whole list, which costs microseconds per value: at an
     epoch's end that was more than the train steps' own host time.
+
+    Args:
+        metrics: One mapping of metric names to scalars per step.
+        owner: Who asks, for the message of a metric that is not a scalar.
+
+    Raises:
+        TypeError: If a metric is not a scalar
+            (``check_scalar_metrics``).
     """
+    for step_metrics in metrics:
+        check_scalar_metrics(owner, step_metrics)
     return {
         name: float(np.mean([np.asarray(local_copy(m[name])) for m in metrics]))
         for name in metrics[0]

@@ -117,3 +117,27 @@ def test_the_earlier_name_of_the_interval_still_works_with_a_warning():
     with pytest.warns(FutureWarning, match=r"^MetricsLogger: `every_steps` is now called"):
         logger = MetricsLogger(RecordingWriter(), every_steps=7)
     assert logger.log_every_steps == 7
+
+
+def test_a_vector_train_metric_is_refused_at_its_first_step_naming_it():
+    writer = RecordingWriter()
+    loop = CallbackList([MetricsLogger(writer, log_every_steps=2)])
+    loop.on_train_begin()
+    loop.on_step_begin()
+    with pytest.raises(
+        TypeError,
+        match=r"^MetricsLogger: metrics must be scalars, but 'accuracy' has shape \(10,\)",
+    ):
+        loop.on_step_end({"loss": np.float32(1.0), "accuracy": np.zeros(10, np.float32)})
+    assert writer.scalars == []
+
+
+def test_a_vector_eval_metric_is_refused_naming_it():
+    writer = RecordingWriter()
+    loop = CallbackList([MetricsLogger(writer)])
+    loop.on_train_begin()
+    with pytest.raises(
+        TypeError, match=r"^MetricsLogger: metrics must be scalars, but 'recall' has shape \(3,\)"
+    ):
+        loop.on_eval_end({"loss": 0.5, "recall": np.asarray([0.1, 0.2, 0.3])})
+    assert writer.scalars == []

@@ -257,11 +257,23 @@ def test_early_stopping_state_round_trips_and_refuses_another_monitor():
             ValueError,
             "EarlyStopping: `mode`='auto' cannot tell from the name 'eval/perplexity'",
         ),
+        (
+            {"monitor": "eval/acc_drop"},
+            ValueError,
+            "EarlyStopping: `mode`='auto' cannot tell from the name 'eval/acc_drop' whether it "
+            "should fall or rise: 'acc' reads as 'max' (higher is better), but 'drop' may "
+            "reverse it to 'min' (lower is better); pass mode='min' or mode='max'.",
+        ),
     ],
 )
 def test_early_stopping_refuses_bad_arguments(kwargs, error, start):
     with pytest.raises(error, match="^" + re.escape(start)):
         EarlyStopping(**kwargs)
+
+
+def test_a_name_of_a_change_takes_the_mode_it_is_given():
+    assert EarlyStopping("eval/acc_drop", mode="min").mode == "min"
+    assert EarlyStopping("eval/loss_reduction", mode="max").mode == "max"
 
 
 def test_a_monitored_metric_the_evaluation_does_not_report_is_named():

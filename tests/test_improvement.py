@@ -4,10 +4,17 @@ and the Checkpointer's best-k share: the mode from the name, min_delta, non-fini
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
-from flax_cyclic._improvement import infer_mode, is_improvement, rank, resolve_mode
+from flax_cyclic._improvement import (
+    CHANGE_WORDS,
+    infer_mode,
+    is_improvement,
+    rank,
+    resolve_mode,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +47,55 @@ def test_a_name_of_neither_or_both_directions_asks_for_the_mode(metric):
         infer_mode("Checkpointer", "best_mode", metric)
     assert repr(metric) in str(error.value)
     assert "pass best_mode='min' or best_mode='max'" in str(error.value)
+
+
+# The rule over a table of names: a mode, or the error that gives both readings of the name.
+NAMES = [
+    ("loss", "min"),
+    ("eval/loss", "min"),
+    ("accuracy", "max"),
+    ("val_acc", "max"),
+    ("top1_accuracy", "max"),
+    ("error_rate", "min"),
+    ("f1", "max"),
+    ("eval/macro-f1", "max"),
+    ("train/nll_loss", "min"),
+    # A max word and a min word.
+    ("eval/loss_acc", ("'loss' reads as 'min'", "'acc' as 'max'")),
+    ("eval/accuracy_error", ("'error' reads as 'min'", "'accuracy' as 'max'")),
+    # A word of a change or a negation, in the last component or anywhere in the name.
+    ("eval/acc_drop", ("'acc' reads as 'max'", "'drop' may reverse it to 'min'")),
+    ("eval/loss_reduction", ("'loss' reads as 'min'", "'reduction' may reverse it to 'max'")),
+    ("eval/accuracy_gain", ("'accuracy' reads as 'max'", "'gain' may reverse it to 'min'")),
+    ("eval/loss-decrease", ("'loss' reads as 'min'", "'decrease' may reverse it to 'max'")),
+    ("eval/error_increase", ("'error' reads as 'min'", "'increase' may reverse it to 'max'")),
+    ("eval/f1_improvement", ("'f1' reads as 'max'", "'improvement' may reverse it to 'min'")),
+    ("eval/loss_delta", ("'loss' reads as 'min'", "'delta' may reverse it to 'max'")),
+    ("eval/auc_diff", ("'auc' reads as 'max'", "'diff' may reverse it to 'min'")),
+    ("eval/recall_change", ("'recall' reads as 'max'", "'change' may reverse it to 'min'")),
+    ("eval/neg_loss", ("'loss' reads as 'min'", "'neg' may reverse it to 'max'")),
+    ("delta/loss", ("'loss' reads as 'min'", "'delta' may reverse it to 'max'")),
+]
+
+
+@pytest.mark.parametrize(("metric", "expected"), NAMES)
+def test_the_mode_of_a_table_of_names(metric, expected):
+    if isinstance(expected, str):
+        assert infer_mode("EarlyStopping", "mode", metric) == expected
+        return
+    start = f"EarlyStopping: `mode`='auto' cannot tell from the name {metric!r} whether it should"
+    with pytest.raises(ValueError, match="^" + re.escape(start)) as error:
+        infer_mode("EarlyStopping", "mode", metric)
+    message = str(error.value)
+    for reading in expected:  # both readings of the name
+        assert reading in message
+    assert message.endswith("pass mode='min' or mode='max'.")
+
+
+def test_every_change_word_asks_for_the_mode():
+    for word in CHANGE_WORDS:
+        with pytest.raises(ValueError, match=f"{word!r} may reverse it to 'min'"):
+            infer_mode("X", "mode", f"eval/accuracy_{word}")
 
 
 def test_an_explicit_mode_is_kept_and_an_unknown_one_refused():

@@ -464,6 +464,20 @@ def test_a_name_that_says_no_direction_asks_for_the_mode():
         ReduceLROnPlateau(0.1).resolve_mode("eval/perplexity")
 
 
+def test_a_name_of_a_change_asks_for_the_mode_and_stays_unresolved():
+    scheduler = ReduceLROnPlateau(0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^ReduceLROnPlateau.resolve_mode: `mode`='auto' cannot tell from the name "
+        r"'eval/loss_reduction'.*'reduction' may reverse it to 'max'",
+    ):
+        scheduler.resolve_mode("eval/loss_reduction")
+    assert scheduler.mode == "auto"
+    explicit = ReduceLROnPlateau(0.1, "max")
+    explicit.resolve_mode("eval/loss_reduction")  # an explicit mode is not inferred
+    assert explicit.mode == "max"
+
+
 def test_an_explicit_mode_is_kept_whatever_the_name():
     scheduler = ReduceLROnPlateau(0.1, "min")
     scheduler.resolve_mode("eval/accuracy")

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from flax_cyclic import _checks
-from flax_cyclic._metrics import mean_metrics
+from flax_cyclic._metrics import check_scalar_metrics, mean_metrics
 from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer
 
 __all__ = ["MetricsLogger"]
@@ -96,12 +96,20 @@ class MetricsLogger(Callback):
         ]
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
-        """Keeps update ``step``'s metrics; every ``log_every_steps`` updates writes their means."""
+        """Keeps update ``step``'s metrics; every ``log_every_steps`` updates writes their means.
+
+        Raises:
+            TypeError: If a metric is not a scalar (checked at the first step of each window,
+                and for every step when the means are written).
+        """
+        if not self._window:  # once per window: a step's shapes do not change between steps
+            check_scalar_metrics("MetricsLogger", metrics)
         self._window.append(metrics)
         done = step + 1
         if done % self.log_every_steps:
             return
-        scalars = {f"train/{name}": value for name, value in mean_metrics(self._window).items()}
+        means = mean_metrics(self._window, owner="MetricsLogger")
+        scalars = {f"train/{name}": value for name, value in means.items()}
         now = self.clock()
         assert self._since is not None, "on_train_begin starts the clock"
         first_step, since = self._since
@@ -113,7 +121,12 @@ class MetricsLogger(Callback):
             self.writer.write_scalars(done, scalars)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
-        """Writes the evaluation's metrics at the loop's step (the updates completed)."""
+        """Writes the evaluation's metrics at the loop's step (the updates completed).
+
+        Raises:
+            TypeError: If a metric is not a scalar.
+        """
+        check_scalar_metrics("MetricsLogger", metrics)
         scalars = {
             f"eval/{name}": float(value)
             for name, value in metrics.items()
