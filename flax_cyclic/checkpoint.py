@@ -25,6 +25,7 @@ from flax.nnx import graph
 
 from flax_cyclic import _checks, _improvement, _logging
 from flax_cyclic._errors import CheckpointError, NonFiniteError
+from flax_cyclic._json_state import NotJson, to_json
 from flax_cyclic._metrics import local_copy
 
 __all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
@@ -221,18 +222,29 @@ class Checkpointer:
         )
 
     def latest_step(self) -> int | None:
-        """The newest complete checkpoint's step, or ``None``."""
+        """The newest checkpoint's step, or ``None``.
+
+        Like every method that lists, ranks or reads the checkpoints kept (``all_steps``,
+        ``best_step``, ``metrics``, ``restore``), it first waits for a save still being
+        written in the background (``wait()``), so it counts that save and the retention that
+        follows it: the answer is the same right after ``save()`` as later.
+        """
+        self.wait()
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        """The steps of every complete checkpoint kept, in increasing order."""
+        """The steps of every checkpoint kept, in increasing order (after a save in flight)."""
+        self.wait()
         return sorted(self.manager.all_steps())
 
     def best_step(self) -> int | None:
         """The step of the best checkpoint by ``best_metric``; ``None`` before the first.
 
         A checkpoint whose metric is NaN or infinite is never the best; of equal ones, the
-        newest.
+        newest. A save still being written counts: it waits for it first (``wait()``).
+
+        Returns:
+            The step to pass to ``restore(step=...)``, or ``None``.
 
         Raises:
             ValueError: If the checkpointer has no ``best_metric``.
@@ -242,6 +254,7 @@ class Checkpointer:
                 "Checkpointer.best_step: this checkpointer ranks no checkpoints; build it with "
                 "best_metric='eval/<name>' (and best_mode) to keep the best ones."
             )
+        self.wait()
         ranked = [
             (self._score(metrics), step)
             for step in self.manager.all_steps()
@@ -251,7 +264,11 @@ class Checkpointer:
         return max(finite)[1] if finite else None
 
     def metrics(self, step: int) -> dict[str, float] | None:
-        """The evaluation metrics saved with the checkpoint at ``step``, if it has any."""
+        """The evaluation metrics saved with the checkpoint at ``step``, if it has any.
+
+        A save of ``step`` still being written is waited for first (``wait()``).
+        """
+        self.wait()
         saved = self.manager.metrics(step) if step in self.manager.all_steps() else None
         return None if saved is None else dict(saved)
 
@@ -273,12 +290,19 @@ class Checkpointer:
         unless this call brings the evaluation that checkpoint lacks, which is an error (see
         [`should_save`][flax_cyclic.Checkpointer.should_save]: save after evaluating).
 
+        Everything is checked before anything is written: a save that raises leaves the
+        directory as it was (no step directory, no unfinished Orbax directory).
+
         Args:
-            step: The train step the state belongs to.
+            step: The train step the state belongs to: an integer ``>= 0`` (a NumPy integer
+                too), checked as ``restore(step=...)`` checks it.
             model: The model.
             optimizer: Its optimizer.
-            callbacks: Every callback's JSON state, keyed by ``state_key``.
-            trainer: The loop's JSON position.
+            callbacks: Every callback's ``state_dict()``, keyed by ``state_key``: JSON
+                values (dicts with string keys, lists, ``int``, ``float``, ``bool``, ``str``,
+                ``None``). NumPy and JAX scalars and 0-d arrays of a bool, integer or real
+                dtype are saved as the Python number of the same value, tuples as lists.
+            trainer: The loop's position, JSON values as for ``callbacks``.
             metrics: The evaluation of these weights, by logged name (``{'eval/loss': ...}``),
                 each a real scalar; with a ``best_metric`` it ranks the checkpoint. ``None``:
                 not evaluated.
@@ -290,13 +314,22 @@ class Checkpointer:
             True if it saved, False if the step's checkpoint exists already.
 
         Raises:
+            TypeError: If ``step`` is not an integer, a metric is not a real scalar, or a
+                callback's state (or ``trainer``) holds what JSON cannot hold exactly (an
+                array with elements, an object, a complex number, a non-string key); the
+                error names the ``state_key`` and the key path inside the state.
+            ValueError: If ``step`` is negative.
             NonFiniteError: If the model or optimizer state holds a NaN or an infinity; nothing
                 is written then.
             KeyError: If ``metrics`` lacks the ``best_metric``.
-            TypeError: If a metric is not a real scalar.
             CheckpointError: If the step's checkpoint exists without the metrics given now.
         """
+        step = _checked_step("Checkpointer.save", step, _SAVE_HINT)
         metrics = self._ranked_metrics(metrics)
+        json_states = {
+            "callbacks": _callback_states(callbacks, self.directory),
+            "trainer": _trainer_state(trainer, self.directory),
+        }
         if step in self.manager.all_steps():
             return self._exists(step, metrics)
         states: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
@@ -314,8 +347,7 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 **items,
-                callbacks=ocp.args.JsonSave(dict(callbacks)),
-                trainer=ocp.args.JsonSave(dict(trainer)),
+                **{name: ocp.args.JsonSave(state) for name, state in json_states.items()},
             ),
             metrics=metrics,
             force=True,
@@ -350,7 +382,7 @@ class Checkpointer:
 
     def _exists(self, step: int, metrics: dict[str, float] | None) -> bool:
         """False for a step saved already; an error if that save lacks the metrics given now."""
-        if metrics is not None and self.manager.metrics(step) is None:
+        if metrics is not None and self.metrics(step) is None:
             raise CheckpointError(
                 f"Checkpointer.save: the checkpoint of step {step} in {self.directory} was saved "
                 f"before its evaluation ({metrics}), so "
@@ -362,7 +394,11 @@ class Checkpointer:
         return False
 
     def wait(self) -> None:
-        """Blocks until a background save has finished."""
+        """Blocks until a background save has finished (returns at once if none is running).
+
+        Raises:
+            Exception: The error of a background save that failed, as Orbax reports it.
+        """
         self.manager.wait_until_finished()
 
     def close(self) -> None:
@@ -376,6 +412,7 @@ class Checkpointer:
         optimizer: nnx.Optimizer,
         step: int | None = None,
         extra: Mapping[str, Any] | None = None,
+        skip_extra: bool = False,
     ) -> Restored | None:
         """Restores a checkpoint into ``model`` and ``optimizer``: the newest, or ``step``.
 
@@ -384,27 +421,46 @@ class Checkpointer:
         [`Trainer`][flax_cyclic.Trainer] resumes this way). The damaged step directories newer
         than the one restored are then moved aside, as ``<step>.damaged-<n>`` in the same
         directory (nothing is deleted; a warning names them), so the run saves those steps
-        again. With ``step``, exactly that one, e.g. ``step=checkpointer.best_step()``. A
-        checkpoint of a different model or optimizer structure is an error at once.
+        again. With ``step``, exactly that one, e.g. ``step=checkpointer.best_step()``. A save
+        still being written is waited for first, so it is restored as it will be on disk.
+
+        A checkpoint that does not match the targets is an error at once, never a silent
+        change: other leaves, shapes or dtypes (a dtype is never cast: restore into the saved
+        dtype and cast afterwards), extra state saved but not asked for (unless
+        ``skip_extra=True``), or asked for but not saved.
 
         Args:
             model: The model to restore into.
             optimizer: Its optimizer.
             step: The checkpoint to restore (one of ``all_steps()``); ``None`` for the newest.
+                An integer ``>= 0``, checked as ``save``'s ``step``.
             extra: The extra state saved with ``save(..., extra=...)``, by the same names, as
-                targets of the same structure: NNX objects are updated in place, and every
-                entry is in the result's ``extra``. Checked like the model: other leaves or
-                shapes, or a checkpoint without it, are an error.
+                targets of the same structure, shapes and dtypes: NNX objects are updated in
+                place, and every entry is in the result's ``extra``. A
+                [`Trainer`][flax_cyclic.Trainer] passes its ``rngs=`` as ``{'rngs': rngs}``.
+            skip_extra: Leave the extra state a checkpoint holds unread (only without
+                ``extra``): e.g. to restore the weights of a run whose ``nnx.Rngs`` this one
+                does not use.
 
         Returns:
             The callbacks' and trainer's saved states, or ``None`` if there is no checkpoint
             (and no ``step`` was asked for).
 
         Raises:
+            TypeError, ValueError: For a ``step`` that is not an integer ``>= 0``, a
+                ``skip_extra`` that is not ``True`` or ``False``, or both ``extra`` and
+                ``skip_extra=True``.
             CheckpointError: If the checkpoints do not match this model and optimizer (or
                 ``extra``), none of them can be read, or the ``step`` asked for is not there or
                 cannot be read.
         """
+        skip_extra = _checks.flag("Checkpointer.restore", "skip_extra", skip_extra)
+        if skip_extra and extra:
+            raise ValueError(
+                "Checkpointer.restore: skip_extra=True leaves the saved extra state unread, but "
+                f"extra= asks for {sorted(extra)}; pass one of them."
+            )
+        self.wait()
         asked = None if step is None else self._kept_step(step)
         steps = [asked] if asked is not None else sorted(self.manager.all_steps(), reverse=True)
         if not steps:
@@ -415,7 +471,7 @@ class Checkpointer:
         failures: dict[int, str] = {}
         for candidate in steps:
             try:
-                restored = self._read(candidate, targets)
+                restored = self._read(candidate, targets, skip_extra)
             except _Damaged as damaged:
                 failures[candidate] = self._damaged(candidate, damaged.__cause__ or damaged)
                 continue
@@ -441,18 +497,14 @@ class Checkpointer:
             "directories, or point the run at a new checkpoint directory."
         )
 
-    def _read(self, step: int, targets: Mapping[str, nnx.State]) -> Any:
+    def _read(self, step: int, targets: Mapping[str, nnx.State], skip_extra: bool) -> Any:
         """The checkpoint of ``step``, read onto ``targets``; ``_Damaged`` if it cannot be."""
         try:
-            mismatch = self._mismatch(step, targets)
+            mismatch = self._mismatch(step, targets, skip_extra)
         except Exception as error:  # unreadable metadata: a damaged checkpoint
             raise _Damaged from error
         if mismatch:
-            raise CheckpointError(
-                f"The checkpoint at step {step} in {self.directory} was saved from a "
-                f"different model or optimizer: {mismatch}. Restore with the model and "
-                "optimizer it was made with, or use a new checkpoint directory."
-            )
+            raise CheckpointError(f"The checkpoint at step {step} in {self.directory} {mismatch}")
         try:
             return self.manager.restore(
                 step,
@@ -490,14 +542,7 @@ class Checkpointer:
 
     def _kept_step(self, step: Any) -> int:
         """``step``, checked to be the step of a checkpoint kept here."""
-        step = _checks.integer(
-            "Checkpointer.restore",
-            "step",
-            step,
-            minimum=0,
-            maximum=None,
-            hint="One of Checkpointer.all_steps(), or None for the newest.",
-        )
+        step = _checked_step("Checkpointer.restore", step, _RESTORE_HINT)
         if step not in self.manager.all_steps():
             raise CheckpointError(
                 f"Checkpointer.restore: there is no checkpoint of step {step} in "
@@ -510,32 +555,41 @@ class Checkpointer:
         logger.warning("Checkpoint %s is damaged and is skipped (%s).", step, text)
         return text
 
-    def _mismatch(self, step: int, targets: Mapping[str, nnx.State]) -> str | None:
-        """Compares the saved leaves (paths and shapes) with the targets'; None if they agree."""
+    def _mismatch(
+        self, step: int, targets: Mapping[str, nnx.State], skip_extra: bool
+    ) -> str | None:
+        """How the checkpoint does not match ``targets`` (leaves, shapes, dtypes, extra state)."""
         metadata = self.manager.item_metadata(step)
-        problems = []
-        for item, target in targets.items():
-            if item == "extra" and metadata.get(item) is None:
-                problems.append("no extra state was saved with it (it was saved without extra=...)")
-                continue
-            saved = _leaf_shapes(metadata[item].tree)
-            wanted = _leaf_shapes(_pure(target))
-            missing = sorted(set(wanted) - set(saved))
-            extra = sorted(set(saved) - set(wanted))
-            reshaped = sorted(
-                f"{path} {saved[path]} -> {wanted[path]}"
-                for path in set(saved) & set(wanted)
-                if None not in (saved[path], wanted[path]) and saved[path] != wanted[path]
+        saved_extra = metadata.get("extra")
+        unmatched = _extra_unmatched(
+            None if saved_extra is None else sorted(saved_extra.tree),
+            sorted(targets.get("extra", {})),
+            skip_extra,
+        )
+        if unmatched:
+            return unmatched
+        problems = {
+            item: _leaf_problems(item, metadata[item].tree, _pure(target))
+            for item, target in targets.items()
+        }
+        found = [problem for item_problems in problems.values() for problem in item_problems]
+        if not found:
+            return None
+        cast = (
+            " A dtype is never cast: restore into the saved dtypes, then cast."
+            if any(" dtypes " in problem for problem in found)
+            else ""
+        )
+        if not problems["model"] and not problems["optimizer"]:
+            return (
+                f"holds other extra state than extra= describes: {'; '.join(found)}. Pass "
+                f"extra= with targets of the structure it was saved with.{cast}"
             )
-            for label, paths in (
-                ("not in the checkpoint", missing),
-                ("only in the checkpoint", extra),
-            ):
-                if paths:
-                    problems.append(f"{item} leaves {label}: {', '.join(paths[:5])}")
-            if reshaped:
-                problems.append(f"{item} leaves with other shapes: {', '.join(reshaped[:5])}")
-        return "; ".join(problems) or None
+        return (
+            f"was saved from a different model or optimizer: {'; '.join(found)}. Restore "
+            f"with the model and optimizer it was made with, or use a new checkpoint "
+            f"directory.{cast}"
+        )
 
 
 class _Damaged(Exception):
@@ -604,6 +658,64 @@ def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
         wait()
 
 
+_SAVE_HINT = "The number of train updates completed, e.g. step=100."
+_RESTORE_HINT = "One of Checkpointer.all_steps(), or None for the newest."
+
+
+def _checked_step(owner: str, step: Any, hint: str) -> int:
+    """A checkpoint's step, the one rule of ``save`` and ``restore``: an integer ``>= 0``.
+
+    NumPy integers are integers; a bool, a float (``2.0``), a string are refused: Orbax would
+    write a directory ``2.0`` that no later run finds.
+    """
+    return _checks.integer(owner, "step", step, minimum=0, maximum=None, hint=hint)
+
+
+_JSON_HINT = (
+    "which JSON cannot hold exactly; return Python numbers/str/lists/dicts from {source} "
+    "(e.g. float(x), int(n), array.tolist()). Nothing was written to {directory}."
+)
+
+
+def _callback_states(callbacks: Any, directory: str) -> dict[str, Any]:
+    """``save``'s ``callbacks`` as exact JSON, or a ``TypeError`` naming the callback."""
+    if not isinstance(callbacks, Mapping) or not all(isinstance(key, str) for key in callbacks):
+        raise TypeError(
+            "Checkpointer.save: `callbacks` must map each callback's state_key to its "
+            f"state_dict(), got {type(callbacks).__name__}; e.g. callbacks={{}}, or "
+            "CallbackList.state_dict()."
+        )
+    states = {}
+    for key, state in callbacks.items():
+        try:
+            states[key] = to_json(state)
+        except NotJson as error:
+            where = error.path or "its top level"
+            hint = _JSON_HINT.format(source="state_dict", directory=directory)
+            raise TypeError(
+                f"Checkpointer.save: the state_dict() of the callback with state_key {key!r} "
+                f"holds {error.what} at {where}, {hint}"
+            ) from None
+    return states
+
+
+def _trainer_state(trainer: Any, directory: str) -> dict[str, Any]:
+    """``save``'s ``trainer`` as exact JSON, or a ``TypeError`` naming the key path."""
+    if not isinstance(trainer, Mapping):
+        raise TypeError(
+            "Checkpointer.save: `trainer` must map names to JSON values, got "
+            f"{type(trainer).__name__}; e.g. trainer={{'step': 100}}."
+        )
+    try:
+        return dict(to_json(trainer))
+    except NotJson as error:
+        hint = _JSON_HINT.format(source="the loop", directory=directory)
+        raise TypeError(
+            f"Checkpointer.save: `trainer` holds {error.what} at {error.path or 'its top level'}, "
+            f"{hint}"
+        ) from None
+
+
 def _extra_states(extra: Mapping[str, Any]) -> dict[str, Any]:
     """``save``'s and ``restore``'s ``extra``: NNX objects as their ``nnx.state``."""
     if not isinstance(extra, Mapping) or not all(isinstance(name, str) for name in extra):
@@ -634,18 +746,70 @@ def _put_back(extra: Mapping[str, Any], restored: Mapping[str, Any]) -> dict[str
     return {name: restored[name] for name in extra}
 
 
-def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
-    """Leaf path -> shape; ``None`` for PRNG keys (saved as raw key data of another shape)."""
+def _extra_unmatched(saved: list[str] | None, asked: list[str], skip: bool) -> str | None:
+    """Extra state saved but not asked for (unless skipped), or asked for but not saved."""
+    if saved is None and asked:
+        return (
+            f"holds no extra state, but restore's extra= asks for {asked} (for a Trainer: its "
+            "rngs= argument). Restore without extra=, or from a checkpoint saved with it."
+        )
+    if saved is not None and not asked and not skip:
+        return (
+            f"holds extra state {saved} (for a Trainer: its rngs= argument), but restore was "
+            "given no extra=. Pass extra= with targets of the same structure to restore it, "
+            "or skip_extra=True to leave it unread."
+        )
+    return None
+
+
+def _leaf_problems(item: str, saved_tree: Any, target: Any) -> list[str]:
+    """The leaves of ``item`` missing, unexpected, or of another shape or dtype than saved."""
+    saved, wanted = _leaf_specs(saved_tree), _leaf_specs(target)
+    problems = [
+        f"{item} leaves {label}: {', '.join(paths[:5])}"
+        for label, paths in (
+            ("not in the checkpoint", sorted(set(wanted) - set(saved))),
+            ("only in the checkpoint", sorted(set(saved) - set(wanted))),
+        )
+        if paths
+    ]
+    both = [
+        (path, was, now)
+        for path in sorted(set(saved) & set(wanted))
+        if (was := saved[path]) is not None and (now := wanted[path]) is not None
+    ]
+    for index, label in ((0, "shapes"), (1, "dtypes")):
+        changed = [
+            f"{path} {was[index]} -> {now[index]}"
+            for path, was, now in both
+            if None not in (was[index], now[index]) and was[index] != now[index]
+        ]
+        if changed:
+            problems.append(
+                f"{item} leaves with other {label} (saved -> target): {', '.join(changed[:5])}"
+            )
+    return problems
+
+
+def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str | None] | None]:
+    """Leaf path -> (shape, dtype); ``None`` for PRNG keys (saved as raw key data).
+
+    The dtype is ``None`` for a Python number, which has none.
+    """
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    shapes = {}
+    specs: dict[str, tuple[tuple[int, ...], str | None] | None] = {}
     for path, leaf in leaves:
         dtype = getattr(leaf, "dtype", None)
         is_key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
         names = [_key_name(k) for k in path]
         if names and names[-1] == "value":  # the Variable wrapper in saved metadata
             names.pop()
-        shapes["/".join(names)] = None if is_key else tuple(getattr(leaf, "shape", ()))
-    return shapes
+        if is_key:
+            specs["/".join(names)] = None
+            continue
+        shown = None if dtype is None else str(np.dtype(dtype))
+        specs["/".join(names)] = (tuple(getattr(leaf, "shape", ())), shown)
+    return specs
 
 
 @jax.jit

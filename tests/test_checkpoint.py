@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import MLP, CrashAt, RecordingWriter, raises_exactly, tiny_batches
+from helpers import MLP, CrashAt, NoisyNet, RecordingWriter, raises_exactly, tiny_batches
 
 from flax_cyclic import (
     Callback,
@@ -982,5 +982,298 @@ def test_extra_state_round_trips_bitwise(tmp_path):
     np.testing.assert_array_equal(np.asarray(restored.extra["table"]["ema"]), table["ema"])
     plain = Checkpointer(tmp_path / "plain", async_save=False)
     plain.save(1, model=model, optimizer=optimizer, callbacks={}, trainer={})
-    with pytest.raises(CheckpointError, match=r"^The checkpoint at step 1 .* no extra state"):
+    with raises_exactly(
+        CheckpointError,
+        f"The checkpoint at step 1 in {tmp_path / 'plain'} holds no extra state, but restore's "
+        "extra= asks for ['rngs'] (for a Trainer: its rngs= argument). Restore without "
+        "extra=, or from a checkpoint saved with it.",
+    ):
         plain.restore(model=model, optimizer=optimizer, extra={"rngs": rngs})
+
+
+# -- saves in flight, the step rule, dtypes, callbacks' JSON states and extra state --------------
+
+
+def _saved_names(directory: pathlib.Path) -> list[str]:
+    """What the checkpoint directory holds besides its retention record."""
+    return sorted(p.name for p in directory.iterdir() if p.name != "flax_cyclic_checkpointer.json")
+
+
+def test_best_step_counts_a_save_still_being_written(tmp_path):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/loss", max_to_keep=2)  # async
+    model, optimizer = _setup()
+    kernels = {}
+    for step, loss in enumerate([0.5, 0.4, 0.1], start=1):  # the best is the last saved
+        model.hidden.kernel[...] = model.hidden.kernel[...] + 1.0
+        kernels[step] = _kernel(model)
+        checkpointer.save(
+            step, model=model, optimizer=optimizer, callbacks={}, trainer={},
+            metrics={"eval/loss": loss},
+        )  # fmt: skip
+    at_once = (
+        checkpointer.best_step(),
+        checkpointer.all_steps(),
+        checkpointer.latest_step(),
+        checkpointer.metrics(3),
+    )
+    checkpointer.wait()
+    after = (
+        checkpointer.best_step(),
+        checkpointer.all_steps(),
+        checkpointer.latest_step(),
+        checkpointer.metrics(3),
+    )
+    assert at_once == after == (3, [2, 3], 3, {"eval/loss": 0.1})
+    fresh, fresh_optimizer = _setup(seed=1)
+    assert checkpointer.restore(model=fresh, optimizer=fresh_optimizer, step=3).step == 3
+    np.testing.assert_array_equal(_kernel(fresh), kernels[3])
+
+
+def test_a_restore_right_after_a_save_reads_that_save_and_sets_nothing_aside(tmp_path):
+    # It used to take the save in flight for a damaged checkpoint: moved aside, step 1 restored.
+    checkpointer = Checkpointer(tmp_path)  # async
+    model, optimizer = _setup()
+    kernels = {}
+    for step in (1, 2):
+        model.hidden.kernel[...] = model.hidden.kernel[...] + 1.0
+        kernels[step] = _kernel(model)
+        checkpointer.save(step, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    fresh, fresh_optimizer = _setup(seed=1)
+    assert checkpointer.restore(model=fresh, optimizer=fresh_optimizer).step == 2
+    np.testing.assert_array_equal(_kernel(fresh), kernels[2])
+    assert _saved_names(tmp_path) == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("step", "error", "got"),
+    [
+        (2.0, TypeError, "must be an integer, got step=2.0 (float)"),
+        (np.float32(2), TypeError, "must be an integer, got step=np.float32(2.0) (float32)"),
+        ("2", TypeError, "must be an integer, got step='2' (str)"),
+        (True, TypeError, "must be an integer, got step=True (bool)"),
+        (-1, ValueError, "must be an integer >= 0, got step=-1 (int)"),
+    ],
+)
+def test_save_checks_the_step_as_restore_does(tmp_path, step, error, got):
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    model, optimizer = _setup()
+    with raises_exactly(
+        error, f"Checkpointer.save: `step` {got}. The number of train updates completed, e.g. "
+        "step=100.",
+    ):  # fmt: skip
+        checkpointer.save(step, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    with raises_exactly(
+        error, f"Checkpointer.restore: `step` {got}. One of Checkpointer.all_steps(), or None "
+        "for the newest.",
+    ):  # fmt: skip
+        checkpointer.restore(model=model, optimizer=optimizer, step=step)
+    assert _saved_names(tmp_path) == []
+    assert checkpointer.all_steps() == []
+
+
+def test_save_and_restore_take_numpy_integer_steps(tmp_path):
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    model, optimizer = _setup()
+    assert checkpointer.save(
+        np.int64(2), model=model, optimizer=optimizer, callbacks={}, trainer={}
+    )
+    assert _saved_names(tmp_path) == ["2"]
+    restored = checkpointer.restore(model=model, optimizer=optimizer, step=np.int32(2))
+    assert restored.step == 2
+    assert type(restored.step) is int
+
+
+def test_restoring_extra_state_into_another_dtype_is_refused(tmp_path):
+    # It used to cast: 123456789 came back from an int64 as inf in a float16 target.
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    model, optimizer = _setup()
+    table = {"count": np.array([123456789], np.int64), "total": jax.numpy.int32(123456789)}
+    checkpointer.save(
+        1, model=model, optimizer=optimizer, callbacks={}, trainer={}, extra={"table": table}
+    )
+    narrow = {"count": np.zeros(1, np.float16), "total": jax.numpy.zeros((), jax.numpy.float16)}
+    with raises_exactly(
+        CheckpointError,
+        f"The checkpoint at step 1 in {tmp_path} holds other extra state than extra= "
+        "describes: extra leaves with other dtypes (saved -> target): table/count int64 -> "
+        "float16, table/total int32 -> float16. Pass extra= with targets of the structure it "
+        "was saved with. A dtype is never cast: restore into the saved dtypes, then cast.",
+    ):
+        checkpointer.restore(model=model, optimizer=optimizer, extra={"table": narrow})
+    same = {"count": np.zeros(1, np.int64), "total": jax.numpy.zeros((), jax.numpy.int32)}
+    restored = checkpointer.restore(model=model, optimizer=optimizer, extra={"table": same})
+    assert int(restored.extra["table"]["count"][0]) == 123456789
+    assert int(restored.extra["table"]["total"]) == 123456789
+
+
+def test_restoring_a_model_into_another_dtype_is_refused(tmp_path):
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    model, optimizer = _setup()
+    checkpointer.save(1, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    half, half_optimizer = _setup(seed=1)
+    half.hidden.kernel.set_value(half.hidden.kernel.get_value().astype(jax.numpy.bfloat16))
+    with raises_exactly(
+        CheckpointError,
+        f"The checkpoint at step 1 in {tmp_path} was saved from a different model or "
+        "optimizer: model leaves with other dtypes (saved -> target): hidden/kernel float32 -> "
+        "bfloat16. Restore with the model and optimizer it was made with, or use a new "
+        "checkpoint directory. A dtype is never cast: restore into the saved dtypes, then cast.",
+    ):
+        checkpointer.restore(model=half, optimizer=half_optimizer)
+
+
+def test_numpy_and_jax_scalars_in_a_callback_state_are_saved_as_python_numbers(tmp_path):
+    state = {
+        "count": np.int64(7),
+        "mean": np.float32(0.1),
+        "seen": jax.numpy.float32(2.5),
+        "half": jax.numpy.bfloat16(1.5),
+        "flag": np.bool_(True),
+        "traced": jax.numpy.array(False),
+        "zero_d": np.array(3.5),
+        "pair": (1, np.int32(2)),
+        "best": math.inf,  # EarlyStopping's initial best: Python's json writes and reads it
+        "nested": {"history": [np.float64(1.25), None, "x"]},
+    }
+    checkpointer = Checkpointer(tmp_path)  # async
+    model, optimizer = _setup()
+    checkpointer.save(
+        1, model=model, optimizer=optimizer, callbacks={"Counter": state}, trainer={"step": 1}
+    )
+    restored = checkpointer.restore(model=model, optimizer=optimizer).callbacks["Counter"]
+    assert restored == {
+        "count": 7,
+        "mean": float(np.float32(0.1)),
+        "seen": 2.5,
+        "half": 1.5,
+        "flag": True,
+        "traced": False,
+        "zero_d": 3.5,
+        "pair": [1, 2],
+        "best": math.inf,
+        "nested": {"history": [1.25, None, "x"]},
+    }
+    assert [type(restored[key]) for key in ("count", "mean", "flag", "zero_d")] == [
+        int, float, bool, float,
+    ]  # fmt: skip
+    assert np.float32(restored["mean"]) == state["mean"]  # bitwise: float32 -> float -> float32
+
+
+class _Holding(Callback):
+    """A callback whose state holds `value` under 'last'."""
+
+    def __init__(self, value):
+        self.value = value
+
+    @property
+    def state_key(self):
+        return "Holding"
+
+    def state_dict(self):
+        return {"window": {"last": self.value}}
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (np.ones(3, np.float32), "a value of type numpy.ndarray (shape (3,), dtype float32)"),
+        (jax.numpy.ones((2, 2)), "a value of type jax.Array (shape (2, 2), dtype float32)"),
+        (object(), "a value of type object"),
+        (1 + 2j, "a value of type complex"),
+    ],
+    ids=["numpy array", "jax array", "object", "complex"],
+)
+def test_a_callback_state_json_cannot_hold_names_the_callback_and_writes_nothing(
+    tmp_path, value, what
+):
+    trainer, _ = _trainer(tmp_path, extra=[_Holding(value)])
+    with raises_exactly(
+        TypeError,
+        "Checkpointer.save: the state_dict() of the callback with state_key 'Holding' holds "
+        f"{what} at ['window']['last'], which JSON cannot hold exactly; return Python "
+        "numbers/str/lists/dicts from state_dict (e.g. float(x), int(n), array.tolist()). "
+        f"Nothing was written to {tmp_path}.",
+    ):
+        trainer.fit(DATA["list"], num_steps=4)
+    assert _saved_names(tmp_path) == []  # no step directory, no *.orbax-checkpoint-tmp
+    fixed, _ = _trainer(tmp_path, extra=[_Holding([1.0, 2.0])])
+    assert fixed.fit(DATA["list"], num_steps=4).resumed_from is None
+    assert _saved_names(tmp_path) == ["4"]
+    again, _ = _trainer(tmp_path, extra=[_Holding([1.0, 2.0])])
+    assert again.fit(DATA["list"], num_steps=6).resumed_from == 4
+
+
+def test_a_non_string_key_in_a_callback_state_is_refused_before_writing(tmp_path):
+    # JSON would write the key 1 as "1": the state would come back with another key.
+    checkpointer = Checkpointer(tmp_path)
+    model, optimizer = _setup()
+    with raises_exactly(
+        TypeError,
+        "Checkpointer.save: the state_dict() of the callback with state_key 'Table' holds the "
+        "key 1 of type int (JSON keys are strings) at ['by_epoch'], which JSON cannot hold "
+        "exactly; return Python numbers/str/lists/dicts from state_dict (e.g. float(x), "
+        f"int(n), array.tolist()). Nothing was written to {tmp_path}.",
+    ):
+        checkpointer.save(
+            1, model=model, optimizer=optimizer, callbacks={"Table": {"by_epoch": {1: 0.5}}},
+            trainer={},
+        )  # fmt: skip
+    with pytest.raises(TypeError, match=r"^Checkpointer.save: `trainer` holds a value of type"):
+        checkpointer.save(
+            1, model=model, optimizer=optimizer, callbacks={}, trainer={"seen": np.arange(2)}
+        )
+    checkpointer.wait()
+    assert _saved_names(tmp_path) == []
+    assert checkpointer.save(1, model=model, optimizer=optimizer, callbacks={}, trainer={})
+    assert checkpointer.restore(model=model, optimizer=optimizer).step == 1
+
+
+def test_restore_without_extra_of_a_checkpoint_with_extra_is_an_error_unless_skipped(tmp_path):
+    # It used to drop the saved extra state silently.
+    checkpointer = Checkpointer(tmp_path, async_save=False)
+    model, optimizer = _setup()
+    rngs = nnx.Rngs(dropout=3)
+    checkpointer.save(
+        2, model=model, optimizer=optimizer, callbacks={}, trainer={}, extra={"rngs": rngs}
+    )
+    with raises_exactly(
+        CheckpointError,
+        f"The checkpoint at step 2 in {tmp_path} holds extra state ['rngs'] (for a Trainer: "
+        "its rngs= argument), but restore was given no extra=. Pass extra= with targets of "
+        "the same structure to restore it, or skip_extra=True to leave it unread.",
+    ):
+        checkpointer.restore(model=model, optimizer=optimizer)
+    restored = checkpointer.restore(model=model, optimizer=optimizer, skip_extra=True)
+    assert (restored.step, restored.extra) == (2, {})
+    with raises_exactly(
+        ValueError,
+        "Checkpointer.restore: skip_extra=True leaves the saved extra state unread, but extra= "
+        "asks for ['rngs']; pass one of them.",
+    ):
+        checkpointer.restore(
+            model=model, optimizer=optimizer, extra={"rngs": rngs}, skip_extra=True
+        )
+    with pytest.raises(TypeError, match=r"^Checkpointer.restore: `skip_extra` must be True or"):
+        checkpointer.restore(model=model, optimizer=optimizer, skip_extra="yes")
+
+
+def _noisy_trainer(directory, rngs):
+    model = NoisyNet(nnx.Rngs(0), own_dropout_rngs=True)  # trains with or without rngs=
+    optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
+    return Trainer(model, optimizer, rngs=rngs, checkpointer=Checkpointer(directory))
+
+
+def test_a_trainer_resuming_with_or_without_rngs_unlike_its_checkpoint_is_told_so(tmp_path):
+    _noisy_trainer(tmp_path / "with", nnx.Rngs(dropout=1)).fit(DATA["list"], num_steps=2)
+    with pytest.raises(
+        CheckpointError, match=r"holds extra state \['rngs'\] \(for a Trainer: its rngs="
+    ):
+        _noisy_trainer(tmp_path / "with", None).fit(DATA["list"], num_steps=4)
+    _noisy_trainer(tmp_path / "without", None).fit(DATA["list"], num_steps=2)
+    with raises_exactly(
+        CheckpointError,
+        f"The checkpoint at step 2 in {tmp_path / 'without'} holds no extra state, but "
+        "restore's extra= asks for ['rngs'] (for a Trainer: its rngs= argument). Restore "
+        "without extra=, or from a checkpoint saved with it.",
+    ):
+        _noisy_trainer(tmp_path / "without", nnx.Rngs(dropout=1)).fit(DATA["list"], num_steps=4)
