@@ -37,6 +37,7 @@ from flax_cyclic import (
     ReduceLROnPlateau,
     SequentialLR,
     Trainer,
+    classification_train_step,
 )
 
 EPOCH = 12  # batches per epoch: not a multiple of 8, so epochs end in shorter dispatches
@@ -414,3 +415,24 @@ def test_unroll_dispatch_must_be_a_bool_or_a_positive_integer(bad):
     model, optimizer = tiny_setup()
     with pytest.raises((TypeError, ValueError), match="unroll_dispatch"):
         Trainer(model, optimizer, progress=False, steps_per_dispatch=4, unroll_dispatch=bad)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_vector_train_metric_is_refused_before_a_mid_epoch_save(tmp_path, k):
+    def train_step(model, optimizer, batch):
+        metrics = classification_train_step(model, optimizer, batch)
+        return {**metrics, "per_class": jnp.zeros(3)}
+
+    model, optimizer = tiny_setup(0.01)
+    trainer = Trainer(
+        model,
+        optimizer,
+        train_step=train_step,
+        progress=False,
+        checkpointer=Checkpointer(tmp_path, every_steps=2),
+        steps_per_dispatch=k,
+    )
+    refused = r"^Trainer\.fit: metrics must be scalars, but 'per_class' has shape \(3,\)"
+    with pytest.raises(TypeError, match=refused):
+        trainer.fit(tiny_batches(16, 4), num_steps=4)
+    assert trainer.checkpointer.all_steps() == []  # refused before any save

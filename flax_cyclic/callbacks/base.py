@@ -82,6 +82,17 @@ class Callback:
         """The key of this callback's state in a checkpoint; unique within a loop."""
         return type(self).__name__
 
+    @property
+    def logs_learning_rate(self) -> bool:
+        """Whether this callback writes the learning rate to a writer.
+
+        The [`Trainer`][flax_cyclic.Trainer] adds a
+        [`LearningRateMonitor`][flax_cyclic.LearningRateMonitor] to log it only where no
+        callback does. ``False`` unless overridden (a scheduler callback or a monitor with a
+        writer says ``True``).
+        """
+        return False
+
     def on_train_begin(self, loop: Loop) -> None:
         """Called once before the first step."""
 
@@ -188,7 +199,7 @@ class CallbackList:
             if not isinstance(callback, Callback):
                 raise TypeError(
                     f"CallbackList: callbacks[{i}] is a {type(callback).__name__}, not a "
-                    "flax_cyclic.Callback; subclass Callback to make one."
+                    f"flax_cyclic.Callback; {_what_instead(callback)}"
                 )
         keys = [callback.state_key for callback in self.callbacks]
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
@@ -362,7 +373,7 @@ class CallbackList:
 
         A stateless callback (empty ``state_dict()``) needs no saved state, so a run can be
         resumed with, say, a progress bar or a metrics logger added or removed. A saved state
-        that no callback claims is reported in the log.
+        that no callback claims is reported in the log, unless it is empty.
 
         Raises:
             ValueError: If the state of a stateful callback is missing.
@@ -376,7 +387,10 @@ class CallbackList:
                 f"CallbackList.load_state_dict: no saved state for the callbacks {missing}; "
                 f"the saved states are for {sorted(states)}."
             )
-        unclaimed = sorted(set(states) - {c.state_key for c in self.callbacks})
+        # An empty saved state (a progress bar's, a logger's between writes) holds nothing to
+        # lose: a stateless callback may be left out of the resumed run.
+        claimed = {c.state_key for c in self.callbacks}
+        unclaimed = sorted(key for key, state in states.items() if key not in claimed and state)
         if unclaimed:
             logger.warning("Saved callback states not restored (no such callback): %s", unclaimed)
         for callback in self.callbacks:
@@ -460,6 +474,18 @@ def flush_writer(writer: MetricWriter | None) -> None:
     flush = getattr(writer, "flush", None)
     if callable(flush):
         flush()
+
+
+def _what_instead(obj: Any) -> str:
+    """Where an object given as a callback belongs, for the error that refuses it."""
+    if callable(getattr(obj, "should_save", None)) and callable(getattr(obj, "restore", None)):
+        return "a Checkpointer is passed as Trainer(checkpointer=...), not among the callbacks."
+    if callable(getattr(obj, "write_scalars", None)):
+        return (
+            "a writer is passed as Trainer(writer=...) (or to a callback, e.g. "
+            "LRSchedulerCallback(..., writer=...)), not among the callbacks."
+        )
+    return "subclass Callback to make one."
 
 
 def _not_begun(hook: str) -> RuntimeError:

@@ -136,6 +136,7 @@ class LearningRateMonitor(Callback):
         )
         self.history: list[tuple[int, dict[str, float]]] = []
         self._reads: list[_Read] | None = None  # set by on_train_begin
+        self._bound: Any = None  # the opt_state the reads were found in
         self._accumulation: Any = None  # the optax.MultiStepsState, if it accumulates
         self._active = False  # whether this process reads and logs
 
@@ -152,9 +153,7 @@ class LearningRateMonitor(Callback):
         owner = type(self).__name__
         optimizer = loop_optimizer(owner, loop)
         self._check_order(loop)
-        opt_state = optimizer.opt_state
-        self._reads = self._resolve_reads(find_injected_hyperparams(opt_state), opt_state)
-        self._accumulation = nested_accumulation_state(opt_state)
+        self._bind(optimizer.opt_state)
         dispatched = getattr(loop, "steps_per_dispatch", 1)
         if self._accumulation is not None and dispatched > 1:
             raise ValueError(
@@ -175,7 +174,9 @@ class LearningRateMonitor(Callback):
             )
         if not self._active or (step + 1) % self.log_every_steps:
             return
-        loop_optimizer(type(self).__name__, loop)  # brings the variables read up to date
+        optimizer = loop_optimizer(type(self).__name__, loop)  # brings them up to date
+        if optimizer.opt_state is not self._bound:  # assigned since: read what trains now
+            self._bind(optimizer.opt_state)
         values = {read.tag: local_copy(read.variable.get_value()) for read in self._reads}
         if self._accumulation is None:
             host = jax.device_get(values)
@@ -221,6 +222,17 @@ class LearningRateMonitor(Callback):
                 "the monitor would log every value one update early. List the "
                 "LearningRateMonitor before it."
             )
+
+    @property
+    def logs_learning_rate(self) -> bool:
+        """Whether it writes the learning rate to a writer: with a ``writer``."""
+        return self.writer is not None
+
+    def _bind(self, opt_state: Any) -> None:
+        """Finds what to read in ``opt_state`` (again, where a hook assigned a new one)."""
+        self._reads = self._resolve_reads(find_injected_hyperparams(opt_state), opt_state)
+        self._accumulation = nested_accumulation_state(opt_state)
+        self._bound = opt_state
 
     def _resolve_reads(self, injected: list[InjectedHyperparams], opt_state: Any) -> list[_Read]:
         owner = type(self).__name__
