@@ -84,7 +84,9 @@ def test_states_go_back_to_their_callbacks_and_unclaimed_ones_are_named(caplog):
 
     counter = Counter()
     with caplog.at_level("WARNING", logger="flax_cyclic"):
-        CallbackList([counter]).load_state_dict({"Counter": {"count": 3}, "Gone": {}})
+        CallbackList([counter]).load_state_dict(
+            {"Counter": {"count": 3}, "Gone": {"count": 1}, "Stateless": {}}
+        )
     assert counter.count == 3
     assert "not restored (no such callback): ['Gone']" in caplog.text
 

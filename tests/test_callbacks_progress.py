@@ -48,22 +48,13 @@ def _checkpointed_trainer(directory, **kwargs):
     )
 
 
-# Until CallbackList.load_state_dict stops reporting empty saved states as unclaimed.
-_REPORTED = pytest.mark.xfail(reason="empty saved states reported as unclaimed", strict=True)
-
-
 @pytest.mark.parametrize(
     ("first", "then"),
     [
-        # The default bar (off: no terminal here), then none.
-        pytest.param({}, {"progress": False}, marks=_REPORTED),
+        ({}, {"progress": False}),  # the default bar (off: no terminal here), then none
         ({"progress": False}, {}),
         # The writer's callbacks keep nothing at a save on a logging step either.
-        pytest.param(
-            {"writer": RecordingWriter(), "log_every_steps": 2},
-            {"progress": False},
-            marks=_REPORTED,
-        ),
+        ({"writer": RecordingWriter(), "log_every_steps": 2}, {"progress": False}),
     ],
 )
 def test_a_resume_with_the_progress_bar_added_or_removed_reports_nothing(

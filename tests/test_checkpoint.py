@@ -328,7 +328,7 @@ def test_resume_with_stateless_callbacks_added_or_removed(tmp_path, caplog):
     resumed, _ = _trainer(tmp_path, extra=[CrashAt(100)])  # Quiet gone, CrashAt new
     with caplog.at_level(logging.WARNING, logger="flax_cyclic"):
         assert resumed.fit(DATA["list"], num_steps=6).resumed_from == 4
-    assert "not restored (no such callback): ['Quiet']" in caplog.text
+    assert "not restored" not in caplog.text  # Quiet's state was empty: nothing is lost
 
 
 def test_resume_without_the_lr_callback_state_is_an_error(tmp_path):

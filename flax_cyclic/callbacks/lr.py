@@ -203,6 +203,11 @@ class LRSchedulerCallback(Callback):
         """Train steps (micro-batches with gradient accumulation) this callback has counted."""
         return self._train_steps
 
+    @property
+    def logs_learning_rate(self) -> bool:
+        """Whether it writes the learning rate it applied to a writer: with a ``writer``."""
+        return self.writer is not None
+
     # -- hooks --
 
     def on_train_begin(self, loop: Loop) -> None:
