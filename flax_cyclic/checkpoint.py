@@ -24,6 +24,7 @@ from flax import nnx
 from flax.nnx import graph
 
 from flax_cyclic import _checks, _improvement, _logging
+from flax_cyclic._cadence import every
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._json_state import NotJson, to_json
 from flax_cyclic._metrics import local_copy
@@ -216,7 +217,7 @@ class Checkpointer:
             [3, 6, 9]
         """
         return (
-            (self.every_steps is not None and step > 0 and step % self.every_steps == 0)
+            every(step, self.every_steps)
             or (epoch_end and self.every_epoch)
             or (evaluated and self.best_metric is not None)
         )

@@ -280,3 +280,23 @@ def test_an_optax_chain_with_a_new_opt_state_of_another_structure_still_trains()
     reference_fit(reference, reference_optimizer, [SwitchesToAdam()], batches, 2)
     trainer_fit(model, optimizer, [SwitchesToAdam()], batches, 2)
     assert_same_params(model, reference)
+
+
+class PlansAStrangerVariable(Callback):
+    """Plans values for a Variable that the optimizer does not inject."""
+
+    def __init__(self):
+        self.variable = nnx.Variable(np.float32(0.1))
+
+    def hyperparams_ahead(self, loop, start, steps):
+        return [(self.variable, np.full(steps, 0.1, np.float32))]
+
+
+def test_values_planned_for_a_variable_the_optimizer_does_not_inject_are_refused():
+    model, optimizer = tiny_setup()
+    trainer = Trainer(
+        model, optimizer, callbacks=[PlansAStrangerVariable()], progress=False, steps_per_dispatch=4
+    )
+    with pytest.raises(ValueError, match=r"^Trainer\.fit: PlansAStrangerVariable gave values"):
+        trainer.fit(tiny_batches(16, 8), num_steps=8)
+    assert trainer.step == 0

@@ -127,6 +127,16 @@ class Dispatcher:
             self._loop.enter_dispatch(planned)
             self.at_boundary = False
         variables = self._split_step.injected()
+        unknown = set(planned) - {id(variable) for variable in variables}
+        if unknown:
+            planners = sorted({self._loop.planners[key] for key in unknown})
+            raise ValueError(
+                f"Trainer.fit: {', '.join(planners)} gave values ahead (hyperparams_ahead) for "
+                "a variable that is not an injected hyperparameter of the optimizer the loop "
+                "trains, so they would never be applied. Return the optimizer's own injected "
+                "variables (loop.optimizer.opt_state.hyperparams[...]), found anew after an "
+                "opt_state is assigned."
+            )
         values = [
             planned[id(variable)]
             if id(variable) in planned

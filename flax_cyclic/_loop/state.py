@@ -139,22 +139,22 @@ class TrainerLoop(CallbackList):
     def enter_dispatch(self, planned: dict[int, np.ndarray]) -> None:
         """Before a dispatch that follows hooks run with nothing ahead (epoch end, evaluation).
 
-        What an injected variable holds then is what one step per dispatch would apply next,
-        so a planned one must hold the plan's first value: a hook that wrote over it after its
-        planner is refused, naming it. The values are then held as JAX arrays, which no hook
-        can change in place unseen while the dispatch runs ahead.
+        A hook there that wrote a hyperparameter last, after the callback that gives it for
+        the steps ahead (``planned``), would see its value dropped: refused, naming both. The
+        values are then held as JAX arrays, which no hook can change in place unseen while the
+        dispatch runs ahead.
         """
+        writers, self.writers = self.writers, {}
         for index, variable in enumerate(self._split_step.injected()):
-            held = np.asarray(local_copy(variable.get_raw_value()))
-            values = planned.get(id(variable))
-            if values is not None and len(values) and not (held.shape == () and held == values[0]):
-                writer = self.writers.get(index, "a hook")
+            planner, writer = self.planners.get(id(variable)), writers.get(index)
+            if id(variable) in planned and writer is not None and writer != planner:
                 raise RuntimeError(
-                    f"Trainer.fit: {writer} wrote an injected hyperparameter ({held} before "
-                    f"train step {self.step}) that another callback gives for the steps ahead "
-                    f"(Callback.hyperparams_ahead: {values[0]}), so the value written would not "
-                    "be applied. One callback drives each hyperparameter: to scale a schedule, "
-                    "give the scheduler a scale_fn (or write a scheduler), instead of writing "
-                    "after it."
+                    f"Trainer.fit: {writer} wrote an injected hyperparameter before train step "
+                    f"{self.step}, after {planner}, which gives it for the steps ahead "
+                    f"(Callback.hyperparams_ahead: {planned[id(variable)][0]} next), so the "
+                    "value written would not be applied. One callback drives each "
+                    "hyperparameter: to scale a schedule, give the scheduler a scale_fn (or "
+                    "write a scheduler) instead of writing after it."
                 )
+            held = np.asarray(local_copy(variable.get_raw_value()))
             variable.set_raw_value(jnp.asarray(held))

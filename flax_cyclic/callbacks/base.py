@@ -9,6 +9,7 @@ import numpy as np
 from flax import nnx
 
 from flax_cyclic import _checks, _logging
+from flax_cyclic.callbacks._planned import check_planned
 
 __all__ = ["Callback", "CallbackList", "Loop", "MetricWriter"]
 
@@ -125,9 +126,21 @@ class Callback:
         its hooks still run for every step afterwards, and then see in the optimizer the
         values their step applied. The default writes nothing.
 
+        The loop checks the values before the dispatch, as ``set_hyperparams`` checks a value:
+        exactly ``steps`` of them in one dimension (a NumPy array, or a list, tuple or JAX
+        array, converted), each finite, non-negative and held by the hyperparameter's dtype
+        (float16 turns 1e-9 into 0: refused). A callback should return them in that dtype,
+        e.g. ``np.full(steps, value, variable.get_raw_value().dtype)``.
+
         Returns:
             ``(variable, values)`` pairs: an injected hyperparameter's ``nnx.Variable`` and
-                its ``steps`` values in its dtype, value ``i`` applied by step ``start + i``.
+                its ``steps`` values, value ``i`` applied by step ``start + i``.
+
+        Raises:
+            TypeError: (raised by the loop) For values that are not real numbers.
+            ValueError: (raised by the loop) For other than ``steps`` values in one dimension,
+                or a value ``set_hyperparams`` refuses; the message names the callback's
+                ``state_key`` and the hyperparameter.
         """
         return []
 
@@ -224,6 +237,7 @@ class CallbackList:
         self.stop_training = False  # set by a callback to end the run after this step
         self.stopped_by: str | None = None  # the state_key of the callback that set it
         self.steps_ahead = 0  # updates made beyond the step whose hooks run (see Callback)
+        self.planners: dict[int, str] = {}  # by variable id: who planned it (hyperparams_ahead)
         self._began = False
 
     @property
@@ -327,17 +341,21 @@ class CallbackList:
     def hyperparams_ahead(self, start: int, steps: int) -> dict[int, np.ndarray]:
         """Every callback's [`Callback.hyperparams_ahead`][flax_cyclic.Callback.hyperparams_ahead].
 
+        ``planners`` then holds, by the ``id`` of each variable planned, the ``state_key`` of
+        the callback that planned it.
+
         Returns:
             The values of train steps ``start`` to ``start + steps - 1``, keyed by the ``id``
                 of the variable.
 
         Raises:
-            ValueError: If two callbacks write the same hyperparameter.
+            TypeError: For planned values that are not real numbers.
+            ValueError: If two callbacks write the same hyperparameter, or for planned values
+                that are not one per step or that ``set_hyperparams`` would refuse.
         """
-        from flax_cyclic.callbacks._planned import check_planned
-
         planned: dict[int, np.ndarray] = {}
         owners: dict[int, str] = {}
+        self.planners = owners
         for callback in self.callbacks:
             for variable, given in callback.hyperparams_ahead(self, start, steps):
                 values = check_planned(callback.state_key, variable, given, steps, self._optimizer)

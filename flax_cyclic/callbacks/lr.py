@@ -27,7 +27,8 @@ from flax_cyclic.callbacks._lr_setup import (
     no_epoch_metrics,
     saved_train_steps,
 )
-from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer, loop_optimizer
+from flax_cyclic.callbacks._writing import WritingCallback
+from flax_cyclic.callbacks.base import Loop, MetricWriter, flush_writer, loop_optimizer
 from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]
@@ -37,7 +38,7 @@ logger = _logging.logger
 _INTERVALS = ("step", "epoch")
 
 
-class LRSchedulerCallback(Callback):
+class LRSchedulerCallback(WritingCallback):
     """Owns a scheduler and writes its values into the optimizer before every update.
 
     The optimizer must inject its learning rate as a *value*:
@@ -167,15 +168,7 @@ class LRSchedulerCallback(Callback):
                 hint="Pass optax.MultiSteps' every_k_schedule, or leave it out to read it.",
             )
         self.accumulation_steps = accumulation_steps
-        self.log_every_steps = _checks.integer(
-            owner, "log_every_steps", log_every_steps, minimum=1, hint="e.g. 100."
-        )
-        if writer is not None and not callable(getattr(writer, "write_scalars", None)):
-            raise TypeError(
-                f"{owner}: `writer` must have CLU's MetricWriter interface "
-                f"(write_scalars(step, scalars)), got {type(writer).__name__}."
-            )
-        self.writer = writer
+        WritingCallback.__init__(self, writer, log_every_steps=log_every_steps, required=False)
         self.strict = bool(strict)
         if plot_steps is None:
             plot_steps = scheduler.preview_steps
@@ -288,7 +281,7 @@ class LRSchedulerCallback(Callback):
             # Brings the injected values up to date before they are read.
             up_to_date = lambda: loop_optimizer(owner, loop)  # noqa: E731
             self._applied_check.record(update, binding.targets, self._values(), up_to_date)
-        if self.writer is not None and (update + 1) % self.log_every_steps == 0:
+        if self.writer is not None and self.due(update + 1):
             self._log(self._train_steps)  # at the loop step the update completed
         # Within a dispatch of several steps, the values were applied already; the last
         # step's hooks write the next update's.
@@ -342,10 +335,6 @@ class LRSchedulerCallback(Callback):
                 self._verify_counts(loop)
         finally:
             flush_writer(self.writer)
-
-    def on_exception(self, loop: Loop, exception: BaseException) -> None:
-        """Flushes the writer, so that nothing logged before the error is lost."""
-        flush_writer(self.writer)
 
     def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Advances a per-epoch scheduler, or steps one driven by a ``train/`` metric.
@@ -526,7 +515,7 @@ class LRSchedulerCallback(Callback):
         write_images(0, {"lr_schedule": image[None]})
 
     def _log(self, step: int) -> None:
-        if jax.process_index() != 0:
+        if not self.writes_here:
             return
         values = self.applied_values
         scalars: dict[str, float] = {}
@@ -544,5 +533,4 @@ class LRSchedulerCallback(Callback):
         for attribute, tag in (("cycle", "lr_cycle"), ("cycle_position", "lr_cycle_position")):
             if hasattr(self.scheduler, attribute):
                 scalars[tag] = getattr(self.scheduler, attribute)
-        assert self.writer is not None  # _log runs only with a writer
-        self.writer.write_scalars(step, scalars)
+        self.write_scalars(step, scalars)

@@ -10,14 +10,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from flax_cyclic import _checks
 from flax_cyclic._metrics import check_scalar_metrics, mean_metrics
-from flax_cyclic.callbacks.base import Callback, Loop, MetricWriter, flush_writer
+from flax_cyclic.callbacks._writing import WritingCallback
+from flax_cyclic.callbacks.base import Loop, MetricWriter
 
 __all__ = ["MetricsLogger"]
 
 
-class MetricsLogger(Callback):
+class MetricsLogger(WritingCallback):
     """Writes the mean train metrics every ``log_every_steps`` steps, and every evaluation.
 
     Tags: ``train/<name>`` (the mean over the steps since the last write), ``steps_per_sec``,
@@ -49,12 +49,6 @@ class MetricsLogger(Callback):
         clock: Callable[[], float] = time.perf_counter,
         every_steps: int | None = None,
     ) -> None:
-        if not callable(getattr(writer, "write_scalars", None)):
-            raise TypeError(
-                "MetricsLogger: `writer` must have CLU's MetricWriter interface "
-                f"(write_scalars(step, scalars)), got {type(writer).__name__}."
-            )
-        self.writer = writer
         if every_steps is not None:
             warnings.warn(
                 "MetricsLogger: `every_steps` is now called `log_every_steps`, as in the Trainer "
@@ -63,9 +57,7 @@ class MetricsLogger(Callback):
                 stacklevel=2,
             )
             log_every_steps = every_steps
-        self.log_every_steps = _checks.integer(
-            "MetricsLogger", "log_every_steps", log_every_steps, minimum=1, hint="e.g. 50."
-        )
+        super().__init__(writer, log_every_steps=log_every_steps)
         self.clock = clock
         self._window: list[Mapping[str, Any]] = []
         self._since: tuple[int, float] | None = None
@@ -106,7 +98,7 @@ class MetricsLogger(Callback):
             check_scalar_metrics("MetricsLogger", metrics)
         self._window.append(metrics)
         done = step + 1
-        if done % self.log_every_steps:
+        if not self.due(done):
             return
         means = mean_metrics(self._window, owner="MetricsLogger")
         scalars = {f"train/{name}": value for name, value in means.items()}
@@ -117,8 +109,7 @@ class MetricsLogger(Callback):
             scalars["steps_per_sec"] = (done - first_step) / (now - since)
         self._since = (done, now)
         self._window = []
-        if jax.process_index() == 0:
-            self.writer.write_scalars(done, scalars)
+        self.write_scalars(done, scalars)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Writes the evaluation's metrics at the loop's step (the updates completed).
@@ -132,13 +123,4 @@ class MetricsLogger(Callback):
             for name, value in metrics.items()
             if name not in ("step", "epoch")
         }
-        if jax.process_index() == 0:
-            self.writer.write_scalars(loop.step, scalars)
-
-    def on_train_end(self, loop: Loop) -> None:
-        """Flushes the writer."""
-        flush_writer(self.writer)
-
-    def on_exception(self, loop: Loop, exception: BaseException) -> None:
-        """Flushes the writer, so that nothing logged before the error is lost."""
-        flush_writer(self.writer)
+        self.write_scalars(loop.step, scalars)

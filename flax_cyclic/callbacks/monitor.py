@@ -7,18 +7,16 @@ from typing import Any, NamedTuple
 
 import jax
 
-from flax_cyclic import _checks
 from flax_cyclic._hyperparams import (
     InjectedHyperparams,
     find_injected_hyperparams,
     nested_accumulation_state,
 )
 from flax_cyclic._metrics import local_copy
+from flax_cyclic.callbacks._writing import WritingCallback
 from flax_cyclic.callbacks.base import (
-    Callback,
     Loop,
     MetricWriter,
-    flush_writer,
     loop_optimizer,
 )
 from flax_cyclic.callbacks.lr import LRSchedulerCallback
@@ -33,7 +31,7 @@ class _Read(NamedTuple):
     variable: Any  # the nnx.Variable of an injected hyperparameter
 
 
-class LearningRateMonitor(Callback):
+class LearningRateMonitor(WritingCallback):
     """Logs the learning rate (and momentum) that the optimizer used, read from its state.
 
     The monitor only reads; something else sets the values: an
@@ -123,16 +121,11 @@ class LearningRateMonitor(Callback):
     """
 
     def __init__(self, writer: MetricWriter | None = None, *, log_every_steps: int = 1) -> None:
-        owner = type(self).__name__
-        if writer is not None and not callable(getattr(writer, "write_scalars", None)):
-            raise TypeError(
-                f"{owner}: `writer` must have CLU's MetricWriter interface "
-                f"(write_scalars(step, scalars)), got {type(writer).__name__}. Pass one, e.g. "
-                "create_writer(logdir), or None to keep the values in `history`."
-            )
-        self.writer = writer
-        self.log_every_steps = _checks.integer(
-            owner, "log_every_steps", log_every_steps, minimum=1, hint="e.g. 100."
+        super().__init__(
+            writer,
+            log_every_steps=log_every_steps,
+            required=False,
+            hint=" Pass one, e.g. create_writer(logdir), or None to keep the values in `history`.",
         )
         self.history: list[tuple[int, dict[str, float]]] = []
         self._reads: list[_Read] | None = None  # set by on_train_begin
@@ -172,7 +165,7 @@ class LearningRateMonitor(Callback):
                 "is nothing to read yet. Call on_train_begin(loop) once before the first step "
                 "(CallbackList.on_train_begin() does)."
             )
-        if not self._active or (step + 1) % self.log_every_steps:
+        if not self._active or not self.due(step + 1):
             return
         optimizer = loop_optimizer(type(self).__name__, loop)  # brings them up to date
         if optimizer.opt_state is not self._bound:  # assigned since: read what trains now
@@ -192,16 +185,6 @@ class LearningRateMonitor(Callback):
             self.history.append((step + 1, scalars))
         else:
             self.writer.write_scalars(step + 1, scalars)
-
-    def on_train_end(self, loop: Loop) -> None:
-        """Flushes the writer."""
-        flush_writer(self.writer)
-
-    def on_exception(self, loop: Loop, exception: BaseException) -> None:
-        """Flushes the writer, so that nothing logged before the error is lost."""
-        flush_writer(self.writer)
-
-    # -- internals --
 
     def _check_order(self, loop: Loop) -> None:
         """Refuses a per-step LRSchedulerCallback that runs before the monitor."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from flax_cyclic import _checks
+from flax_cyclic._cadence import every
 from flax_cyclic.callbacks.base import Callback, Loop
 from flax_cyclic.schedulers import LRScheduler
 
@@ -77,7 +78,7 @@ class ProgressBar(Callback):
         """Advances the bar; refreshes the numbers every ``every_steps`` steps."""
         if self._progress is None:
             return
-        if (step + 1) % self.every_steps:
+        if not every(step + 1, self.every_steps):
             self._progress.update(self._task, completed=step + 1)
             return
         parts = []
