@@ -165,3 +165,16 @@ def test_a_state_saved_under_the_class_name_reaches_its_only_callback():
     loop = CallbackList([EarlyStopping(monitor="eval/loss", patience=3)])
     loop.load_state_dict({"EarlyStopping": saved.state_dict()})  # the key of releases up to 0.2
     assert loop.callbacks[0].state_dict() == saved.state_dict()
+
+
+def test_a_checkpointer_or_a_writer_given_as_a_callback_is_pointed_to_its_argument(tmp_path):
+    from flax_cyclic import Checkpointer
+
+    checkpointer = Checkpointer(tmp_path)
+    with pytest.raises(TypeError, match=r"Trainer\(checkpointer=\.\.\.\), not among the callbacks"):
+        CallbackList([checkpointer])
+    checkpointer.close()
+    with pytest.raises(TypeError, match=r"Trainer\(writer=\.\.\.\) .*not among the callbacks"):
+        CallbackList([RecordingWriter()])
+    with pytest.raises(TypeError, match="subclass Callback to make one"):
+        CallbackList([object()])

@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import jax
 import numpy as np
 
 from flax_cyclic import _checks, _logging
@@ -237,7 +236,7 @@ class LRSchedulerCallback(WritingCallback):
         self._counts.start(optimizer, self._train_steps, binding.updates_per_step)
         self._epoch_steps = 0
         first_run = fresh and started_at == 0 and not self._plan_written
-        if first_run and self.writer is not None and jax.process_index() == 0:
+        if first_run and self.writes_here:
             self._write_plan()
         self._plan_written = True
 

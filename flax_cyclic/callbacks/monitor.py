@@ -155,7 +155,7 @@ class LearningRateMonitor(WritingCallback):
                 "would be those of the dispatch's end. Log the learning rate through the "
                 "LRSchedulerCallback(writer=...) that drives it, or use steps_per_dispatch=1."
             )
-        self._active = self.writer is None or jax.process_index() == 0
+        self._active = self.writer is None or self.writes_here
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """At the last train step of each window, reads the values used and logs them."""
