@@ -14,7 +14,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flax_cyclic import _checks, _modes
+from flax_cyclic import _modes
+from flax_cyclic._loop.checks import check_plan
 from flax_cyclic._loop.data import data_state, epoch_length, epoch_source, preemption, seek
 from flax_cyclic._loop.dispatch import Dispatch, Dispatcher, dispatching
 from flax_cyclic._loop.due import Due
@@ -24,7 +25,7 @@ from flax_cyclic._loop.run import END, REPLAY, History, Run
 from flax_cyclic._loop.state import TrainerLoop
 from flax_cyclic._metrics import mean_metrics
 from flax_cyclic._split_step import SplitStep
-from flax_cyclic.callbacks.base import Callback, MetricWriter, Monitored, check_optimizer
+from flax_cyclic.callbacks.base import Callback, MetricWriter, check_optimizer
 from flax_cyclic.callbacks.defaults import with_defaults
 from flax_cyclic.checkpoint import Checkpointer
 from flax_cyclic.steps import Metrics, classification_eval_step, classification_train_step
@@ -213,20 +214,15 @@ class Trainer:
             ValueError: For missing or conflicting lengths, or one-shot iterators.
             CheckpointError: If checkpoints exist but none can be restored into this run.
         """
-        num_epochs, num_steps = self._check_lengths(num_epochs, num_steps)
-        if eval_every_steps is not None:
-            eval_every_steps = _checks.integer(
-                "Trainer.fit", "eval_every_steps", eval_every_steps, minimum=1, hint="e.g. 500."
-            )
-            if eval_data is None:
-                raise ValueError(
-                    f"Trainer.fit: eval_every_steps={eval_every_steps}, but there is no "
-                    "eval_data to evaluate on; pass eval_data=... as well, or drop "
-                    "eval_every_steps."
-                )
-        if eval_data is None:
-            self._check_nothing_waits_for_evaluations()
-        self._check_dispatch_intervals(eval_every_steps)
+        num_epochs, num_steps, eval_every_steps = check_plan(
+            num_epochs,
+            num_steps,
+            eval_data,
+            eval_every_steps,
+            steps_per_dispatch=self.steps_per_dispatch,
+            checkpointer=self.checkpointer,
+            callbacks=self.callbacks.callbacks,
+        )
         history = History()
         self.callbacks.stop_training, self.callbacks.stopped_by = False, None
         self._checkpoints.start()
@@ -274,41 +270,6 @@ class Trainer:
                 checkpoints.wait()  # a save in flight completes: nothing complete is lost
                 raise
         return history
-
-    def _check_dispatch_intervals(self, eval_every_steps: int | None) -> None:
-        """Refuses an interval that would fall inside a dispatch of several steps."""
-        k = self.steps_per_dispatch
-        every_save = self.checkpointer.every_steps if self.checkpointer else None
-        for name, interval in (
-            ("eval_every_steps", eval_every_steps),
-            ("the checkpointer's every_steps", every_save),
-        ):
-            if interval is not None and interval % k:
-                raise ValueError(
-                    f"Trainer.fit: {name}={interval} is not a multiple of steps_per_dispatch="
-                    f"{k}: evaluations and saves happen between dispatches of {k} steps, so "
-                    f"step {interval} is never reached between two. Make it a multiple of {k} "
-                    f"(e.g. {max(k, interval // k * k)}), or choose a steps_per_dispatch that "
-                    "divides it."
-                )
-
-    def _check_nothing_waits_for_evaluations(self) -> None:
-        """Refuses a run without eval_data when a checkpointer or callback acts on its metrics."""
-        fix = "pass eval_data=... (and eval_every_steps=... to evaluate within epochs)."
-        if self.checkpointer and self.checkpointer.best_metric:
-            raise ValueError(
-                f"Trainer.fit: the checkpointer keeps the best checkpoints by "
-                f"{self.checkpointer.best_metric!r}, an evaluation metric, but there is no "
-                f"eval_data to evaluate on; {fix}"
-            )
-        for callback in self.callbacks.callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if isinstance(monitor, Monitored) and monitor.source == "eval":
-                raise ValueError(
-                    f"Trainer.fit: {type(callback).__name__} acts on {str(monitor)!r}, an "
-                    f"evaluation metric, but there is no eval_data to evaluate on, so it would "
-                    f"never act; {fix}"
-                )
 
     def _run_epoch(self, run: Run) -> None:
         """Trains (the rest of) one epoch; at its end evaluates, runs the hooks and saves.
@@ -481,17 +442,3 @@ class Trainer:
         self._checkpoints.evaluated(self.callbacks.step, means)
         self.callbacks.on_eval_end(summary)
         return summary
-
-    @staticmethod
-    def _check_lengths(num_epochs: Any, num_steps: Any) -> tuple[int | None, int | None]:
-        if (num_epochs is None) == (num_steps is None):
-            raise ValueError(
-                "Trainer.fit: give exactly one of num_epochs and num_steps, got "
-                f"num_epochs={num_epochs!r}, num_steps={num_steps!r}."
-            )
-        hint = "The length of the run, e.g. 3."
-        if num_epochs is not None:
-            return _checks.integer(
-                "Trainer.fit", "num_epochs", num_epochs, minimum=1, hint=hint
-            ), None
-        return None, _checks.integer("Trainer.fit", "num_steps", num_steps, minimum=1, hint=hint)

@@ -99,7 +99,7 @@ def test_no_import_circle_type_only_and_lazy_imports_included():
 def test_the_graph_sees_lazy_and_type_only_imports():
     # plotting names LRFinderResult only for type checking; lr_find's result draws itself.
     assert "flax_cyclic.lr_finder" in GRAPH["flax_cyclic.plotting"]
-    assert "flax_cyclic._figures" in GRAPH["flax_cyclic.callbacks.lr"]
+    assert "flax_cyclic._figures" in GRAPH["flax_cyclic.callbacks._lr_logging"]
 
 
 def _code_lines(function: ast.AST, source: list[str]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -18,6 +17,7 @@ from flax_cyclic.callbacks._lr_guards import (
     not_begun,
     replaced_state,
 )
+from flax_cyclic.callbacks._lr_logging import logged_scalars, write_plan
 from flax_cyclic.callbacks._lr_lookahead import Lookahead, planned_values, scheduler_values
 from flax_cyclic.callbacks._lr_setup import (
     align_with_loop,
@@ -488,48 +488,11 @@ class LRSchedulerCallback(WritingCallback):
 
     def _write_plan(self) -> None:
         """Writes the configuration as hparams and a picture of the planned schedule, once."""
-        write_hparams = getattr(self.writer, "write_hparams", None)
-        if callable(write_hparams):
-            config = self.scheduler.state_dict()["config"]
-            plain = (bool, int, float, str)
-            write_hparams(
-                {
-                    f"scheduler/{key}": value if isinstance(value, plain) else str(value)
-                    for key, value in config.items()
-                }
-            )
-        write_images = getattr(self.writer, "write_images", None)
-        if not self.plot_steps or self.monitor is not None or not callable(write_images):
-            # A scheduler driven by a metric has no plan to draw.
-            return
-        from flax_cyclic._figures import plot_schedule
-
-        logdir = getattr(self.writer, "logdir", None)
-        path = os.path.join(logdir, "lr_schedule.png") if logdir else None
-        try:
-            image = plot_schedule(self.scheduler, self.plot_steps, path=path)
-        except ImportError as error:
-            logger.warning("No picture of the planned schedule: %s", error)
-            return
-        write_images(0, {"lr_schedule": image[None]})
+        plot_steps = 0 if self.monitor is not None else self.plot_steps  # no plan to draw
+        write_plan(self.writer, self.scheduler, plot_steps)
 
     def _log(self, step: int) -> None:
-        if not self.writes_here:
-            return
-        values = self.applied_values
-        scalars: dict[str, float] = {}
-        for kind, tag in (("lr", "learning_rate"), ("momentum", "momentum")):
-            if kind not in values:
-                continue
-            per_group = values[kind]
-            if len(per_group) == 1:
-                scalars[tag] = per_group[0]
-            else:
-                labels = self.groups or [str(i) for i in range(len(per_group))]
-                scalars.update(
-                    {f"{tag}/{label}": v for label, v in zip(labels, per_group, strict=True)}
-                )
-        for attribute, tag in (("cycle", "lr_cycle"), ("cycle_position", "lr_cycle_position")):
-            if hasattr(self.scheduler, attribute):
-                scalars[tag] = getattr(self.scheduler, attribute)
-        self.write_scalars(step, scalars)
+        if self.writes_here:
+            self.write_scalars(
+                step, logged_scalars(self.applied_values, self.groups, self.scheduler)
+            )
