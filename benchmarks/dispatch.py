@@ -117,14 +117,24 @@ class _Clock(Callback):
             self.marks[step] = time.perf_counter()
 
 
-def _trainer(model_cls: type, batches: list, k: int, unroll: int | bool = 1) -> Runner:
+class _Reads(Callback):
+    """Reaches ``loop.model`` at every step's end (a read: the Trainer syncs its state)."""
+
+    def on_step_end(self, loop: Any, step: int, metrics: Any) -> None:
+        self.model = loop.model
+
+
+def _trainer(
+    model_cls: type, batches: list, k: int, unroll: int | bool = 1, *, reads: bool = False
+) -> Runner:
     model = model_cls(nnx.Rngs(0))
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     clock = _Clock()
+    reader = [_Reads()] if reads else []
     trainer = Trainer(
         model,
         nnx.Optimizer(model, tx, wrt=nnx.Param),
-        callbacks=[LRSchedulerCallback(CyclicLR(**SCHEDULE)), clock],
+        callbacks=[LRSchedulerCallback(CyclicLR(**SCHEDULE)), *reader, clock],
         progress=False,
         steps_per_dispatch=k,
         unroll_dispatch=unroll,
@@ -196,6 +206,54 @@ def measure(models: dict = MODELS) -> Result:
     return Result(lines, ratios)
 
 
+SYNC_MODEL = "tiny MLP, batch 64"
+SYNC_KS = (1, 32)
+
+
+def measure_sync(steps: int = 2048, rounds: int = 7) -> tuple[list[str], dict[int, float]]:
+    """What a hook that reaches ``loop.model`` at every step costs, side by side.
+
+    Returns the Markdown table and, by ``k``, the Trainer's steps/s with such a hook over its
+    steps/s without one.
+    """
+    model_cls, shape, *_ = MODELS[SYNC_MODEL]
+    batches = _batches(shape, count=64)
+    runners = {PER_STEP: _per_step(model_cls, batches)}
+    for k in SYNC_KS:
+        runners[f"Trainer, k={k}"] = _trainer(model_cls, batches, k)
+        runners[f"Trainer, k={k}, reads"] = _trainer(model_cls, batches, k, reads=True)
+    for runner in runners.values():
+        runner(max(SYNC_KS) * 2)  # compile, warm up
+    results: dict[str, list[float]] = {variant: [] for variant in runners}
+    for _ in range(rounds):
+        for variant, runner in runners.items():
+            results[variant].append(runner(steps))
+    lines = [
+        "| model | loop | k | steps/s | / per-step loop | with the read / without |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| {SYNC_MODEL} | {PER_STEP} | 1 | {statistics.median(results[PER_STEP]):,.1f} | | |",
+    ]
+    costs = {}
+    for k in SYNC_KS:
+        for variant, label in ((f"Trainer, k={k}", "Trainer"),
+                               (f"Trainer, k={k}, reads", "Trainer + a hook reading loop.model")):  # fmt: skip
+            values = results[variant]
+            to_step = statistics.median(
+                a / b for a, b in zip(values, results[PER_STEP], strict=True)
+            )
+            with_read = ""
+            if variant.endswith("reads"):
+                costs[k] = statistics.median(
+                    a / b for a, b in zip(values, results[f"Trainer, k={k}"], strict=True)
+                )
+                with_read = f"{costs[k]:.2f}x"
+            lines.append(
+                f"| {SYNC_MODEL} | {label} | {k} | {statistics.median(values):,.1f} "
+                f"| {to_step:.2f}x | {with_read} |"
+            )
+    return lines, costs
+
+
 def text(result: Result) -> str:
     """The findings in words, against the goals of the feature."""
     mlp, cnn = list(MODELS)
@@ -220,3 +278,5 @@ if __name__ == "__main__":
     measured = measure()
     print("\n".join(measured.lines))
     print(text(measured))
+    sync_lines, _ = measure_sync()
+    print("\n".join(sync_lines))

@@ -65,7 +65,9 @@ class TrainerLoop(CallbackList):
         # What the hook is given: compared with what it leaves when it returns.
         self._injected = self._held()
         if self.steps_ahead and self._snapshot is None:
-            self._snapshot = self._split_step.snapshot()
+            # The structure is the dispatch's, split at its launch: a hook that changed it
+            # since was refused.
+            self._snapshot = self._split_step.snapshot(walk=False)
 
     def show(self, values: dict[int, Any]) -> None:
         """Puts a step's applied values into the injected variables, for its hooks to read.
@@ -88,7 +90,7 @@ class TrainerLoop(CallbackList):
         return held
 
     def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
-        if not self.guarded:
+        if self.steps_per_dispatch == 1:  # nothing runs ahead: nothing to check
             getattr(callback, hook)(self, *args)
             return
         self._injected = self._held()
