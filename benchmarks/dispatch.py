@@ -235,8 +235,11 @@ def measure_sync(steps: int = 2048, rounds: int = 7) -> tuple[list[str], dict[in
     ]
     costs = {}
     for k in SYNC_KS:
-        for variant, label in ((f"Trainer, k={k}", "Trainer"),
-                               (f"Trainer, k={k}, reads", "Trainer + a hook reading loop.model")):  # fmt: skip
+        variants = (
+            (f"Trainer, k={k}", "Trainer"),
+            (f"Trainer, k={k}, reads", "Trainer + a hook reading loop.model"),
+        )
+        for variant, label in variants:
             values = results[variant]
             to_step = statistics.median(
                 a / b for a, b in zip(values, results[PER_STEP], strict=True)

@@ -219,11 +219,10 @@ class SplitStep:
             walk: Walk the objects' graph; ``False`` takes the variables of the last split
                 (a few microseconds, where nothing can have changed the structure since).
         """
+        pairs: list[tuple[Any, Any]] = list(zip(self._paths, self._variables, strict=True))
         if walk:
-            _, flat = nnx.graph.flatten(self._objects)
-        else:
-            flat = list(zip(self._paths, self._variables, strict=True))
-        return [(path, variable, variable.get_raw_value()) for path, variable in flat]
+            pairs = list(nnx.graph.flatten(self._objects)[1])
+        return [(path, variable, variable.get_raw_value()) for path, variable in pairs]
 
     def changed_since(self, snapshot: list[tuple[Any, Any, Any]]) -> list[str]:
         """The variables changed since ``snapshot``, in words: written, replaced, added, removed.
