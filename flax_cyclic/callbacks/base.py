@@ -294,8 +294,9 @@ class CallbackList:
 
         A callback's ``writer`` with a ``start(step)`` method (the writer of
         [`create_writer`][flax_cyclic.create_writer]) is started once, before any callback
-        writes: TensorBoard then shows none of the log directory's events at steps after
-        ``step`` (none at all when ``step`` is 0). A callback that moves the loop's step (an
+        writes: TensorBoard then shows none of the events earlier runs wrote in the log
+        directory at steps after ``step`` (none at all when ``step`` is 0), and all that this
+        run's writers wrote, before the start too. A callback that moves the loop's step (an
         [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback] whose scheduler stands
         further) moves the writers' start with it.
         """
