@@ -116,15 +116,18 @@ class SplitStep:
 
     def __call__(self, batch: Any) -> Any:
         """Runs one step on ``batch``; returns its metrics."""
-        leaves = self.prepare()
+        leaves = self._leaves if self._leaves is not None else self.prepare()
         given = [variable.get_raw_value() for variable in self._inputs]
         self._leaves, self._returned, metrics = self._compiled(leaves, given, batch)
         self._given, self._stacked = given, False
         return metrics
 
     def injected(self) -> list[Any]:
-        """The injected-hyperparameter variables, in the order ``run`` takes their values."""
-        return list(self._inputs)
+        """The injected-hyperparameter variables, in the order ``run`` takes their values.
+
+        The list the step holds (read it, do not change it): asked for around every hook.
+        """
+        return self._inputs
 
     def run(self, batches: Any, values: list[np.ndarray]) -> tuple[Any, list[Any]]:
         """Runs ``n`` steps in one dispatch: a scan over ``batches`` stacked on a first axis.

@@ -381,8 +381,8 @@ class Trainer:
             run.poll_preemption(step)
         if not run.stop and self.callbacks.stop_training:
             run.history.stopped = run.stop = True
-        run.eval_due = self._due.evaluation(step)
-        return run.stop or self._due.at(step)
+        run.eval_due = evaluates = self._due.evaluation(step)
+        return run.stop or evaluates or run.reached(step) or self._due.save(step, evaluated=False)
 
     def _stops_after_decisions(self, run: Run) -> bool:
         """Whether a decision (e.g. early stopping) or ``num_steps`` ends the run here."""

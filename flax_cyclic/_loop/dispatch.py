@@ -162,13 +162,16 @@ class Dispatcher:
         steps = [{name: value[i] for name, value in metrics.items()} for i in range(last + 1)]
         try:
             for i, step_metrics in enumerate(steps):
-                callbacks.steps_ahead = last - i + ahead
+                # Ahead of what step i's hooks see with one step per dispatch: before update i
+                # at on_step_begin (one update more), after it at on_step_end.
+                callbacks.steps_ahead = last - i + 1 + ahead
                 if i < last:
                     callbacks.applied = (applied, i)  # put in place if a hook reads them
                 else:  # the last step: put in place now, before its hooks write the next
                     callbacks.applied = None
                     callbacks.show({j: value[i, ...] for j, value in enumerate(applied)})
                 callbacks.on_step_begin()
+                callbacks.steps_ahead -= 1
                 self._checkpoints.trained(callbacks.step, step_metrics)
                 callbacks.on_step_end(step_metrics)
         finally:

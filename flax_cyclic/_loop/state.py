@@ -44,7 +44,8 @@ class TrainerLoop(CallbackList):
         # put into the injected hyperparameters when a hook reads the optimizer.
         self.applied: tuple[list[np.ndarray], int] | None = None
         self._current: tuple[Callback, str] | None = None  # the hook running, when guarded
-        self._injected: list[Any] = []  # what the injected variables held before it
+        self._raws: list[Any] = []  # what the injected variables held before it
+        self._copies: list[Any] | None = None  # copies of host arrays among them
         self._snapshot: list[Any] | None = None  # the whole state, when it reached it ahead
         # The last callback that wrote each injected hyperparameter (by its index).
         self.writers: dict[int, str] = {}
@@ -63,7 +64,7 @@ class TrainerLoop(CallbackList):
         if self._current is None:
             return
         # What the hook is given: compared with what it leaves when it returns.
-        self._injected = self._held()
+        self._held()
         if self.steps_ahead and self._snapshot is None:
             # The structure is the dispatch's, split at its launch: a hook that changed it
             # since was refused.
@@ -76,37 +77,44 @@ class TrainerLoop(CallbackList):
         """
         self._split_step.show({index: jnp.asarray(value) for index, value in values.items()})
 
-    def _held(self) -> list[tuple[Any, np.ndarray | None]]:
-        """What each injected variable holds; a copy of a host array a hook could write into.
+    def _held(self) -> None:
+        """Notes what each injected variable holds, to tell a hook's writes afterwards.
 
-        Copies only where nothing runs ahead (rare: dispatch boundaries); ahead, the variables
-        hold JAX arrays (``show``, ``enter_dispatch``).
+        Where nothing runs ahead (rare: dispatch boundaries) a host array is also copied, as a
+        hook could write into it in place; ahead, the variables hold JAX arrays (``show``,
+        ``enter_dispatch``), and identity tells.
         """
-        held = []
-        for variable in self._split_step.injected():
-            raw = variable.get_raw_value()
-            copy = np.array(raw) if not self.steps_ahead and isinstance(raw, np.ndarray) else None
-            held.append((raw, copy))
-        return held
+        self._raws = [variable.get_raw_value() for variable in self._split_step.injected()]
+        self._copies = None
+        if not self.steps_ahead:
+            self._copies = [
+                np.array(raw) if isinstance(raw, np.ndarray) else None for raw in self._raws
+            ]
+
+    def _written(self) -> list[int]:
+        """The injected variables written since ``_held``, by index."""
+        raws = self._raws
+        written = [
+            index
+            for index, variable in enumerate(self._split_step.injected())
+            if variable.get_raw_value() is not raws[index]
+        ]
+        for index, copy in enumerate(self._copies or ()):
+            if copy is not None and index not in written and not np.array_equal(copy, raws[index]):
+                written.append(index)
+        return written
 
     def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
         if self.steps_per_dispatch == 1:  # nothing runs ahead: nothing to check
             getattr(callback, hook)(self, *args)
             return
-        self._injected = self._held()
+        self._held()
         self._current, self._snapshot = (callback, hook), None
         try:
             getattr(callback, hook)(self, *args)
         finally:
             self._current = None
-        written = [
-            index
-            for index, (variable, (raw, copy)) in enumerate(
-                zip(self._split_step.injected(), self._injected, strict=True)
-            )
-            if variable.get_raw_value() is not raw
-            or (copy is not None and not np.array_equal(copy, raw))
-        ]
+        written = self._written()
         for index in written:
             self.writers[index] = callback.state_key
         if not self.steps_ahead:
@@ -122,7 +130,7 @@ class TrainerLoop(CallbackList):
     def _undo(self, written: list[int]) -> None:
         """Puts back the values a refused hook wrote (Variables it replaced stay replaced)."""
         for index in written:
-            self._split_step.injected()[index].set_raw_value(self._injected[index][0])
+            self._split_step.injected()[index].set_raw_value(self._raws[index])
         for _, variable, value in self._snapshot or ():
             variable.set_raw_value(value)
 

@@ -67,7 +67,9 @@ class Callback:
 
     A loop that runs several steps per dispatch (``Trainer(steps_per_dispatch=k)``) runs them
     first and then the step hooks of each, in order: ``loop.steps_ahead`` says how many
-    updates the model and optimizer have made beyond the step whose hooks run (0 otherwise). A
+    updates the model and optimizer have made beyond what the hook would see with one step per
+    dispatch (before update ``i`` in ``on_step_begin(i)``, after it in ``on_step_end(i)``; 0
+    otherwise), and a hook may change them only where it is 0. A
     callback that writes injected hyperparameters between steps tells such a loop its values
     in advance through
     [`hyperparams_ahead`][flax_cyclic.Callback.hyperparams_ahead].
@@ -238,6 +240,7 @@ class CallbackList:
         self.stopped_by: str | None = None  # the state_key of the callback that set it
         self.steps_ahead = 0  # updates made beyond the step whose hooks run (see Callback)
         self.planners: dict[int, str] = {}  # by variable id: who planned it (hyperparams_ahead)
+        self._hooks: dict[str, tuple[list[Callback], int, list[Callback]]] = {}
         self._began = False
 
     @property
@@ -279,11 +282,25 @@ class CallbackList:
         """
 
     def _each(self, hook: str, args: tuple[Any, ...], *, attribute_stop: bool = True) -> None:
-        """Calls ``hook`` on every callback in order; notes which one asked to stop."""
-        for callback in self.callbacks:
+        """Calls ``hook`` on every callback in order; notes which one asked to stop.
+
+        A callback that does not override the hook (the base class's no-op) is passed over.
+        """
+        for callback in self._overriding(hook):
             self._call(callback, hook, args)
             if attribute_stop and self.stop_training and self.stopped_by is None:
                 self.stopped_by = callback.state_key
+
+    def _overriding(self, hook: str) -> list[Callback]:
+        """The callbacks whose ``hook`` does something: those that override the no-op."""
+        callbacks = self.callbacks
+        cached = self._hooks.get(hook)
+        if cached is None or cached[0] is not callbacks or cached[1] != len(callbacks):
+            base = getattr(Callback, hook)
+            # The bound method's function: an override in the class or on the instance shows.
+            doing = [c for c in callbacks if getattr(getattr(c, hook), "__func__", 0) is not base]
+            cached = self._hooks[hook] = (callbacks, len(callbacks), doing)
+        return cached[2]
 
     def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
         """Calls one callback's hook; a loop that guards its state wraps this call."""
