@@ -16,18 +16,27 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath  # type: ignore[import-untyped]
 from flax import nnx
-from flax.nnx import graph
 
 from flax_cyclic import _checks, _improvement, _logging
 from flax_cyclic._cadence import every
+from flax_cyclic._checkpoint_items import (
+    RESTORE_HINT,
+    SAVE_HINT,
+    abstract_state,
+    as_metadata,
+    callback_states,
+    checked_step,
+    extra_states,
+    extra_unmatched,
+    leaf_problems,
+    non_finite_leaves,
+    put_back,
+    trainer_state,
+)
 from flax_cyclic._errors import CheckpointError, NonFiniteError
-from flax_cyclic._json_state import NotJson, to_json
-from flax_cyclic._metrics import local_copy
 
 __all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
 
@@ -325,18 +334,18 @@ class Checkpointer:
             KeyError: If ``metrics`` lacks the ``best_metric``.
             CheckpointError: If the step's checkpoint exists without the metrics given now.
         """
-        step = _checked_step("Checkpointer.save", step, _SAVE_HINT)
+        step = checked_step("Checkpointer.save", step, SAVE_HINT)
         metrics = self._ranked_metrics(metrics)
         json_states = {
-            "callbacks": _callback_states(callbacks, self.directory),
-            "trainer": _trainer_state(trainer, self.directory),
+            "callbacks": callback_states(callbacks, self.directory),
+            "trainer": trainer_state(trainer, self.directory),
         }
         if step in self.manager.all_steps():
             return self._exists(step, metrics)
         states: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
         if extra:
-            states["extra"] = _extra_states(extra)
-        bad = _non_finite_leaves(states)
+            states["extra"] = extra_states(extra)
+        bad = non_finite_leaves(states)
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise NonFiniteError(
@@ -468,7 +477,7 @@ class Checkpointer:
             return None
         targets: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
         if extra:
-            targets["extra"] = _extra_states(extra)
+            targets["extra"] = extra_states(extra)
         failures: dict[int, str] = {}
         for candidate in steps:
             try:
@@ -484,7 +493,7 @@ class Checkpointer:
                 candidate,
                 restored["callbacks"],
                 restored["trainer"],
-                _put_back(extra or {}, restored["extra"]) if extra else {},
+                put_back(extra or {}, restored["extra"]) if extra else {},
             )
         failed = "; ".join(failures.values())
         if asked is not None:
@@ -511,7 +520,7 @@ class Checkpointer:
                 step,
                 args=ocp.args.Composite(
                     **{
-                        name: ocp.args.StandardRestore(_abstract(target))
+                        name: ocp.args.StandardRestore(abstract_state(target))
                         for name, target in targets.items()
                     },
                     callbacks=ocp.args.JsonRestore(),
@@ -543,7 +552,7 @@ class Checkpointer:
 
     def _kept_step(self, step: Any) -> int:
         """``step``, checked to be the step of a checkpoint kept here."""
-        step = _checked_step("Checkpointer.restore", step, _RESTORE_HINT)
+        step = checked_step("Checkpointer.restore", step, RESTORE_HINT)
         if step not in self.manager.all_steps():
             raise CheckpointError(
                 f"Checkpointer.restore: there is no checkpoint of step {step} in "
@@ -562,7 +571,7 @@ class Checkpointer:
         """How the checkpoint does not match ``targets`` (leaves, shapes, dtypes, extra state)."""
         metadata = self.manager.item_metadata(step)
         saved_extra = metadata.get("extra")
-        unmatched = _extra_unmatched(
+        unmatched = extra_unmatched(
             None if saved_extra is None else sorted(saved_extra.tree),
             sorted(targets.get("extra", {})),
             skip_extra,
@@ -570,7 +579,7 @@ class Checkpointer:
         if unmatched:
             return unmatched
         problems = {
-            item: _leaf_problems(item, metadata[item].tree, _pure(target))
+            item: leaf_problems(item, metadata[item].tree, as_metadata(target))
             for item, target in targets.items()
         }
         found = [problem for item_problems in problems.values() for problem in item_problems]
@@ -657,188 +666,3 @@ def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
     wait = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
     if callable(wait):
         wait()
-
-
-_SAVE_HINT = "The number of train updates completed, e.g. step=100."
-_RESTORE_HINT = "One of Checkpointer.all_steps(), or None for the newest."
-
-
-def _checked_step(owner: str, step: Any, hint: str) -> int:
-    """A checkpoint's step, the one rule of ``save`` and ``restore``: an integer ``>= 0``.
-
-    NumPy integers are integers; a bool, a float (``2.0``), a string are refused: Orbax would
-    write a directory ``2.0`` that no later run finds.
-    """
-    return _checks.integer(owner, "step", step, minimum=0, maximum=None, hint=hint)
-
-
-_JSON_HINT = (
-    "which JSON cannot hold exactly; return Python numbers/str/lists/dicts from {source} "
-    "(e.g. float(x), int(n), array.tolist()). Nothing was written to {directory}."
-)
-
-
-def _callback_states(callbacks: Any, directory: str) -> dict[str, Any]:
-    """``save``'s ``callbacks`` as exact JSON, or a ``TypeError`` naming the callback."""
-    if not isinstance(callbacks, Mapping) or not all(isinstance(key, str) for key in callbacks):
-        raise TypeError(
-            "Checkpointer.save: `callbacks` must map each callback's state_key to its "
-            f"state_dict(), got {type(callbacks).__name__}; e.g. callbacks={{}}, or "
-            "CallbackList.state_dict()."
-        )
-    states = {}
-    for key, state in callbacks.items():
-        try:
-            states[key] = to_json(state)
-        except NotJson as error:
-            where = error.path or "its top level"
-            hint = _JSON_HINT.format(source="state_dict", directory=directory)
-            raise TypeError(
-                f"Checkpointer.save: the state_dict() of the callback with state_key {key!r} "
-                f"holds {error.what} at {where}, {hint}"
-            ) from None
-    return states
-
-
-def _trainer_state(trainer: Any, directory: str) -> dict[str, Any]:
-    """``save``'s ``trainer`` as exact JSON, or a ``TypeError`` naming the key path."""
-    if not isinstance(trainer, Mapping):
-        raise TypeError(
-            "Checkpointer.save: `trainer` must map names to JSON values, got "
-            f"{type(trainer).__name__}; e.g. trainer={{'step': 100}}."
-        )
-    try:
-        return dict(to_json(trainer))
-    except NotJson as error:
-        hint = _JSON_HINT.format(source="the loop", directory=directory)
-        raise TypeError(
-            f"Checkpointer.save: `trainer` holds {error.what} at {error.path or 'its top level'}, "
-            f"{hint}"
-        ) from None
-
-
-def _extra_states(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``save``'s and ``restore``'s ``extra``: NNX objects as their ``nnx.state``."""
-    if not isinstance(extra, Mapping) or not all(isinstance(name, str) for name in extra):
-        raise TypeError(
-            "Checkpointer: `extra` must map names to NNX objects or pytrees of arrays, got "
-            f"{type(extra).__name__}; e.g. extra={{'rngs': rngs}}."
-        )
-    return {
-        name: nnx.state(value) if graph.is_graph_node(value) else value
-        for name, value in extra.items()
-    }
-
-
-def _pure(target: Any) -> Any:
-    """A restore target as Orbax's metadata describes it: ``nnx.State`` as plain dicts."""
-    if isinstance(target, nnx.State):
-        return nnx.to_pure_dict(target)
-    if isinstance(target, Mapping):
-        return {name: _pure(value) for name, value in target.items()}
-    return target
-
-
-def _put_back(extra: Mapping[str, Any], restored: Mapping[str, Any]) -> dict[str, Any]:
-    """Updates the NNX objects of ``extra`` in place; every entry as restored."""
-    for name, value in extra.items():
-        if graph.is_graph_node(value):
-            nnx.update(value, restored[name])
-    return {name: restored[name] for name in extra}
-
-
-def _extra_unmatched(saved: list[str] | None, asked: list[str], skip: bool) -> str | None:
-    """Extra state saved but not asked for (unless skipped), or asked for but not saved."""
-    if saved is None and asked:
-        return (
-            f"holds no extra state, but restore's extra= asks for {asked} (for a Trainer: its "
-            "rngs= argument). Restore without extra=, or from a checkpoint saved with it."
-        )
-    if saved is not None and not asked and not skip:
-        return (
-            f"holds extra state {saved} (for a Trainer: its rngs= argument), but restore was "
-            "given no extra=. Pass extra= with targets of the same structure to restore it, "
-            "or skip_extra=True to leave it unread."
-        )
-    return None
-
-
-def _leaf_problems(item: str, saved_tree: Any, target: Any) -> list[str]:
-    """The leaves of ``item`` missing, unexpected, or of another shape or dtype than saved."""
-    saved, wanted = _leaf_specs(saved_tree), _leaf_specs(target)
-    problems = [
-        f"{item} leaves {label}: {', '.join(paths[:5])}"
-        for label, paths in (
-            ("not in the checkpoint", sorted(set(wanted) - set(saved))),
-            ("only in the checkpoint", sorted(set(saved) - set(wanted))),
-        )
-        if paths
-    ]
-    both = [
-        (path, was, now)
-        for path in sorted(set(saved) & set(wanted))
-        if (was := saved[path]) is not None and (now := wanted[path]) is not None
-    ]
-    for index, label in ((0, "shapes"), (1, "dtypes")):
-        changed = [
-            f"{path} {was[index]} -> {now[index]}"
-            for path, was, now in both
-            if None not in (was[index], now[index]) and was[index] != now[index]
-        ]
-        if changed:
-            problems.append(
-                f"{item} leaves with other {label} (saved -> target): {', '.join(changed[:5])}"
-            )
-    return problems
-
-
-def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str | None] | None]:
-    """Leaf path -> (shape, dtype); ``None`` for PRNG keys (saved as raw key data).
-
-    The dtype is ``None`` for a Python number, which has none.
-    """
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    specs: dict[str, tuple[tuple[int, ...], str | None] | None] = {}
-    for path, leaf in leaves:
-        dtype = getattr(leaf, "dtype", None)
-        is_key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-        names = [_key_name(k) for k in path]
-        if names and names[-1] == "value":  # the Variable wrapper in saved metadata
-            names.pop()
-        if is_key:
-            specs["/".join(names)] = None
-            continue
-        shown = None if dtype is None else str(np.dtype(dtype))
-        specs["/".join(names)] = (tuple(getattr(leaf, "shape", ())), shown)
-    return specs
-
-
-@jax.jit
-def _finite_flags(arrays: list[jax.Array]) -> jax.Array:
-    return jnp.stack([jnp.all(jnp.isfinite(array)) for array in arrays])
-
-
-def _non_finite_leaves(states: Mapping[str, nnx.State]) -> list[str]:
-    """Paths of the floating-point leaves holding a NaN or an infinity: one device reduction."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(states)
-    floats = [
-        (path, leaf)
-        for path, leaf in leaves
-        if jnp.issubdtype(getattr(leaf, "dtype", np.int32), jnp.inexact)
-    ]
-    if not floats:
-        return []
-    flags = local_copy(_finite_flags([leaf for _, leaf in floats]))
-    return [
-        "/".join(name for name in map(_key_name, path) if name != "value")
-        for (path, _), finite in zip(floats, np.asarray(flags), strict=True)
-        if not finite
-    ]
-
-
-def _key_name(key: Any) -> str:
-    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
-
-
-def _abstract(state: nnx.State) -> Any:
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

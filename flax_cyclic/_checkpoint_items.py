@@ -1,0 +1,219 @@
+"""What a checkpoint holds, checked: its step, JSON items, extra state, leaf shapes and dtypes.
+
+The pure helpers of [`Checkpointer`][flax_cyclic.Checkpointer]: nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from flax.nnx import graph
+
+from flax_cyclic import _checks
+from flax_cyclic._json_state import NotJson, to_json
+from flax_cyclic._metrics import local_copy
+
+__all__ = [
+    "RESTORE_HINT",
+    "SAVE_HINT",
+    "abstract_state",
+    "as_metadata",
+    "callback_states",
+    "checked_step",
+    "extra_states",
+    "extra_unmatched",
+    "leaf_problems",
+    "non_finite_leaves",
+    "put_back",
+    "trainer_state",
+]
+
+SAVE_HINT = "The number of train updates completed, e.g. step=100."
+RESTORE_HINT = "One of Checkpointer.all_steps(), or None for the newest."
+
+
+def checked_step(owner: str, step: Any, hint: str) -> int:
+    """A checkpoint's step, the one rule of ``save`` and ``restore``: an integer ``>= 0``.
+
+    NumPy integers are integers; a bool, a float (``2.0``), a string are refused: Orbax would
+    write a directory ``2.0`` that no later run finds.
+    """
+    return _checks.integer(owner, "step", step, minimum=0, maximum=None, hint=hint)
+
+
+_JSON_HINT = (
+    "which JSON cannot hold exactly; return Python numbers/str/lists/dicts from {source} "
+    "(e.g. float(x), int(n), array.tolist()). Nothing was written to {directory}."
+)
+
+
+def callback_states(callbacks: Any, directory: str) -> dict[str, Any]:
+    """``save``'s ``callbacks`` as exact JSON, or a ``TypeError`` naming the callback."""
+    if not isinstance(callbacks, Mapping) or not all(isinstance(key, str) for key in callbacks):
+        raise TypeError(
+            "Checkpointer.save: `callbacks` must map each callback's state_key to its "
+            f"state_dict(), got {type(callbacks).__name__}; e.g. callbacks={{}}, or "
+            "CallbackList.state_dict()."
+        )
+    states = {}
+    for key, state in callbacks.items():
+        try:
+            states[key] = to_json(state)
+        except NotJson as error:
+            where = error.path or "its top level"
+            hint = _JSON_HINT.format(source="state_dict", directory=directory)
+            raise TypeError(
+                f"Checkpointer.save: the state_dict() of the callback with state_key {key!r} "
+                f"holds {error.what} at {where}, {hint}"
+            ) from None
+    return states
+
+
+def trainer_state(trainer: Any, directory: str) -> dict[str, Any]:
+    """``save``'s ``trainer`` as exact JSON, or a ``TypeError`` naming the key path."""
+    if not isinstance(trainer, Mapping):
+        raise TypeError(
+            "Checkpointer.save: `trainer` must map names to JSON values, got "
+            f"{type(trainer).__name__}; e.g. trainer={{'step': 100}}."
+        )
+    try:
+        return dict(to_json(trainer))
+    except NotJson as error:
+        hint = _JSON_HINT.format(source="the loop", directory=directory)
+        raise TypeError(
+            f"Checkpointer.save: `trainer` holds {error.what} at {error.path or 'its top level'}, "
+            f"{hint}"
+        ) from None
+
+
+def extra_states(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``save``'s and ``restore``'s ``extra``: NNX objects as their ``nnx.state``."""
+    if not isinstance(extra, Mapping) or not all(isinstance(name, str) for name in extra):
+        raise TypeError(
+            "Checkpointer: `extra` must map names to NNX objects or pytrees of arrays, got "
+            f"{type(extra).__name__}; e.g. extra={{'rngs': rngs}}."
+        )
+    return {
+        name: nnx.state(value) if graph.is_graph_node(value) else value
+        for name, value in extra.items()
+    }
+
+
+def as_metadata(target: Any) -> Any:
+    """A restore target as Orbax's metadata describes it: ``nnx.State`` as plain dicts."""
+    if isinstance(target, nnx.State):
+        return nnx.to_pure_dict(target)
+    if isinstance(target, Mapping):
+        return {name: as_metadata(value) for name, value in target.items()}
+    return target
+
+
+def put_back(extra: Mapping[str, Any], restored: Mapping[str, Any]) -> dict[str, Any]:
+    """Updates the NNX objects of ``extra`` in place; every entry as restored."""
+    for name, value in extra.items():
+        if graph.is_graph_node(value):
+            nnx.update(value, restored[name])
+    return {name: restored[name] for name in extra}
+
+
+def extra_unmatched(saved: list[str] | None, asked: list[str], skip: bool) -> str | None:
+    """Extra state saved but not asked for (unless skipped), or asked for but not saved."""
+    if saved is None and asked:
+        return (
+            f"holds no extra state, but restore's extra= asks for {asked} (for a Trainer: its "
+            "rngs= argument). Restore without extra=, or from a checkpoint saved with it."
+        )
+    if saved is not None and not asked and not skip:
+        return (
+            f"holds extra state {saved} (for a Trainer: its rngs= argument), but restore was "
+            "given no extra=. Pass extra= with targets of the same structure to restore it, "
+            "or skip_extra=True to leave it unread."
+        )
+    return None
+
+
+def leaf_problems(item: str, saved_tree: Any, target: Any) -> list[str]:
+    """The leaves of ``item`` missing, unexpected, or of another shape or dtype than saved."""
+    saved, wanted = _leaf_specs(saved_tree), _leaf_specs(target)
+    problems = [
+        f"{item} leaves {label}: {', '.join(paths[:5])}"
+        for label, paths in (
+            ("not in the checkpoint", sorted(set(wanted) - set(saved))),
+            ("only in the checkpoint", sorted(set(saved) - set(wanted))),
+        )
+        if paths
+    ]
+    both = [
+        (path, was, now)
+        for path in sorted(set(saved) & set(wanted))
+        if (was := saved[path]) is not None and (now := wanted[path]) is not None
+    ]
+    for index, label in ((0, "shapes"), (1, "dtypes")):
+        changed = [
+            f"{path} {was[index]} -> {now[index]}"
+            for path, was, now in both
+            if None not in (was[index], now[index]) and was[index] != now[index]
+        ]
+        if changed:
+            problems.append(
+                f"{item} leaves with other {label} (saved -> target): {', '.join(changed[:5])}"
+            )
+    return problems
+
+
+def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str | None] | None]:
+    """Leaf path -> (shape, dtype); ``None`` for PRNG keys (saved as raw key data).
+
+    The dtype is ``None`` for a Python number, which has none.
+    """
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    specs: dict[str, tuple[tuple[int, ...], str | None] | None] = {}
+    for path, leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        is_key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        names = [_key_name(k) for k in path]
+        if names and names[-1] == "value":  # the Variable wrapper in saved metadata
+            names.pop()
+        if is_key:
+            specs["/".join(names)] = None
+            continue
+        shown = None if dtype is None else str(np.dtype(dtype))
+        specs["/".join(names)] = (tuple(getattr(leaf, "shape", ())), shown)
+    return specs
+
+
+@jax.jit
+def _finite_flags(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(array)) for array in arrays])
+
+
+def non_finite_leaves(states: Mapping[str, nnx.State]) -> list[str]:
+    """Paths of the floating-point leaves holding a NaN or an infinity: one device reduction."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(states)
+    floats = [
+        (path, leaf)
+        for path, leaf in leaves
+        if jnp.issubdtype(getattr(leaf, "dtype", np.int32), jnp.inexact)
+    ]
+    if not floats:
+        return []
+    flags = local_copy(_finite_flags([leaf for _, leaf in floats]))
+    return [
+        "/".join(name for name in map(_key_name, path) if name != "value")
+        for (path, _), finite in zip(floats, np.asarray(flags), strict=True)
+        if not finite
+    ]
+
+
+def _key_name(key: Any) -> str:
+    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+
+
+def abstract_state(state: nnx.State) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
