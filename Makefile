@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: test test-slow lint bench demo data clean docs dist platforms
+.PHONY: test test-slow test-oracles lint bench demo data clean docs dist platforms
 
 # Where `make demo` keeps its checkpoints and TensorBoard logs; run it again to resume.
 DEMO_WORKDIR ?= runs/mnist
@@ -32,13 +32,22 @@ test: lint
 	$(BIN)/python -m pytest -m "not slow" -n auto
 
 # The complete tier that CI runs after `make test`: the end-to-end tests marked slow (kill
-# campaigns, real data, platform resolution, the oracles' long runs of generated cases).
+# campaigns, real data, platform resolution) and, of each oracle's campaign of generated cases,
+# the slice the commit chooses (FLAX_CYCLIC_ORACLE_SEED=<key> chooses another; the run's summary
+# names the key it used).
 test-slow: $(DEV_STAMP)
-	$(BIN)/python -m pytest -m slow $(addprefix --ignore=,$(ORACLES))
-	$(BIN)/python -m pytest -m slow -n auto $(ORACLES)
+	$(BIN)/python -m pytest -m slow --durations=10 $(addprefix --ignore=,$(ORACLES))
+	$(BIN)/python -m pytest -m slow -n auto --durations=10 $(ORACLES)
 
-# The generative oracles: hundreds of independent generated cases, run in parallel.
-ORACLES := tests/test_oracle_resume.py tests/test_oracle_applied.py
+# Every case of every oracle's campaign (the quick tier's, and all the slices): about 25 minutes
+# on two cores. Run it after a change to the loop, or to what an oracle generates.
+test-oracles: $(DEV_STAMP)
+	FLAX_CYCLIC_ORACLE_CAMPAIGN=full $(BIN)/python -m pytest -n auto $(ORACLES)
+
+# The generative oracles: independent generated cases, run in parallel. A third joins the list
+# when its file exists.
+ORACLES := tests/test_oracle_resume.py tests/test_oracle_applied.py \
+	$(wildcard tests/test_oracle_hooks.py)
 
 # The MNIST example on Fashion-MNIST: a few minutes on two CPU cores. The data come from
 # examples/mnist's search (data_dir, cache, download); offline, as root on Debian or Ubuntu,

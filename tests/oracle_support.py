@@ -7,15 +7,23 @@ the run left: the final state, the History, the checkpoints kept, the hyperparam
 every update and every TensorBoard series. The test in test_oracle_resume.py compares the
 outcome of an uninterrupted run with that of an interrupted and resumed one; the worker script
 tests/workers/oracle_worker.py runs `fit` in a process that kills itself with SIGKILL.
+
+`campaign` chooses which generated cases a test run checks, for every oracle: the quick tier
+runs an oracle's first cases, the complete tier (CI) a slice of the rest chosen by the commit,
+``make test-oracles`` all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import pathlib
 import signal
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 import jax
@@ -43,6 +51,108 @@ from flax_cyclic import (
 )
 
 MODES = {"eval/loss": "min", "eval/accuracy": "max", "train/loss": "min"}
+
+
+# -- campaigns: which generated cases a test run checks ----------------------------------------
+
+SEED_ENV = "FLAX_CYCLIC_ORACLE_SEED"  # picks the complete tier's slice (default: the commit)
+CAMPAIGN_ENV = "FLAX_CYCLIC_ORACLE_CAMPAIGN"  # "full": every case (make test-oracles)
+CASES_ENV = "FLAX_CYCLIC_ORACLE_CASES"  # "17,1234": only these cases (to rerun a failure)
+
+
+def campaign(
+    cases: int | Sequence[int], quick: int, complete: int, *, ids: Callable[[int], str] = str
+) -> list[Any]:
+    """The cases of an oracle's campaign that this test run checks, as pytest parameters.
+
+    Parametrize the oracle's one test with it: ``@pytest.mark.parametrize("seed",
+    campaign(200, quick=20, complete=40))``. A case is its seed.
+
+    Args:
+        cases: The whole campaign: its case seeds in order, or a count ``n`` for ``0..n-1``.
+        quick: The first this many cases run in the quick tier (they are not marked).
+        complete: The complete tier (marked slow, CI) runs at most this many of the rest: one
+            of the ``ceil(rest / complete)`` interleaved slices ``rest[j::slices]``, ``j``
+            chosen by the campaign key (`campaign_key`: the commit, or the variable
+            ``FLAX_CYCLIC_ORACLE_SEED``). Successive commits draw other slices, so the whole
+            campaign keeps being covered while each CI run checks a fixed-size part of it.
+        ids: The test id of a case, from its seed (by default the seed itself).
+
+    Returns:
+        ``pytest.param`` objects with the ``oracle_case`` mark (a failure prints the command
+        that reruns its case alone). With ``FLAX_CYCLIC_ORACLE_CAMPAIGN=full``, every case
+        after the first ``quick``, marked slow (``make test-oracles``); with
+        ``FLAX_CYCLIC_ORACLE_CASES=17,1234``, exactly those cases, unmarked.
+    """
+    seeds = list(range(cases) if isinstance(cases, int) else cases)
+    chosen = os.environ.get(CASES_ENV, "").strip()
+    if chosen:
+        return [_case(int(seed), ids, slow=False) for seed in chosen.split(",")]
+    head, rest = seeds[:quick], seeds[quick:]
+    if os.environ.get(CAMPAIGN_ENV, "").strip().lower() != "full":
+        rest = campaign_slice(rest, complete)
+    return [_case(seed, ids, slow=False) for seed in head] + [
+        _case(seed, ids, slow=True) for seed in rest
+    ]
+
+
+def campaign_slice(rest: Sequence[int], complete: int, key: str | None = None) -> list[int]:
+    """The complete tier's slice of `rest` (at most `complete` cases) for `key`."""
+    if complete < 1 or not rest:
+        return []
+    slices = math.ceil(len(rest) / complete)
+    digest = hashlib.sha256((campaign_key() if key is None else key).encode()).hexdigest()
+    return list(rest[int(digest, 16) % slices :: slices])
+
+
+@cache
+def campaign_key() -> str:
+    """``$FLAX_CYCLIC_ORACLE_SEED`` if set, else the checkout's commit (``git rev-parse HEAD``).
+
+    The same in every process of a run (pytest-xdist's workers each collect the tests).
+    """
+    key = os.environ.get(SEED_ENV, "").strip()
+    if key:
+        return key
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=pathlib.Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "no-commit"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "no-commit"
+
+
+def rerun_command(test: str, seed: int) -> str:
+    """The command that reruns the case `seed` of `test` (``path::function``) alone."""
+    return f"{CASES_ENV}={seed} .venv/bin/python -m pytest '{test}' -q"
+
+
+def describe_campaign(ran: int) -> str:
+    """A line for the end of a test run: which cases of the campaigns ran, how to get them again."""
+    chosen = os.environ.get(CASES_ENV, "").strip()
+    if chosen:
+        return f"oracles: {ran} case(s) chosen by {CASES_ENV}={chosen}"
+    if os.environ.get(CAMPAIGN_ENV, "").strip().lower() == "full":
+        return f"oracles: {ran} cases, every case of the campaigns ({CAMPAIGN_ENV}=full)"
+    key = campaign_key()
+    source = SEED_ENV if os.environ.get(SEED_ENV, "").strip() else "the commit"
+    return (
+        f"oracles: {ran} cases; the complete tier's slice of each campaign is chosen by the key "
+        f"{key} ({source}). The same cases again: {SEED_ENV}={key} make test-slow; every "
+        "case: make test-oracles"
+    )
+
+
+def _case(seed: int, ids: Callable[[int], str], *, slow: bool) -> Any:
+    import pytest  # here, not above: the worker script imports this module too
+
+    marks = [pytest.mark.oracle_case(seed)] + ([pytest.mark.slow] if slow else [])
+    return pytest.param(seed, marks=marks, id=ids(seed))
 
 
 # -- drawing -----------------------------------------------------------------------------------
