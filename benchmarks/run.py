@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     dispatch_table = "\n".join(dispatched.lines)
     print(dispatch_table)
     print(dispatch.text(dispatched))
+    sync_lines, sync_costs = dispatch.measure_sync()
+    sync_table = "\n".join(sync_lines)
+    print(sync_table)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(
@@ -330,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
                 + dispatch.__doc__.split("\n", 2)[2].replace("\n", " ").strip()
                 + "\n\n"
                 f"{dispatch_table}\n\n"
-                f"{dispatch.text(dispatched)}\n"
+                f"{dispatch.text(dispatched)}\n\n"
+                "## A hook that reaches the model at every step\n\n"
+                + dispatch.measure_sync.__doc__.split("\n", 2)[2].split("Returns")[0].strip()
+                + " The same runs as above (a hook reading `loop.model` at every step's end, "
+                "next to the same Trainer without it).\n\n"
+                f"{sync_table}\n\n"
+                f"{dispatch.sync_text(sync_costs)}\n"
             )
     return 0
 
