@@ -29,8 +29,10 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from helpers import tiny_batches
+from jax.experimental.compilation_cache import compilation_cache
 
 from flax_cyclic import (
     Callback,
@@ -526,3 +528,28 @@ def load_outcome(path: pathlib.Path) -> dict:
     with np.load(path / "state.npz") as state:
         result["state"] = {name: state[name] for name in state.files}
     return result
+
+
+# Every Trainer compiles its train step anew (a second on this machine), the same program for
+# the same configuration: an XLA cache on disk lets the runs of a case (and the workers) share
+# it. An oracle turns it on for its module: ``pytestmark = pytest.mark.usefixtures(...)``
+# does not reach a module fixture, so each imports ``shared_compilation_cache`` as a fixture.
+CACHE_OPTIONS = {
+    "jax_compilation_cache_dir": None,
+    "jax_persistent_cache_min_compile_time_secs": 0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """An XLA compilation cache on disk for the module that imports this fixture."""
+    options = CACHE_OPTIONS | {"jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla"))}
+    before = {name: getattr(jax.config, name) for name in options}
+    for name, value in options.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()

@@ -36,14 +36,15 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
-from oracle_support import (
+from oracle_support import (  # noqa: F401 (a fixture)
+    CACHE_OPTIONS,
     Interrupted,
     campaign,
     draw,
     fit,
     interruptions,
     load_outcome,
+    shared_compilation_cache,
     with_dispatch,
 )
 
@@ -59,29 +60,6 @@ COMPLETE = 50
 def _killed(seed: int) -> bool:
     """The cases run as a subprocess killed with SIGKILL: seed 7 and a tenth of those from 1000."""
     return seed == 7 or (seed >= 1000 and seed % 10 == 0)
-
-
-# Every Trainer compiles its train step anew (a second on this machine), the same program for
-# the same configuration: an XLA cache on disk lets the runs of a case (and the workers) share
-# it. On for this module only.
-_CACHE_OPTIONS = {
-    "jax_compilation_cache_dir": None,
-    "jax_persistent_cache_min_compile_time_secs": 0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-    options = _CACHE_OPTIONS | {"jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla"))}
-    before = {name: getattr(jax.config, name) for name in options}
-    for name, value in options.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.mark.parametrize("seed", campaign(CASES, quick=QUICK, complete=COMPLETE))
@@ -153,7 +131,7 @@ def _worker(workdir: pathlib.Path, config: dict[str, Any], point: list | None) -
     command = [sys.executable, str(WORKER), str(workdir), json.dumps(config)]
     if point is not None:
         command.append(json.dumps(point))
-    cache = {name.upper(): str(getattr(jax.config, name)) for name in _CACHE_OPTIONS}
+    cache = {name.upper(): str(getattr(jax.config, name)) for name in CACHE_OPTIONS}
     env = {**os.environ, **cache, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if done.returncode == -signal.SIGKILL and point is not None:
