@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{dispatch_table}\n\n"
                 f"{dispatch.text(dispatched)}\n\n"
                 "## A hook that reaches the model at every step\n\n"
-                + dispatch.measure_sync.__doc__.split("\n", 2)[2].split("Returns")[0].strip()
+                + " ".join(dispatch.measure_sync.__doc__.split("\n\n")[1].split())
                 + " The same runs as above (a hook reading `loop.model` at every step's end, "
                 "next to the same Trainer without it).\n\n"
                 f"{sync_table}\n\n"
