@@ -46,9 +46,6 @@ class RunCheckpoints:
         # The last evaluation's step and means: a save at that step is ranked by them.
         self._last_eval: tuple[int, dict[str, float]] | None = None
 
-    def __bool__(self) -> bool:
-        return self.checkpointer is not None
-
     def start(self) -> None:
         """Forgets the previous run's bookkeeping (``fit`` may be called again)."""
         self._unsaved, self._last_eval = [], None

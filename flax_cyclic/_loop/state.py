@@ -43,17 +43,12 @@ class TrainerLoop(CallbackList):
         # Within the hooks of a dispatch: the values its steps applied and the step's index,
         # put into the injected hyperparameters when a hook reads the optimizer.
         self.applied: tuple[list[np.ndarray], int] | None = None
-        self._current: tuple[Callback, str] | None = None  # the hook running, when guarded
+        self._current: tuple[Callback, str] | None = None  # the hook running, when checked
         self._raws: list[Any] = []  # what the injected variables held before it
         self._copies: list[Any] | None = None  # copies of host arrays among them
         self._snapshot: list[Any] | None = None  # the whole state, when it reached it ahead
         # The last callback that wrote each injected hyperparameter (by its index).
         self.writers: dict[int, str] = {}
-
-    @property
-    def guarded(self) -> bool:
-        """Whether the hooks are checked: with several steps per dispatch."""
-        return self.steps_per_dispatch > 1
 
     def _bring_up_to_date(self) -> None:
         self._split_step.sync()
