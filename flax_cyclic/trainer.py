@@ -261,6 +261,8 @@ class Trainer:
                 callbacks.on_train_begin()
                 while not run.stop and run.more(callbacks.step, callbacks.epoch):
                     self._run_epoch(run)
+                if self.steps_per_dispatch > 1:  # the last hooks' writes, as before a dispatch
+                    callbacks.check_writes()
                 checkpoints.finish(run)
                 self._split_step.sync()
                 callbacks.on_train_end()

@@ -300,3 +300,21 @@ def test_values_planned_for_a_variable_the_optimizer_does_not_inject_are_refused
     with pytest.raises(ValueError, match=r"^Trainer\.fit: PlansAStrangerVariable gave values"):
         trainer.fit(tiny_batches(16, 8), num_steps=8)
     assert trainer.step == 0
+
+
+class RescalesAtTheEnd(Callback):
+    """Halves the learning rate at the run's last step, after the LR callback wrote it."""
+
+    def on_step_end(self, loop, step, metrics):
+        if loop.steps_ahead == 0 and step == 3:
+            hyperparams = loop.optimizer.opt_state.hyperparams
+            hyperparams["learning_rate"][...] = 0.5 * hyperparams["learning_rate"][...]
+
+
+def test_a_write_over_a_planned_hyperparameter_is_refused_when_no_dispatch_follows():
+    # The rule does not depend on whether another dispatch comes (found by the hooks oracle).
+    model, optimizer = tiny_setup()
+    callbacks = [LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3)), RescalesAtTheEnd()]
+    trainer = Trainer(model, optimizer, callbacks=callbacks, progress=False, steps_per_dispatch=4)
+    with pytest.raises(RuntimeError, match=r"RescalesAtTheEnd wrote an injected hyperparameter"):
+        trainer.fit(tiny_batches(16, 4), num_steps=4)

@@ -144,22 +144,31 @@ class TrainerLoop(CallbackList):
     def enter_dispatch(self, planned: dict[int, np.ndarray]) -> None:
         """Before a dispatch that follows hooks run with nothing ahead (epoch end, evaluation).
 
-        A hook there that wrote a hyperparameter last, after the callback that gives it for
-        the steps ahead (``planned``), would see its value dropped: refused, naming both. The
-        values are then held as JAX arrays, which no hook can change in place unseen while the
-        dispatch runs ahead.
+        The hooks' writes are checked (``check_writes``), then the injected values are held as
+        JAX arrays, which no hook can change in place unseen while the dispatch runs ahead.
+        """
+        self.check_writes(planned)
+        for variable in self._split_step.injected():
+            held = np.asarray(local_copy(variable.get_raw_value()))
+            variable.set_raw_value(jnp.asarray(held))
+
+    def check_writes(self, planned: dict[int, np.ndarray] | None = None) -> None:
+        """Refuses a hyperparameter written, where nothing ran ahead, over its planner's values.
+
+        A hook that wrote a hyperparameter last, after the callback that gives it for the steps
+        ahead (``hyperparams_ahead``), would see its value dropped: refused, naming both. Before
+        a dispatch (``planned``: its plan) and at the end of a run (the last plan's planners),
+        so that the rule does not depend on whether another dispatch follows.
         """
         writers, self.writers = self.writers, {}
         for index, variable in enumerate(self._split_step.injected()):
             planner, writer = self.planners.get(id(variable)), writers.get(index)
-            if id(variable) in planned and writer is not None and writer != planner:
+            plans = planner is not None if planned is None else id(variable) in planned
+            if plans and writer is not None and writer != planner:
                 raise RuntimeError(
                     f"Trainer.fit: {writer} wrote an injected hyperparameter before train step "
                     f"{self.step}, after {planner}, which gives it for the steps ahead "
-                    f"(Callback.hyperparams_ahead: {planned[id(variable)][0]} next), so the "
-                    "value written would not be applied. One callback drives each "
-                    "hyperparameter: to scale a schedule, give the scheduler a scale_fn (or "
-                    "write a scheduler) instead of writing after it."
+                    "(Callback.hyperparams_ahead), so the value written would not be applied. "
+                    "One callback drives each hyperparameter: to scale a schedule, give the "
+                    "scheduler a scale_fn (or write a scheduler) instead of writing after it."
                 )
-            held = np.asarray(local_copy(variable.get_raw_value()))
-            variable.set_raw_value(jnp.asarray(held))
