@@ -13,7 +13,9 @@ from __future__ import annotations
 import abc
 import bisect
 import hashlib
+import sys
 import types
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -112,6 +114,10 @@ class LRScheduler(abc.ABC):
         self._lr_schedules = lr_schedules
         self._momentum_schedules = momentum_schedules
         self._move_to(self._check_epoch("last_epoch", last_epoch))
+        # Two drivers of one scheduler (see _two_drivers): optax's count and step().
+        self._optax_evaluates = False  # optax called it as a schedule
+        self._stepped = False  # step() (or last_epoch=) moved it
+        self._warned_two_drivers = False
 
     # -- the subclass interface -------------------------------------------------------------
 
@@ -139,6 +145,7 @@ class LRScheduler(abc.ABC):
     @last_epoch.setter
     def last_epoch(self, epoch: int) -> None:
         self._move_to(self._check_epoch("epoch", epoch))
+        self._moved_by_hand()
 
     @property
     def num_groups(self) -> int:
@@ -168,8 +175,45 @@ class LRScheduler(abc.ABC):
 
         Args:
             epoch: If given, the step to move to (any integer >= 0, backwards included).
+
+        Warns:
+            UserWarning: Once, if optax also evaluates this scheduler (it was passed to optax
+                as ``learning_rate=scheduler``): optax then computes the learning rate from its
+                own update count, and ``step()`` / ``get_last_lr()`` do not follow what trains.
         """
         self._move_to(self._last_epoch + 1 if epoch is None else self._check_epoch("epoch", epoch))
+        self._moved_by_hand()
+
+    def _moved_by_hand(self) -> None:
+        """Notes a ``step()``; warns once if optax evaluates the scheduler too."""
+        self._stepped = True
+        if self._optax_evaluates and not self._warned_two_drivers:
+            self._two_drivers(f"step() moved it to last_epoch={self._last_epoch}")
+
+    def _two_drivers(self, what: str) -> None:
+        """Warns (once) that optax's update count and ``step()`` both drive this scheduler.
+
+        Not an error: where the two counters happen to agree (one ``step()`` per update from
+        step 0, no gradient accumulation), the values agree too. Nothing checks that they do.
+        """
+        self._warned_two_drivers = True
+        owner = type(self).__name__
+        warnings.warn(
+            f"{owner}: optax evaluates this scheduler as a schedule (it was passed to optax, "
+            f"e.g. optax.sgd(learning_rate=scheduler)) and {what}. optax computes the "
+            "learning rate from its own update count, inside the compiled step; step() "
+            "changes nothing it applies, so get_last_lr() is not necessarily the learning rate "
+            "that trains. Use one of the two ways: (1) pass the scheduler to optax and never "
+            "step it; to read the learning rate optax applied, inject it, "
+            "optax.inject_hyperparams(optax.sgd)(learning_rate=scheduler), and read "
+            "opt_state.hyperparams['learning_rate'] or log it with LearningRateMonitor; or (2) "
+            "inject a number, optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), and let "
+            f"LRSchedulerCallback({owner}(...)) write the scheduler's value before each update "
+            "and step it (by hand: set_hyperparams(opt_state, learning_rate=get_last_lr()), "
+            "then step()).",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def _move_to(self, step: int) -> None:
         """Stands at ``step``; on an error the scheduler stays where it was."""
@@ -246,8 +290,16 @@ class LRScheduler(abc.ABC):
         """The learning rate of group 0 at step ``count``, with ``jax.numpy`` (jit-safe).
 
         This makes the scheduler a valid ``optax.Schedule``: ``optax.sgd(scheduler)`` works.
-        The optimizer's own update count drives it then; ``last_epoch`` is not consulted.
+        The optimizer's own update count drives it then; ``last_epoch`` is not consulted, and
+        the scheduler is not stepped: a scheduler that optax evaluates and that is also
+        stepped (by hand or by [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback])
+        warns once, as its ``get_last_lr()`` is then not what trains.
         """
+        # Under jit this runs once, at trace time; afterwards one attribute read per call.
+        if not self._optax_evaluates and _called_by_optax():
+            self._optax_evaluates = True
+            if self._stepped and not self._warned_two_drivers:
+                self._two_drivers(f"it had been stepped to last_epoch={self._last_epoch}")
         return self.as_schedule(0)(count)
 
     def _check_group(self, group: Any) -> int:
@@ -369,6 +421,11 @@ class LRScheduler(abc.ABC):
 
 
 _MISSING = object()
+
+
+def _called_by_optax() -> bool:
+    """Whether the caller of ``LRScheduler.__call__`` is optax's code (a transformation)."""
+    return str(sys._getframe(2).f_globals.get("__name__", "")).startswith("optax.")
 
 
 def _fingerprint(fn: Callable[..., Any]) -> str:

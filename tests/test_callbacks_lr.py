@@ -1138,3 +1138,19 @@ def test_a_chained_group_gets_every_injected_state_and_weight_decay_is_left_alon
     f32 = np.float32
     assert lrs == [("body", f32(0.055)), ("head", f32(0.11)), ("head", f32(0.11))]
     assert float(states[1][1]["weight_decay"][...]) == f32(1e-4)
+
+
+def test_a_scheduler_that_optax_evaluates_warns_when_the_callback_steps_it():
+    # The scheduler is both optax's schedule and the callback's: optax recomputes the learning
+    # rate from its own count, the callback's steps and writes do nothing to it.
+    scheduler = CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=4)
+    model = Revealer()
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=scheduler)
+    loop = _loop(tx, LRSchedulerCallback(scheduler), model)
+    loop.on_train_begin()
+    loop.on_step_begin()
+    reveal_step(model, loop.optimizer)
+    with pytest.warns(UserWarning, match="CyclicLR: optax evaluates this scheduler") as caught:
+        loop.on_step_end()
+    assert "LRSchedulerCallback(CyclicLR(...))" in str(caught[0].message)
+

@@ -4,8 +4,10 @@ position semantics, attributes, reference vectors, state dict, host/jit agreemen
 from __future__ import annotations
 
 import json
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -947,3 +949,93 @@ def test_sequential_lr_drives_a_training_run_through_the_lr_callback():
     assert momentums[5] == pytest.approx(0.8)  # CyclicLR's peak
     assert [name for _, images in writer.images for name in images] == ["lr_schedule"]
     assert json.loads(json.dumps(callback.state_dict()))["scheduler"]["last_epoch"] == 8
+
+
+# -- a scheduler that optax evaluates and that is also stepped: two drivers, one warning --
+
+_TWO_DRIVERS = r"CyclicLR: optax evaluates this scheduler as a schedule"
+
+
+def _sgd_run(scheduler):
+    """SGD on w with every gradient 1, jitted: ``update(state) -> (the lr applied, state)``."""
+    tx = optax.sgd(learning_rate=scheduler)
+    params = {"w": jnp.zeros(())}
+
+    @jax.jit
+    def update(state):
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        return -updates["w"], state
+
+    return update, tx.init(params)
+
+
+def test_stepping_a_scheduler_that_optax_evaluates_warns_once():
+    scheduler = CyclicLR(0.1, 0.5, step_size_up=4)
+    update, state = _sgd_run(scheduler)
+    applied, state = update(state)  # traces: optax calls the scheduler with its count
+    with pytest.warns(UserWarning, match=_TWO_DRIVERS) as caught:
+        scheduler.step()
+    (warning,) = caught
+    message = str(warning.message)
+    assert "step() moved it to last_epoch=1" in message
+    assert "get_last_lr() is not necessarily the learning rate that trains" in message
+    assert "pass the scheduler to optax and never step it" in message
+    assert "opt_state.hyperparams['learning_rate']" in message
+    assert "LearningRateMonitor" in message
+    assert "inject_hyperparams(optax.sgd)(learning_rate=0.0)" in message
+    assert "LRSchedulerCallback(CyclicLR(...))" in message
+    assert warning.filename == __file__  # points at the step() call
+    # Once per scheduler: stepping on (twice per update here) says nothing more, and what
+    # get_last_lr() reports is then not what optax applies, which is the point of the warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            scheduler.step()
+            scheduler.step()
+            applied, state = update(state)
+    assert scheduler.get_last_lr() == pytest.approx([0.2])  # step 7
+    assert float(applied) == pytest.approx(0.4)  # update 3
+
+
+def test_a_stepped_scheduler_that_optax_then_evaluates_warns():
+    scheduler = CyclicLR(0.1, 0.5, step_size_up=4)
+    scheduler.step()
+    update, state = _sgd_run(scheduler)
+    with pytest.warns(UserWarning, match=_TWO_DRIVERS) as caught:
+        update(state)
+    assert "it had been stepped to last_epoch=1" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scheduler.step()  # warned once already
+
+
+def test_assigning_last_epoch_counts_as_stepping():
+    scheduler = CyclicLR(0.1, 0.5, step_size_up=4)
+    update, state = _sgd_run(scheduler)
+    update(state)
+    with pytest.warns(UserWarning, match=_TWO_DRIVERS):
+        scheduler.last_epoch = 3
+
+
+def test_one_driver_alone_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # optax alone: evaluated at every update, never stepped.
+        evaluated = CyclicLR(0.1, 0.5, step_size_up=4)
+        update, state = _sgd_run(evaluated)
+        lrs = []
+        for _ in range(5):
+            applied, state = update(state)
+            lrs.append(float(applied))
+        np.testing.assert_allclose(lrs, [0.1, 0.2, 0.3, 0.4, 0.5], rtol=1e-6)
+        # Stepped alone, and read or jitted by the user (not by optax): a preview or a check.
+        stepped = CyclicLR(0.1, 0.5, step_size_up=4)
+        for t in range(5):
+            assert float(jax.jit(stepped)(t)) == pytest.approx(stepped.get_last_lr()[0])
+            assert float(stepped(t)) == pytest.approx(stepped.get_last_lr()[0])
+            stepped.step()
+        # optax with the scheduler's pure schedule, while the scheduler itself is stepped.
+        other = CyclicLR(0.1, 0.5, step_size_up=4)
+        update, state = _sgd_run(other.as_schedule())
+        update(state)
+        other.step()

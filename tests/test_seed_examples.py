@@ -159,7 +159,11 @@ def test_lr_range_test_implementation():
             scheduler.step()
         return lrs, losses
 
-    lrs, losses = lr_range_test(Model(nnx.Rngs(0)), data_loader(40), max_lr=1.0, num_iter=20)
+    # The page passes the scheduler to optax and steps it too. The values agree here (one step
+    # per update from step 0), but nothing checks that they do: the scheduler warns, once.
+    with pytest.warns(UserWarning, match="CyclicLR: optax evaluates this scheduler") as caught:
+        lrs, losses = lr_range_test(Model(nnx.Rngs(0)), data_loader(40), max_lr=1.0, num_iter=20)
+    assert len(caught) == 1
     assert len(lrs) == len(losses) == 20
     assert lrs == pytest.approx([1e-7 + (1.0 - 1e-7) * i / 20 for i in range(20)], rel=1e-15)
     assert min(losses) < losses[0]
