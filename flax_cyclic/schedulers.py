@@ -363,11 +363,10 @@ class LRScheduler(abc.ABC):
             if saved.get(key, _MISSING) != current.get(key, _MISSING)
         ]
         if strict and differences:
-            raise ValueError(
+            raise _ConfigurationError(
                 f"{owner}: the state was saved with a different configuration ("
                 + "; ".join(differences)
-                + "). Build the scheduler with the saved configuration, or pass strict=False to "
-                "take only the step counter and keep the new configuration."
+                + ")."
             )
         self._restore(state, last_epoch, strict=strict)
 
@@ -421,6 +420,24 @@ class LRScheduler(abc.ABC):
 
 
 _MISSING = object()
+
+
+class _ConfigurationError(ValueError):
+    """A state saved with another configuration, refused by a strict ``load_state_dict``.
+
+    ``what`` says what differs; the message adds the way out of whoever restores the state:
+    ``load_state_dict(..., strict=False)`` here, ``LRSchedulerCallback(..., strict=False)``
+    where the callback restores it.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        way_out: str = "Build the scheduler with the saved configuration, or pass strict=False "
+        "to take only the step counter and keep the new configuration.",
+    ) -> None:
+        super().__init__(f"{what} {way_out}")
+        self.what = what
 
 
 def _called_by_optax() -> bool:
@@ -1362,6 +1379,10 @@ class SequentialLR(LRScheduler):
             for index, (child, saved) in enumerate(zip(self._schedulers, states, strict=True)):
                 try:
                     child.load_state_dict(saved, strict=strict)
+                except _ConfigurationError as error:
+                    raise _ConfigurationError(
+                        f"{owner}: schedulers[{index}]: {error.what}"
+                    ) from None
                 except (TypeError, ValueError) as error:
                     raise type(error)(f"{owner}: schedulers[{index}]: {error}") from None
         except Exception:

@@ -30,6 +30,7 @@ from flax_cyclic import (
     LRSchedulerCallback,
     OneCycleLR,
     ReduceLROnPlateau,
+    SequentialLR,
     Trainer,
     cyclic_schedule,
     set_hyperparams,
@@ -1154,3 +1155,38 @@ def test_a_scheduler_that_optax_evaluates_warns_when_the_callback_steps_it():
         loop.on_step_end()
     assert "LRSchedulerCallback(CyclicLR(...))" in str(caught[0].message)
 
+
+def test_a_different_scheduler_configuration_names_the_callbacks_way_out():
+    saved = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=4)).state_dict()
+    with raises_exactly(
+        ValueError,
+        "LRSchedulerCallback: CyclicLR.load_state_dict: the state was saved with a different "
+        "configuration (max_lrs: saved [0.1], now [0.2]). Build the scheduler with the saved "
+        "configuration, or build the callback with LRSchedulerCallback(scheduler, ..., "
+        "strict=False) to take the saved position and keep the new configuration.",
+    ):
+        LRSchedulerCallback(CyclicLR(0.01, 0.2, step_size_up=4)).load_state_dict(saved)
+    allowed = LRSchedulerCallback(CyclicLR(0.01, 0.2, step_size_up=4), strict=False)
+    allowed.load_state_dict(saved)
+    assert allowed.scheduler.max_lrs == (0.2,)
+
+
+def test_a_different_configuration_within_a_sequence_names_the_callbacks_way_out():
+    def sequence(max_lr):
+        warmup = CyclicLR(0.01, max_lr, step_size_up=4)
+        return SequentialLR([warmup, CyclicLR(0.01, 0.1, step_size_up=4)], milestones=[4])
+
+    saved = LRSchedulerCallback(sequence(0.1)).state_dict()
+    with pytest.raises(
+        ValueError, match=r"^LRSchedulerCallback: SequentialLR.load_state_dict: "
+    ) as error:
+        LRSchedulerCallback(sequence(0.2)).load_state_dict(saved)
+    message = str(error.value)
+    assert (
+        "schedulers[0]: CyclicLR.load_state_dict: the state was saved with a different" in message
+    )
+    assert message.endswith(
+        "LRSchedulerCallback(scheduler, ..., strict=False) to take the saved "
+        "position and keep the new configuration."
+    )
+    assert message.count("strict=False") == 1

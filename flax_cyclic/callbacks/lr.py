@@ -28,7 +28,7 @@ from flax_cyclic.callbacks._lr_setup import (
 )
 from flax_cyclic.callbacks._writing import WritingCallback
 from flax_cyclic.callbacks.base import Loop, MetricWriter, flush_writer, loop_optimizer
-from flax_cyclic.schedulers import LRScheduler
+from flax_cyclic.schedulers import LRScheduler, _ConfigurationError
 
 __all__ = ["LRSchedulerCallback"]
 
@@ -404,11 +404,20 @@ class LRSchedulerCallback(WritingCallback):
 
         Raises:
             ValueError: If ``state`` lacks an entry, was saved with another ``interval`` (its
-                count of steps would be read as epochs, or the reverse), or the scheduler
-                refuses its state.
+                count of steps would be read as epochs, or the scheduler refuses its state;
+                one saved with another configuration, unless the callback was built with
+                ``strict=False`` (the message says so).
         """
-        train_steps = saved_train_steps(type(self).__name__, state, self.interval)
-        self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
+        owner = type(self).__name__
+        train_steps = saved_train_steps(owner, state, self.interval)
+        try:
+            self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
+        except _ConfigurationError as error:  # the way out is this callback's argument
+            raise ValueError(
+                f"{owner}: {error.what} Build the scheduler with the saved configuration, or "
+                f"build the callback with {owner}(scheduler, ..., strict=False) to take the "
+                "saved position and keep the new configuration."
+            ) from None
         self._position = self.scheduler.last_epoch
         self._lookahead.reset()
         self._plan_written = True
