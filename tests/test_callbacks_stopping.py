@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import jax.numpy as jnp
@@ -408,3 +409,132 @@ def test_a_train_monitor_checks_the_means_a_hand_written_loop_passes():
     # An epoch end with no train step in it (a run resumed at its end) has nothing to check.
     callbacks.on_epoch_begin()
     callbacks.on_epoch_end()
+
+
+# -- an evaluation after fit decides nothing --
+
+
+def _stopped_run(**stopping):
+    """A run that stops at step 6 (eval loss constant: best at 2, then two checks without)."""
+    model, optimizer = tiny_setup(lr=0.0)
+    early = EarlyStopping("eval/loss", patience=2, **stopping)
+    # A plateau at learning rate 0 (nothing trains): it counts its bad evaluations.
+    plateau = LRSchedulerCallback(ReduceLROnPlateau(0.0, patience=5), monitor="eval/loss")
+    trainer = Trainer(model, optimizer, callbacks=[early, plateau], progress=False)
+    eval_data = tiny_batches(16, 2, seed=1)
+    history = trainer.fit(
+        tiny_batches(16, 10), num_epochs=5, eval_data=eval_data, eval_every_steps=2
+    )
+    assert history.stopped
+    assert (trainer.step, early.best_step, early.wait, early.stopped_step) == (6, 2, 2, 6)
+    return trainer, early, plateau, eval_data
+
+
+def test_evaluate_after_fit_does_not_feed_the_callbacks_decisions(caplog):
+    trainer, early, plateau, eval_data = _stopped_run()
+    scheduler_state = plateau.scheduler.state_dict()
+    caplog.set_level(logging.INFO, logger="flax_cyclic")
+    caplog.clear()
+    for _ in range(2):
+        summary = trainer.evaluate(eval_data)
+        assert summary["step"] == 6  # where training ended
+    assert (early.best_step, early.wait, early.stopped_step) == (2, 2, 6)
+    assert scheduler_state["num_bad_epochs"] == 2
+    assert plateau.scheduler.state_dict() == scheduler_state  # the plateau was not stepped
+    assert "stopping at step" not in caplog.text
+    said = [r.getMessage() for r in caplog.records if "after the end of training" in r.getMessage()]
+    assert said == [
+        "EarlyStopping: an evaluation after the end of training (at step 6) is not a check: it "
+        "neither stops nor changes the best step."
+    ]
+
+
+def test_evaluate_after_restore_best_says_whose_weights_it_evaluates(caplog):
+    trainer, early, _, eval_data = _stopped_run(restore_best=True)
+    caplog.set_level(logging.INFO, logger="flax_cyclic")
+    caplog.clear()
+    assert trainer.evaluate(eval_data)["loss"] == early.best
+    assert (early.best_step, early.wait, early.stopped_step) == (2, 2, 6)  # not step 6's
+    assert "stopping at step" not in caplog.text
+    assert (
+        "an evaluation after the end of training (at step 6; the model holds the weights of "
+        "step 2 (restore_best)) is not a check" in caplog.text
+    )
+
+
+def test_a_next_fit_checks_its_evaluations_again():
+    trainer, early, _, eval_data = _stopped_run()
+    trainer.evaluate(eval_data)
+    early.on_train_begin(trainer.callbacks)
+    trainer.callbacks.on_eval_end({"loss": 0.0})  # within a run: a check, an improvement
+    assert (early.best, early.best_step, early.wait) == (0.0, 6, 0)
+
+
+# -- restore_best after a resume: where the best weights are, from the run's checkpointer --
+
+
+def _resumed_with_an_earlier_best(tmp_path, **checkpointer):
+    """Two runs of a constant eval loss: the best check (step 2) comes before the resume (4)."""
+
+    def run(num_steps):
+        model, optimizer = tiny_setup(lr=0.0)
+        early = EarlyStopping("eval/loss", patience=100, restore_best=True)
+        ckpt = Checkpointer(tmp_path, every_epoch=False, async_save=False, **checkpointer)
+        trainer = Trainer(model, optimizer, callbacks=[early], checkpointer=ckpt, progress=False)
+        trainer.fit(
+            tiny_batches(16, 20),
+            num_steps=num_steps,
+            eval_data=tiny_batches(16, 2, seed=1),
+            eval_every_steps=2,
+        )
+        return early, ckpt
+
+    run(4)
+    return run(8)
+
+
+def _hint(caplog):
+    (message,) = [
+        r.getMessage() for r in caplog.records if "came before this run" in r.getMessage()
+    ]
+    return message
+
+
+def test_the_restore_best_hint_names_the_kept_checkpoint_of_the_best_step(tmp_path, caplog):
+    early, ckpt = _resumed_with_an_earlier_best(tmp_path, every_steps=2, max_to_keep=10)
+    assert early.best_step == 2
+    assert 2 in ckpt.all_steps()
+    assert _hint(caplog).endswith(
+        f"Restore them from the checkpoint of step 2 that the run's checkpointer ({tmp_path}) "
+        "keeps: checkpointer.restore(model=..., optimizer=..., step=2)."
+    )
+
+
+def test_the_restore_best_hint_of_a_directory_kept_by_another_metric(tmp_path, caplog):
+    # The directory is kept by eval/accuracy: a Checkpointer(best_metric='eval/loss') on it is
+    # refused, so the hint must not suggest one; it says the weights of step 2 are not kept.
+    early, ckpt = _resumed_with_an_earlier_best(
+        tmp_path, best_metric="eval/accuracy", max_to_keep=1
+    )
+    assert early.best_step == 2
+    assert 2 not in ckpt.all_steps()
+    hint = _hint(caplog)
+    assert hint.endswith(
+        f"No checkpoint of step 2 is kept: the run's checkpointer ({tmp_path}) keeps the best 1 "
+        f"by 'eval/accuracy' (its best_step() is {ckpt.best_step()}); it keeps steps "
+        f"{ckpt.all_steps()}. The weights of step 2 are gone: train again to step 2 to get "
+        "them; a run that must keep them saves into a directory of its own with "
+        "Checkpointer(..., best_metric='eval/loss')."
+    )
+
+
+def test_the_restore_best_hint_without_a_checkpointer_in_the_loop(caplog):
+    stopping = EarlyStopping(restore_best=True)
+    stopping.load_state_dict({**stopping.state_dict(), "best": 0.5, "best_step": 7})
+    loop = CallbackList([stopping], model=tiny_mlp(), step=9)  # a hand-written loop's resume
+    loop.on_train_begin()
+    loop.on_train_end()
+    assert _hint(caplog).endswith(
+        "Restore them from your checkpointer's checkpoint of step 7, if it keeps one "
+        "(all_steps() lists them): checkpointer.restore(model=..., optimizer=..., step=7)."
+    )

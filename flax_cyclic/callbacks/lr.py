@@ -184,6 +184,7 @@ class LRSchedulerCallback(WritingCallback):
         self._train_steps = 0
         self._position = self.scheduler.last_epoch  # where the callback last left the scheduler
         self._epoch_steps = 0  # train steps since the last epoch end
+        self._ended = False  # on_train_end ran: an evaluation now is not a decision
         # The guards, armed at on_train_begin: the values applied (read once ready, never
         # waited for) and the update counts (the first 2k train steps, powers of two, epoch ends).
         self._applied_check = AppliedCheck(owner)
@@ -213,6 +214,7 @@ class LRSchedulerCallback(WritingCallback):
             CheckpointError: If a restored state disagrees with itself or with the loop.
         """
         owner = type(self).__name__
+        self._ended = False
         optimizer = loop_optimizer(owner, loop)
         self._binding = binding = self._bind(optimizer)
         fresh = not self._restored and self._train_steps == 0
@@ -321,12 +323,18 @@ class LRSchedulerCallback(WritingCallback):
         return planned_values(owner, binding.targets, rows)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
-        """Steps a scheduler driven by an ``eval/`` metric with its value."""
-        if self.monitor is not None and self.monitor.source == "eval":
+        """Steps a scheduler driven by an ``eval/`` metric with its value.
+
+        Not after the end of training (``Trainer.evaluate`` after ``fit``, a final test): that
+        evaluation trains nothing more, and a next run resumes the plateau's counters as
+        training left them.
+        """
+        if self.monitor is not None and self.monitor.source == "eval" and not self._ended:
             self._step_on(metrics, "on_eval_end")
 
     def on_train_end(self, loop: Loop) -> None:
         """Finishes the pending checks (waiting for their values now) and flushes the writer."""
+        self._ended = True
         try:
             if self._applied_check.pending:
                 self._applied_check.check(block=True)

@@ -169,6 +169,9 @@ class EarlyStopping(Callback):
         self.stopped_step: int | None = None
         self._best_weights: Any = None  # the model's state at best_step, in this process
         self._epoch_start = 0  # the loop's step when the epoch began
+        self._ended = False  # on_train_end ran: an evaluation now is not a check
+        self._said_after_end = False
+        self._restored_step: int | None = None  # the step whose weights on_train_end put back
 
     @property
     def state_key(self) -> str:
@@ -178,15 +181,38 @@ class EarlyStopping(Callback):
     def on_train_begin(self, loop: Loop) -> None:
         """Notes the step the first epoch begins at."""
         self._epoch_start = getattr(loop, "step", 0)
+        self._ended, self._restored_step, self._said_after_end = False, None, False
 
     def on_epoch_begin(self, loop: Loop, epoch: int) -> None:
         """Notes the step the epoch begins at."""
         self._epoch_start = getattr(loop, "step", 0)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
-        """Checks an ``eval/`` metric."""
-        if self.monitor.source == "eval":
+        """Checks an ``eval/`` metric; not after the end of training.
+
+        An evaluation after ``on_train_end`` (``Trainer.evaluate`` after ``fit``, a final
+        test) decides nothing: there is no training left to stop, and its step is where
+        training ended, whatever weights the model holds. It is said once, in the log.
+        """
+        if self.monitor.source != "eval":
+            return
+        if not self._ended:
             self._check(loop, metrics)
+            return
+        if self._said_after_end:
+            return
+        self._said_after_end = True
+        weights = (
+            ""
+            if self._restored_step is None
+            else f"; the model holds the weights of step {self._restored_step} (restore_best)"
+        )
+        logger.info(
+            "EarlyStopping: an evaluation after the end of training (at step %d%s) is not a "
+            "check: it neither stops nor changes the best step.",
+            getattr(loop, "step", 0),
+            weights,
+        )
 
     def on_epoch_end(self, loop: Loop, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Checks a ``train/`` metric: the epoch's mean (none for an epoch resumed at its end).
@@ -238,29 +264,62 @@ class EarlyStopping(Callback):
         logger.warning("EarlyStopping: %s; stopping at step %d.", reason, self.stopped_step)
 
     def on_train_end(self, loop: Loop) -> None:
-        """With ``restore_best``, puts the best check's weights back into the model."""
+        """With ``restore_best``, puts the best check's weights back into the model.
+
+        After a resume whose best check came before it, the weights are not in this process:
+        the warning says where they are, from the run's checkpointer when the loop has one
+        (``loop.checkpointer``, as the [`Trainer`][flax_cyclic.Trainer]'s loop has).
+        """
+        self._ended = True
         if not self.restore_best or self.best_step is None:
             return
         if self._best_weights is None:
             logger.warning(
                 "EarlyStopping(restore_best=True): the best check (%s=%.6g at step %d) came "
                 "before this run resumed, so its weights are not in this process; the model "
-                "keeps the last step's weights. Restore them from a checkpoint of step %d, e.g. "
-                "Checkpointer(..., best_metric=%r).restore(model=..., optimizer=..., step=%d).",
+                "keeps the last step's weights. %s",
                 self.monitor,
                 self.best,
                 self.best_step,
-                self.best_step,
-                str(self.monitor),
-                self.best_step,
+                self._where_best_weights(getattr(loop, "checkpointer", None)),
             )
             return
         nnx.update(loop.model, self._best_weights)
+        self._restored_step = self.best_step
         logger.info(
             "EarlyStopping: restored the weights of step %d (%s=%.6g).",
             self.best_step,
             self.monitor,
             self.best,
+        )
+
+    def _where_best_weights(self, checkpointer: Any) -> str:
+        """How to get the best check's weights back: from the run's checkpointer, if known."""
+        step = self.best_step
+        restore = f"restore(model=..., optimizer=..., step={step})"
+        if checkpointer is None:
+            return (
+                f"Restore them from your checkpointer's checkpoint of step {step}, if it keeps "
+                f"one (all_steps() lists them): checkpointer.{restore}."
+            )
+        kept = checkpointer.all_steps()
+        where = f"the run's checkpointer ({checkpointer.directory})"
+        if step in kept:
+            return (
+                f"Restore them from the checkpoint of step {step} that {where} keeps: "
+                f"checkpointer.{restore}."
+            )
+        rule = f"keeps the newest {checkpointer.max_to_keep}"
+        if checkpointer.best_metric is not None:
+            best = checkpointer.best_step()
+            rule = f"keeps the best {checkpointer.max_to_keep} by {checkpointer.best_metric!r} " + (
+                "(none ranked)" if best is None else f"(its best_step() is {best})"
+            )
+        return (
+            f"No checkpoint of step {step} is kept: {where} {rule}; it keeps steps {kept}. "
+            f"The weights of step {step} are gone: train again to step {step} to get them; a "
+            f"run that must keep them saves into a directory of its own with "
+            f"Checkpointer(..., best_metric={str(self.monitor)!r})."
         )
 
     def state_dict(self) -> dict[str, Any]:
