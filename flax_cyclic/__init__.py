@@ -15,6 +15,7 @@ from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks import ProgressBar as ProgressBar
 from flax_cyclic.callbacks import TerminateOnNaN as TerminateOnNaN
+from flax_cyclic.checkpoint import CheckpointedRun as CheckpointedRun
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
 from flax_cyclic.checkpoint import NonFiniteError as NonFiniteError
@@ -48,6 +49,7 @@ __all__ = [
     "Callback",
     "CallbackList",
     "CheckpointError",
+    "CheckpointedRun",
     "Checkpointer",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",

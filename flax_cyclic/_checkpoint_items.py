@@ -31,7 +31,9 @@ __all__ = [
     "leaf_problems",
     "non_finite_leaves",
     "put_back",
+    "saved_kind",
     "trainer_state",
+    "training_state",
 ]
 
 SAVE_HINT = "The number of train updates completed, e.g. step=100."
@@ -90,6 +92,53 @@ def trainer_state(trainer: Any, directory: str) -> dict[str, Any]:
             f"Checkpointer.save: `trainer` holds {error.what} at {error.path or 'its top level'}, "
             f"{hint}"
         ) from None
+
+
+# What a state= pytree may hold: arrays, numbers, and abstract arrays as restore targets.
+_STATE_LEAVES = (jax.Array, np.ndarray, np.generic, int, float, jax.ShapeDtypeStruct)
+
+
+def training_state(owner: str, model: Any, optimizer: Any, state: Any) -> dict[str, Any]:
+    """The items of the training state: ``model`` and ``optimizer`` (NNX), or ``state`` (a pytree).
+
+    Exactly one of the two forms; a leaf of ``state`` that is not an array or a number (which
+    Orbax could not write, or would write as something else) is refused by its key path.
+    """
+    nnx_given = model is not None or optimizer is not None
+    if nnx_given == (state is not None) or (nnx_given and (model is None or optimizer is None)):
+        raise TypeError(
+            f"{owner}: pass the training state as model= and optimizer= (NNX objects) or as "
+            "state= (a pytree of arrays: a Linen TrainState, optax's (params, opt_state)), "
+            f"one of the two; got model={_given(model)}, optimizer={_given(optimizer)}, "
+            f"state={_given(state)}."
+        )
+    if nnx_given:
+        return {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    if not leaves:
+        raise TypeError(f"{owner}: state= holds no arrays ({type(state).__name__}).")
+    for path, leaf in leaves:
+        if not isinstance(leaf, _STATE_LEAVES):
+            raise TypeError(
+                f"{owner}: state= holds a {type(leaf).__name__} at "
+                f"{jax.tree_util.keystr(path) or 'its top level'}, which a checkpoint cannot "
+                "hold; give arrays and numbers only (mark other fields static, as "
+                "flax.struct.field(pytree_node=False) does for TrainState.apply_fn)."
+            )
+    return {"state": state}
+
+
+def _given(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def saved_kind(metadata: Any) -> str | None:
+    """How a checkpoint's metadata says its training state was saved, if another way than asked."""
+    if metadata.get("state") is not None:
+        return "state"
+    if metadata.get("model") is not None:
+        return "model"
+    return None
 
 
 def extra_states(extra: Mapping[str, Any]) -> dict[str, Any]:

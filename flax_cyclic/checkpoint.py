@@ -34,11 +34,14 @@ from flax_cyclic._checkpoint_items import (
     leaf_problems,
     non_finite_leaves,
     put_back,
+    saved_kind,
     trainer_state,
+    training_state,
 )
+from flax_cyclic._checkpointed_run import CheckpointedRun
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 
-__all__ = ["CheckpointError", "Checkpointer", "NonFiniteError", "Restored"]
+__all__ = ["CheckpointError", "CheckpointedRun", "Checkpointer", "NonFiniteError", "Restored"]
 
 logger = _logging.logger
 
@@ -49,13 +52,16 @@ class Restored:
 
     The model and optimizer, and the NNX objects among ``extra`` (an ``nnx.Rngs``, an
     ``nnx.MultiMetric``), are updated in place; ``extra`` holds every extra state asked for,
-    plain pytrees as read back.
+    plain pytrees as read back. A checkpoint saved with ``state=`` (a pytree: a Linen
+    ``TrainState``, optax's ``(params, opt_state)``) comes back as ``state``, a new pytree of
+    the template's structure; ``None`` for a checkpoint of a model and optimizer.
     """
 
     step: int
     callbacks: Mapping[str, Any]
     trainer: Mapping[str, Any]
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    state: Any = None
 
 
 class Checkpointer:
@@ -133,6 +139,7 @@ class Checkpointer:
             item_handlers={
                 "model": ocp.StandardCheckpointHandler(),
                 "optimizer": ocp.StandardCheckpointHandler(),
+                "state": ocp.StandardCheckpointHandler(),
                 "callbacks": ocp.JsonCheckpointHandler(),
                 "trainer": ocp.JsonCheckpointHandler(),
                 "extra": ocp.StandardCheckpointHandler(),
@@ -286,10 +293,11 @@ class Checkpointer:
         self,
         step: int,
         *,
-        model: nnx.Module,
-        optimizer: nnx.Optimizer,
-        callbacks: Mapping[str, Any],
-        trainer: Mapping[str, Any],
+        model: nnx.Module | None = None,
+        optimizer: nnx.Optimizer | None = None,
+        state: Any = None,
+        callbacks: Mapping[str, Any] | None = None,
+        trainer: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> bool:
@@ -306,13 +314,18 @@ class Checkpointer:
         Args:
             step: The train step the state belongs to: an integer ``>= 0`` (a NumPy integer
                 too), checked as ``restore(step=...)`` checks it.
-            model: The model.
-            optimizer: Its optimizer.
+            model: The model (an NNX module), with ``optimizer``.
+            optimizer: Its ``nnx.Optimizer``.
+            state: Instead of ``model`` and ``optimizer``: the training state as a pytree of
+                arrays, e.g. a Linen ``TrainState`` or optax's ``(params, opt_state)``.
+                Python numbers among its leaves (a ``TrainState``'s first ``step``) are saved
+                too.
             callbacks: Every callback's ``state_dict()``, keyed by ``state_key``: JSON
                 values (dicts with string keys, lists, ``int``, ``float``, ``bool``, ``str``,
                 ``None``). NumPy and JAX scalars and 0-d arrays of a bool, integer or real
                 dtype are saved as the Python number of the same value, tuples as lists.
-            trainer: The loop's position, JSON values as for ``callbacks``.
+                ``None``: none (``{}``).
+            trainer: The loop's position, JSON values as for ``callbacks``; ``None``: ``{}``.
             metrics: The evaluation of these weights, by logged name (``{'eval/loss': ...}``),
                 each a real scalar; with a ``best_metric`` it ranks the checkpoint. ``None``:
                 not evaluated.
@@ -324,10 +337,12 @@ class Checkpointer:
             True if it saved, False if the step's checkpoint exists already.
 
         Raises:
-            TypeError: If ``step`` is not an integer, a metric is not a real scalar, or a
+            TypeError: If ``step`` is not an integer, a metric is not a real scalar, a
                 callback's state (or ``trainer``) holds what JSON cannot hold exactly (an
                 array with elements, an object, a complex number, a non-string key); the
-                error names the ``state_key`` and the key path inside the state.
+                error names the ``state_key`` and the key path inside the state. If
+                neither ``model`` and ``optimizer`` nor ``state`` is given, or both, or a
+                leaf of ``state`` is not an array or a number.
             ValueError: If ``step`` is negative.
             NonFiniteError: If the model or optimizer state holds a NaN or an infinity; nothing
                 is written then.
@@ -335,14 +350,14 @@ class Checkpointer:
             CheckpointError: If the step's checkpoint exists without the metrics given now.
         """
         step = checked_step("Checkpointer.save", step, SAVE_HINT)
+        states = training_state("Checkpointer.save", model, optimizer, state)
         metrics = self._ranked_metrics(metrics)
         json_states = {
-            "callbacks": callback_states(callbacks, self.directory),
-            "trainer": trainer_state(trainer, self.directory),
+            "callbacks": callback_states({} if callbacks is None else callbacks, self.directory),
+            "trainer": trainer_state({} if trainer is None else trainer, self.directory),
         }
         if step in self.manager.all_steps():
             return self._exists(step, metrics)
-        states: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
         if extra:
             states["extra"] = extra_states(extra)
         bad = non_finite_leaves(states)
@@ -403,6 +418,72 @@ class Checkpointer:
         logger.debug("The checkpoint of step %d exists: not saved again.", step)
         return False
 
+    def resume(
+        self,
+        *,
+        model: nnx.Module | None = None,
+        optimizer: nnx.Optimizer | None = None,
+        state: Any = None,
+        callbacks: Any = None,
+        extra: Mapping[str, Any] | None = None,
+        data: Any = None,
+    ) -> CheckpointedRun:
+        """A hand-written loop's checkpoints in one ``with`` block: resume, save, save on exit.
+
+        Entering the block restores the newest checkpoint, if any, into everything given
+        (model and optimizer, or ``state``; the callbacks' state and step; ``extra``; the data
+        position); ``run.step`` is where to start. ``run.step_done()`` at the end of each step
+        counts the update and saves on this checkpointer's cadence (``should_save``). A SIGTERM
+        saves the step it arrives in and ends ``run.steps()``. Leaving the block saves the last
+        step completed (on an error too, when the state is still that step's) and waits until
+        every save is on disk; the checkpointer stays usable (``best_step()``, ``restore``).
+
+        ```python
+        with checkpointer.resume(model=model, optimizer=optimizer, callbacks=callbacks) as run:
+            callbacks.on_train_begin()
+            for step in run.steps(num_steps):  # from the restored step
+                callbacks.on_step_begin()
+                callbacks.on_step_end(train_step(model, optimizer, batch_at(step)))
+                run.step_done()
+            callbacks.on_train_end()
+        ```
+
+        Args:
+            model: The NNX model, with ``optimizer``; restored in place.
+            optimizer: Its ``nnx.Optimizer``.
+            state: Instead of ``model`` and ``optimizer``: the training state as a pytree (a
+                Linen ``TrainState``, optax's ``(params, opt_state)``), the template to restore
+                onto; the run's ``state`` is then the one to train from, and each
+                ``step_done(state=...)`` passes the new one.
+            callbacks: A [`CallbackList`][flax_cyclic.CallbackList] (its state and its
+                ``step`` are restored), or a mapping of names to objects with
+                ``state_dict()`` / ``load_state_dict()``, e.g. ``{'scheduler': scheduler}``.
+            extra: More state by name (an ``nnx.Rngs``, an ``nnx.MultiMetric``, pytrees), as
+                for ``save`` and ``restore``.
+            data: A data iterator with ``get_state()`` / ``set_state()`` (a grain
+                ``DatasetIterator``): its position is saved and restored. Leave it out when
+                the step picks the batch.
+
+        Returns:
+            The [`CheckpointedRun`][flax_cyclic.CheckpointedRun], to enter with ``with``.
+
+        Raises:
+            TypeError: For ``callbacks`` or ``data`` of another kind, or a training state
+                given in neither form or both (on entering: as ``restore``).
+            CheckpointError: On entering, if the newest checkpoint does not match what is
+                given (as ``restore``; also the callbacks' names and the data position).
+        """
+        training_state("Checkpointer.resume", model, optimizer, state)
+        return CheckpointedRun(
+            self,
+            model=model,
+            optimizer=optimizer,
+            state=state,
+            callbacks=callbacks,
+            extra=extra,
+            data=data,
+        )
+
     def wait(self) -> None:
         """Blocks until a background save has finished (returns at once if none is running).
 
@@ -418,8 +499,9 @@ class Checkpointer:
     def restore(
         self,
         *,
-        model: nnx.Module,
-        optimizer: nnx.Optimizer,
+        model: nnx.Module | None = None,
+        optimizer: nnx.Optimizer | None = None,
+        state: Any = None,
         step: int | None = None,
         extra: Mapping[str, Any] | None = None,
         skip_extra: bool = False,
@@ -440,8 +522,12 @@ class Checkpointer:
         ``skip_extra=True``), or asked for but not saved.
 
         Args:
-            model: The model to restore into.
+            model: The model to restore into, with ``optimizer``.
             optimizer: Its optimizer.
+            state: Instead of ``model`` and ``optimizer``, for a checkpoint saved with
+                ``save(..., state=...)``: a pytree of the saved structure, shapes and dtypes
+                (e.g. the freshly built ``TrainState``), or of ``jax.ShapeDtypeStruct``; the
+                restored pytree is the result's ``state``.
             step: The checkpoint to restore (one of ``all_steps()``); ``None`` for the newest.
                 An integer ``>= 0``, checked as ``save``'s ``step``.
             extra: The extra state saved with ``save(..., extra=...)``, by the same names, as
@@ -453,18 +539,20 @@ class Checkpointer:
                 does not use.
 
         Returns:
-            The callbacks' and trainer's saved states, or ``None`` if there is no checkpoint
-            (and no ``step`` was asked for).
+            The callbacks' and trainer's saved states (and ``state``), or ``None`` if there is
+            no checkpoint (and no ``step`` was asked for).
 
         Raises:
             TypeError, ValueError: For a ``step`` that is not an integer ``>= 0``, a
-                ``skip_extra`` that is not ``True`` or ``False``, or both ``extra`` and
-                ``skip_extra=True``.
+                ``skip_extra`` that is not ``True`` or ``False``, both ``extra`` and
+                ``skip_extra=True``, or neither ``model`` and ``optimizer`` nor ``state`` (or
+                both).
             CheckpointError: If the checkpoints do not match this model and optimizer (or
-                ``extra``), none of them can be read, or the ``step`` asked for is not there or
-                cannot be read.
+                ``state``, or ``extra``), none of them can be read, or the ``step`` asked for
+                is not there or cannot be read.
         """
         skip_extra = _checks.flag("Checkpointer.restore", "skip_extra", skip_extra)
+        targets = training_state("Checkpointer.restore", model, optimizer, state)
         if skip_extra and extra:
             raise ValueError(
                 "Checkpointer.restore: skip_extra=True leaves the saved extra state unread, but "
@@ -475,7 +563,6 @@ class Checkpointer:
         steps = [asked] if asked is not None else sorted(self.manager.all_steps(), reverse=True)
         if not steps:
             return None
-        targets: dict[str, Any] = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
         if extra:
             targets["extra"] = extra_states(extra)
         failures: dict[int, str] = {}
@@ -487,13 +574,15 @@ class Checkpointer:
                 continue
             if failures:
                 self._set_aside(sorted(failures), candidate)
-            nnx.update(model, restored["model"])
-            nnx.update(optimizer, restored["optimizer"])
+            if model is not None:
+                nnx.update(model, restored["model"])
+                nnx.update(optimizer, restored["optimizer"])
             return Restored(
                 candidate,
                 restored["callbacks"],
                 restored["trainer"],
                 put_back(extra or {}, restored["extra"]) if extra else {},
+                restored["state"] if state is not None else None,
             )
         failed = "; ".join(failures.values())
         if asked is not None:
@@ -507,7 +596,7 @@ class Checkpointer:
             "directories, or point the run at a new checkpoint directory."
         )
 
-    def _read(self, step: int, targets: Mapping[str, nnx.State], skip_extra: bool) -> Any:
+    def _read(self, step: int, targets: Mapping[str, Any], skip_extra: bool) -> Any:
         """The checkpoint of ``step``, read onto ``targets``; ``_Damaged`` if it cannot be."""
         try:
             mismatch = self._mismatch(step, targets, skip_extra)
@@ -565,11 +654,12 @@ class Checkpointer:
         logger.warning("Checkpoint %s is damaged and is skipped (%s).", step, text)
         return text
 
-    def _mismatch(
-        self, step: int, targets: Mapping[str, nnx.State], skip_extra: bool
-    ) -> str | None:
+    def _mismatch(self, step: int, targets: Mapping[str, Any], skip_extra: bool) -> str | None:
         """How the checkpoint does not match ``targets`` (leaves, shapes, dtypes, extra state)."""
         metadata = self.manager.item_metadata(step)
+        kind = saved_kind(metadata)
+        if kind is not None and kind not in targets:
+            return _KIND_MISMATCH[kind]
         saved_extra = metadata.get("extra")
         unmatched = extra_unmatched(
             None if saved_extra is None else sorted(saved_extra.tree),
@@ -590,16 +680,34 @@ class Checkpointer:
             if any(" dtypes " in problem for problem in found)
             else ""
         )
-        if not problems["model"] and not problems["optimizer"]:
+        if not any(problems[item] for item in targets if item != "extra"):
             return (
                 f"holds other extra state than extra= describes: {'; '.join(found)}. Pass "
                 f"extra= with targets of the structure it was saved with.{cast}"
+            )
+        if "state" in targets:
+            return (
+                f"was saved from a state of another structure: {'; '.join(found)}. Restore "
+                f"with a state= built as the saved one was, or use a new checkpoint "
+                f"directory.{cast}"
             )
         return (
             f"was saved from a different model or optimizer: {'; '.join(found)}. Restore "
             f"with the model and optimizer it was made with, or use a new checkpoint "
             f"directory.{cast}"
         )
+
+
+_KIND_MISMATCH = {
+    "state": (
+        "was saved with state= (a pytree, e.g. a Linen TrainState), not from a model and "
+        "optimizer. Restore it with restore(state=<a state of the saved structure>)."
+    ),
+    "model": (
+        "was saved from an NNX model and optimizer, not with state=. Restore it with "
+        "restore(model=..., optimizer=...)."
+    ),
+}
 
 
 class _Damaged(Exception):
