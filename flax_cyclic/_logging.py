@@ -17,6 +17,12 @@ Orbax or grain is imported (``absl.logging`` calls ``logging.basicConfig()`` at 
 when the root logger has no handler), so it cannot tell that an application asked for it.
 Silencing: ``logging.getLogger("flax_cyclic").setLevel(logging.WARNING)``, before or after the
 first message.
+
+One Orbax warning is dropped on import, as the library says the same thing better: Orbax's
+"Metadata file does not exist: <step>/_CHECKPOINT_METADATA" (through absl, the ``absl`` logger),
+printed for a step directory without its metadata, as a kill can leave one. The
+[`Checkpointer`][flax_cyclic.Checkpointer] then skips that step as damaged, moves it aside and
+says so. Only that record of that logger is dropped; Orbax's other warnings pass.
 """
 
 from __future__ import annotations
@@ -90,3 +96,24 @@ class _Logger(logging.LoggerAdapter[logging.Logger]):
 
 #: What the library logs through: ``logging.getLogger("flax_cyclic")`` with the check above.
 logger = _Logger(logging.getLogger(NAME))
+
+#: Orbax's message (``orbax.checkpoint._src.metadata.checkpoint``) for a missing metadata file.
+_NO_METADATA = "Metadata file does not exist: %s"
+_STEP_METADATA = "_CHECKPOINT_METADATA"
+
+
+def _orbax_noise(record: logging.LogRecord) -> bool:
+    """False for Orbax's warning about a step without ``_CHECKPOINT_METADATA`` (see above)."""
+    if record.msg != _NO_METADATA or not isinstance(record.args, tuple) or not record.args:
+        return True
+    return not str(record.args[0]).endswith(_STEP_METADATA)
+
+
+def _hide_orbax_noise() -> None:
+    """Adds the filter to absl's logger, once (a reload of this module adds no second one)."""
+    absl = logging.getLogger("absl")
+    if not any(getattr(f, "__name__", "") == _orbax_noise.__name__ for f in absl.filters):
+        absl.addFilter(_orbax_noise)
+
+
+_hide_orbax_noise()

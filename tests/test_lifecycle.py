@@ -184,3 +184,21 @@ def test_what_counts_as_configured(
     base = logging.Logger("flax_cyclic")  # not the library's own: nothing is installed on it
     base.handlers = own_handlers
     assert _logging._configured(base) is configured
+
+
+def test_a_step_left_without_its_metadata_brings_no_orbax_warning(tmp_path):
+    # What a kill can leave: a step directory without Orbax's _CHECKPOINT_METADATA. Orbax warns
+    # "Metadata file does not exist" (through absl) at every listing; the library says instead
+    # that the step is damaged and moved aside.
+    _train(tmp_path, 4)
+    (tmp_path / "8").mkdir()
+    stderr = _train(tmp_path, 6)
+    assert "Metadata file does not exist" not in stderr
+    assert "absl" not in stderr
+    assert "Checkpoint 8 is damaged and is skipped" in stderr
+    assert "Resumed from the checkpoint at step 4" in stderr
+    # Orbax's other warnings still pass the filter.
+    record = logging.LogRecord(
+        "absl", logging.WARNING, "", 0, "Metadata file does not exist: %s", ("x/other",), None
+    )
+    assert _logging._orbax_noise(record)
