@@ -1277,3 +1277,66 @@ def test_a_trainer_resuming_with_or_without_rngs_unlike_its_checkpoint_is_told_s
         "without extra=, or from a checkpoint saved with it.",
     ):
         _noisy_trainer(tmp_path / "without", nnx.Rngs(dropout=1)).fit(DATA["list"], num_steps=4)
+
+
+# -- A training state as a pytree: state= ------------------------------------------------------
+
+
+def _optax_state(seed: int = 0, tx=None):
+    params = {"w": jax.random.normal(jax.random.key(seed), (8, 3)), "b": jax.numpy.zeros(3)}
+    tx = tx or optax.inject_hyperparams(optax.adam)(learning_rate=0.01)
+    return params, tx.init(params)
+
+
+def test_a_pytree_state_round_trips_with_best_k_and_its_json_items(tmp_path):
+    checkpointer = Checkpointer(tmp_path, best_metric="eval/loss", max_to_keep=1, async_save=True)
+    for step, loss in [(1, 0.5), (2, 0.2), (3, 0.9)]:
+        state = _optax_state(step)
+        checkpointer.save(step, state=state, trainer={"step": step}, metrics={"eval/loss": loss})
+    assert checkpointer.best_step() == 2
+    assert checkpointer.all_steps() == [2, 3]  # the best, and the newest
+    restored = checkpointer.restore(state=_optax_state(), step=2)
+    assert (restored.step, dict(restored.trainer), dict(restored.callbacks)) == (2, {"step": 2}, {})
+    expected = _optax_state(2)
+    assert jax.tree.structure(restored.state) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(restored.state), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_pytree_checkpoint_and_an_nnx_checkpoint_are_not_restored_the_other_way(tmp_path):
+    model = MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    pytree, nnx_dir = Checkpointer(tmp_path / "pytree"), Checkpointer(tmp_path / "nnx")
+    pytree.save(1, state=_optax_state())
+    nnx_dir.save(1, model=model, optimizer=optimizer)
+    with pytest.raises(CheckpointError, match=r"was saved with state= \(a pytree"):
+        pytree.restore(model=model, optimizer=optimizer)
+    with pytest.raises(CheckpointError, match=r"was saved from an NNX model and optimizer"):
+        nnx_dir.restore(state=_optax_state())
+
+
+def test_a_pytree_of_another_structure_is_refused_naming_the_leaves(tmp_path):
+    checkpointer = Checkpointer(tmp_path)
+    checkpointer.save(1, state=_optax_state())
+    other = _optax_state(tx=optax.inject_hyperparams(optax.sgd)(learning_rate=0.01))
+    with pytest.raises(CheckpointError, match=r"a state of another structure: state leaves"):
+        checkpointer.restore(state=other)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, r"one of the two; got model=None, optimizer=None, state=None"),
+        ({"state": {"w": np.ones(2)}, "model": MLP(nnx.Rngs(0))}, r"one of the two"),
+        ({"model": MLP(nnx.Rngs(0))}, r"got model=MLP, optimizer=None"),
+        ({"state": {"w": np.ones(2), "name": "mlp"}}, r"holds a str at \['name'\]"),
+        ({"state": {}}, r"state= holds no arrays"),
+    ],
+)
+def test_a_training_state_given_in_neither_form_or_both_is_refused(tmp_path, kwargs, message):
+    checkpointer = Checkpointer(tmp_path)
+    with pytest.raises(TypeError, match=message):
+        checkpointer.save(1, **kwargs)
+    with pytest.raises(TypeError, match=message):
+        checkpointer.restore(**kwargs)
+    assert checkpointer.all_steps() == []
