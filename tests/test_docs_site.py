@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +95,52 @@ def test_the_api_page_documents_every_public_name(site):
     assert ">CyclicLR</span>" in heading
     for name, text in DOCSTRINGS.items():
         assert text in html, f"the docstring of {name} is not on the API page"
+
+
+def test_every_anchor_of_the_generated_api_page_is_on_the_site(site):
+    # docs/api.md (generated for reading in the repository) and the site's mkdocstrings page
+    # carry the same anchors, so a link `api.md#flax_cyclic.X` lands on both.
+    html = (site / "api" / "index.html").read_text(encoding="utf-8")
+    anchors = re.findall(r'<a id="([^"]+)"></a>', (ROOT / "docs" / "api.md").read_text())
+    assert len(anchors) > 100
+    missing = [anchor for anchor in anchors if f'id="{anchor}"' not in html]
+    assert not missing, f"anchors of docs/api.md the site's API page lacks: {missing}"
+    # The site renders the directives, not the generated Markdown with its hand-made anchors.
+    assert not re.search(r'<a id="flax_cyclic\.[^"]*"></a>', html)
+
+
+def _hooks():
+    from mkdocs.config import load_config
+
+    (hooks,) = load_config(str(ROOT / "mkdocs.yml"))["hooks"].values()
+    return hooks
+
+
+def test_the_hook_renders_the_api_page_with_mkdocstrings(caplog):
+    hooks = _hooks()
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="api.md"))
+    current = hooks._tool("api_md").render()  # what docs/api.md holds when it is current
+    with caplog.at_level(logging.WARNING, logger="mkdocs"):
+        shown = hooks.on_page_markdown(current, page=page, config=None, files=None)
+    assert not caplog.records
+    assert "::: flax_cyclic.Trainer\n" in shown
+    assert "<a id=" not in shown
+    other = SimpleNamespace(file=SimpleNamespace(src_uri="index.md"))
+    assert hooks.on_page_markdown("# Home\n", page=other, config=None, files=None) == "# Home\n"
+
+
+def test_the_hook_fails_a_strict_build_when_the_api_page_is_stale(caplog):
+    # A warning from a logger under "mkdocs" is what `mkdocs build --strict` counts.
+    hooks = _hooks()
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="api.md"))
+    stale = hooks._tool("api_md").render().replace("Trains an NNX", "A")
+    with caplog.at_level(logging.WARNING, logger="mkdocs"):
+        hooks.on_page_markdown(stale, page=page, config=None, files=None)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.name.startswith("mkdocs.")
+    assert "docs/api.md is stale" in record.getMessage()
+    assert "docs/tools/api_md.py" in record.getMessage()
 
 
 def test_the_site_shows_the_figures_drawn_by_this_build(build):
