@@ -78,6 +78,7 @@ class CheckpointedRun:
         self._entered = False
 
     def __enter__(self) -> CheckpointedRun:
+        """Restores the newest checkpoint, if any, and starts listening for SIGTERM."""
         if self._entered:
             raise RuntimeError(
                 f"{_OWNER}: this run is entered already; call Checkpointer.resume(...) once per "
@@ -95,6 +96,7 @@ class CheckpointedRun:
         error: BaseException | None,
         traceback: types.TracebackType | None,
     ) -> None:
+        """Saves the last completed step (unless saved, or no longer the state) and waits."""
         with self._exits:
             if error is None:
                 self._check_counted("leaving the `with` block")

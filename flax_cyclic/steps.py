@@ -31,6 +31,7 @@ __all__ = ["Metrics", "classification_eval_step", "classification_train_step"]
 
 #: What a step returns: metric names to scalars (device arrays).
 Metrics = Mapping[str, jax.Array]
+"""What a train or eval step returns: scalar metrics by name, e.g. ``{'loss': loss}``."""
 
 _BATCH_FORMATS = (
     "an (inputs, labels) pair, or a mapping with 'image' and 'label' (as the MNIST example's "
