@@ -229,7 +229,11 @@ class CheckpointedRun:
         self.step = self.resumed_from = self._saved_step = restored.step
         if isinstance(self._callbacks, CallbackList):
             self._callbacks.step = restored.step
-        logger.info("Resumed from the checkpoint at step %d in %s.", restored.step, where)
+        logger.info(
+            "Resumed from the checkpoint at step %d in %s.",
+            restored.step,
+            self._checkpointer.directory,
+        )
 
     def _load_callbacks(self, saved: Mapping[str, Any], where: str) -> None:
         if isinstance(self._callbacks, CallbackList):

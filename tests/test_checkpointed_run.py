@@ -7,6 +7,7 @@ SIGKILL in a worker process, is tests/test_own_loop.py's.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -97,8 +98,10 @@ def test_an_error_saves_the_last_completed_step_only_if_the_state_is_still_its(
         assert kept == [4]
         assert "step 6 was not saved on the way out of Stop" in caplog.text
         assert "the optimizer made 7 updates but step_done() counted 6" in caplog.text
+    caplog.set_level(logging.INFO, logger="flax_cyclic")
     run, model, optimizer, _ = nnx_loop(tmp_path, 10)
     assert run.resumed_from == kept[-1]
+    assert f"Resumed from the checkpoint at step {kept[-1]} in {tmp_path}.\n" in caplog.text
     assert_bitwise(arrays(model, optimizer), uninterrupted)
 
 
