@@ -97,7 +97,7 @@ class SplitStep:
         self._taken: list[Any] = []  # what the carried variables held when the list was taken
         self._given: list[Any] = []  # the inputs of the last step, and what it returned for them
         self._returned: list[Any] = []
-        self._stacked = False  # whether _returned holds the values of several steps (run)
+        self._last: int | None = None  # where _returned holds several steps (run): the last
         if same_trace:
             return
         donated = 0 if self._donate else ()
@@ -119,7 +119,7 @@ class SplitStep:
         leaves = self._leaves if self._leaves is not None else self.prepare()
         given = [variable.get_raw_value() for variable in self._inputs]
         self._leaves, self._returned, metrics = self._compiled(leaves, given, batch)
-        self._given, self._stacked = given, False
+        self._given, self._last = given, None
         return metrics
 
     def injected(self) -> list[Any]:
@@ -129,26 +129,61 @@ class SplitStep:
         """
         return self._inputs
 
-    def run(self, batches: Any, values: list[np.ndarray]) -> tuple[Any, list[Any]]:
-        """Runs ``n`` steps in one dispatch: a scan over ``batches`` stacked on a first axis.
+    def run(self, batches: Any, values: list[np.ndarray], length: int) -> tuple[Any, list[Any]]:
+        """Runs the first ``length`` of ``k`` stacked steps in one dispatch: a scan over ``k``.
+
+        One program for every ``length``: the steps from ``length`` on (batches and values
+        padded to ``k``) leave the carried state as they found it, so a shorter dispatch (an
+        epoch's end) compiles nothing more. Returns without waiting for the device.
+
+        Args:
+            batches: ``k`` batches stacked on a new leading axis.
+            values: For each variable of ``injected()``, ``k`` values, one per step: the
+                value is written into the injected state before that step's update.
+            length: The steps that count, from the first.
+
+        Returns:
+            The ``k`` steps' metrics, stacked, and for each injected variable the ``k`` values
+            its updates applied (read back from inside the scan): device arrays, of which the
+            first ``length`` count.
+        """
+        leaves = self.prepare()
+        self._given = [variable.get_raw_value() for variable in self._inputs]
+        self._leaves, applied, metrics = self._scanned(leaves, values, batches, np.int32(length))
+        self._returned = applied  # stacked: sync takes the last step's values
+        self._last = length - 1
+        return metrics, applied
+
+    def run_each(self, batches: list[Any], values: list[np.ndarray]) -> list[tuple[list[Any], Any]]:
+        """Runs steps one compiled call each: the program of ``__call__``, no scan.
 
         Returns without waiting for the device.
 
         Args:
-            batches: ``n`` batches stacked on a new leading axis.
-            values: For each variable of ``injected()``, its ``n`` values, one per step: the
-                value is written into the injected state before that step's update.
+            batches: One batch per step.
+            values: As for ``run``, one value per step.
 
         Returns:
-            The ``n`` steps' metrics, stacked, and for each injected variable the ``n`` values
-            its updates applied (read back from inside the scan): device arrays.
+            For each step, the values its update applied (one per injected variable) and its
+            metrics: device arrays.
         """
-        leaves = self.prepare()
+        self.prepare()
         self._given = [variable.get_raw_value() for variable in self._inputs]
-        self._leaves, applied, metrics = self._scanned(leaves, values, batches)
-        self._returned = applied  # stacked: sync takes the last step's values
-        self._stacked = True
-        return metrics, applied
+        steps = []
+        for i, batch in enumerate(batches):
+            given = [value[i] for value in values]
+            self._leaves, returned, metrics = self._compiled(self._leaves, given, batch)
+            steps.append((returned, metrics))
+        self._returned, self._last = steps[-1][0], None
+        return steps
+
+    def traced(self, batches: Any, values: list[np.ndarray]) -> jax.stages.Traced:
+        """The scan of ``run`` traced for these arguments: its jaxpr, ``.lower().compile()``."""
+        return self._scanned.trace(self.prepare(), values, batches, np.int32(0))
+
+    def traced_step(self, batch: Any, values: list[Any]) -> jax.stages.Traced:
+        """The step of ``run_each`` traced for one batch and its injected ``values``."""
+        return self._compiled.trace(self.prepare(), values, batch)
 
     def show(self, values: Mapping[int, Any]) -> None:
         """Puts values into injected variables (by index in ``injected()``), for hooks to read."""
@@ -209,11 +244,13 @@ class SplitStep:
         ):
             if variable.get_raw_value() is given:  # not written since the step
                 # A dispatch's last value, taken on the host: no slicing program per length.
-                last = np.asarray(local_copy(returned))[-1, ...] if self._stacked else returned
+                last = returned
+                if self._last is not None:
+                    last = np.asarray(local_copy(returned))[self._last, ...]
                 variable.set_raw_value(last)
         self._leaves = None
         self._given, self._returned, self._taken = [], [], []
-        self._stacked = False
+        self._last = None
 
     def snapshot(self, *, walk: bool = True) -> list[tuple[Any, Any, Any]]:
         """Every variable of the objects (up to date) with its path and the array it holds.
@@ -278,14 +315,20 @@ class SplitStep:
         return carried_out, inputs_out, metrics
 
     def _pure_scan(
-        self, carried: list[Any], values: list[Any], batches: Any
+        self, carried: list[Any], values: list[Any], batches: Any, length: jax.Array
     ) -> tuple[list[Any], list[Any], Any]:
-        def one(carried: list[Any], step: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
-            carried, applied, metrics = self._pure(carried, *step)
-            return carried, (applied, metrics)
+        def one(carried: list[Any], step: tuple[Any, list[Any], Any]) -> tuple[list[Any], Any]:
+            index, values, batch = step
+            new, applied, metrics = self._pure(carried, values, batch)
+            # A padded step keeps the state it was given: where(True, new, old) is `new`,
+            # bit for bit, so the steps that count compute what one step per call does.
+            live = index < length
+            kept = [jax.lax.select(live, a, b) for a, b in zip(new, carried, strict=True)]
+            return kept, (applied, metrics)
 
+        steps = np.arange(len(jax.tree.leaves(batches)[0]), dtype=np.int32)
         carried, (applied, metrics) = jax.lax.scan(
-            one, carried, (values, batches), unroll=self._unroll
+            one, carried, (steps, values, batches), unroll=self._unroll
         )
         return carried, applied, metrics
 

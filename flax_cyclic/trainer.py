@@ -9,7 +9,7 @@ History (``run``), what is due at a step (``due``), dispatching steps and replay
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 from flax import nnx
@@ -86,11 +86,19 @@ class Trainer:
             and stops act at dispatch ends, which fall on multiples of ``k`` (and at epoch
             ends and ``num_steps``, where a dispatch may be shorter). ``eval_every_steps``
             and the checkpointer's ``every_steps`` must be multiples of ``k``.
-        unroll_dispatch: How many steps of a dispatch are inlined into each iteration of its
-            loop (``jax.lax.scan``'s ``unroll``); ``True`` inlines all ``k``: no loop, a longer
-            compilation. On a CPU, convolutions inside XLA's loop run many times slower than
-            outside it (about 20 times on a small CNN), so give ``True`` for
-            a convolutional model there; a small dense model runs fastest with the default.
+        unroll_dispatch: How a dispatch of ``k > 1`` runs its steps, chosen and compiled at
+            the first dispatch of each ``fit`` (before any step trains) and said in the log
+            with the compilation's seconds. ``'auto'`` (the default): one call of the
+            one-step program per step where the step holds convolutions and runs on a CPU
+            (XLA:CPU runs them many times slower inside a scan's loop, and unrolled they
+            measured no faster than one step per call on the Flax NNX tutorial's CNN), and a
+            rolled ``jax.lax.scan`` over the ``k`` steps otherwise. ``True``: the scan
+            unrolled (no loop, a longer compilation); ``False`` or ``1``: rolled; ``n > 1``:
+            ``n`` steps inlined per iteration (``jax.lax.scan``'s ``unroll``); ``'per_step'``:
+            one compiled call per step, always. A scan compiles once for every dispatch
+            length: a shorter dispatch (an epoch's end, ``num_steps``) pads its batches and
+            masks the padded steps, which leave the state as they found it. Every step's
+            learning rate and update are those of ``k = 1`` whatever runs them.
 
     Raises:
         TypeError: If ``optimizer`` is not an ``nnx.Optimizer``, a step is not callable or a
@@ -113,7 +121,7 @@ class Trainer:
         mesh: jax.sharding.Mesh | None = None,
         data_axis: str = "data",
         steps_per_dispatch: int = 1,
-        unroll_dispatch: int | bool = 1,
+        unroll_dispatch: int | bool | Literal["auto", "per_step"] = "auto",
     ) -> None:
         check_optimizer("Trainer", optimizer)
         self.steps_per_dispatch, unroll_dispatch = dispatching(steps_per_dispatch, unroll_dispatch)
@@ -136,9 +144,8 @@ class Trainer:
         callbacks = with_defaults(
             callbacks, writer=writer, log_every_steps=log_every_steps, progress=progress
         )
-        self._split_step = SplitStep(
-            train_step, model, optimizer, rngs=rngs, unroll=unroll_dispatch
-        )
+        scan_unroll = unroll_dispatch if not isinstance(unroll_dispatch, str) else 1
+        self._split_step = SplitStep(train_step, model, optimizer, rngs=rngs, unroll=scan_unroll)
         self.callbacks = TrainerLoop(
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
@@ -153,6 +160,7 @@ class Trainer:
             self._placement,
             self._checkpoints,
             steps=self.steps_per_dispatch,
+            unroll=unroll_dispatch,
             has_rngs=rngs is not None,
         )
 
@@ -247,7 +255,7 @@ class Trainer:
         resumed = checkpoints.resume(history)
         self._split_step.refresh()
         callbacks.total_steps = num_steps or epoch_length(train_data, num_epochs)
-        self._dispatcher.at_boundary, self._dispatcher.metrics_checked = True, False
+        self._dispatcher.start()
         with preemption(checkpoints.checkpointer is not None, callbacks.step) as preempted:
             run = Run(
                 epoch_source(train_data), num_epochs, num_steps, eval_data, eval_every_steps,

@@ -667,8 +667,8 @@ PUBLIC: dict[str, Any] = {
         "writer: MetricWriter | None = None, log_every_steps: int = 50, "
         "progress: bool | None = None, rngs: nnx.Rngs | None = None, mesh: "
         "jax.sharding.Mesh | None = None, data_axis: str = 'data', "
-        "steps_per_dispatch: int = 1, unroll_dispatch: int | bool = 1) -> "
-        "None",
+        "steps_per_dispatch: int = 1, unroll_dispatch: int | bool | "
+        "Literal['auto', 'per_step'] = 'auto') -> None",
         "members": {
             "epoch": "property -> int",
             "evaluate": "method(self, eval_data: Iterable[Any]) -> dict[str, float]",

@@ -7,9 +7,11 @@ with its own metrics, and the parameters agree to float32 rounding.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -120,7 +122,7 @@ def test_the_values_applied_are_the_schedulers_plan():
     assert applied == [float(np.float32(lrs[0])) for lrs in planned]
 
 
-def test_full_dispatches_compile_once_and_a_shorter_last_one_once_more():
+def test_every_dispatch_length_runs_the_program_compiled_before_the_first_step():
     model, optimizer = tiny_setup()
     callback = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3))
     trainer = Trainer(model, optimizer, callbacks=[callback], progress=False, steps_per_dispatch=4)
@@ -128,12 +130,12 @@ def test_full_dispatches_compile_once_and_a_shorter_last_one_once_more():
     with count_compilations() as first:
         trainer.fit(data, num_steps=8)  # two dispatches of 4
     with count_compilations() as shorter:
-        trainer.fit(data, num_steps=14)  # 4, then 2
+        trainer.fit(data, num_steps=14)  # 4, then 2: the padded, masked program of 4
     with count_compilations() as again:
         trainer.fit(data, num_steps=20)  # 2 (to realign on multiples of 4), then 4
     # The first fit compiles the scan of 4 steps (and small transfer programs around it).
     assert len(first) >= 1
-    assert len(shorter) == 1
+    assert shorter == []
     assert again == []
     assert callback.scheduler.last_epoch == 20
 
@@ -436,3 +438,167 @@ def test_a_vector_train_metric_is_refused_before_a_mid_epoch_save(tmp_path, k):
     with pytest.raises(TypeError, match=refused):
         trainer.fit(tiny_batches(16, 4), num_steps=4)
     assert trainer.checkpointer.all_steps() == []  # refused before any save
+
+
+class TinyCNN(nnx.Module):
+    """A convolution, average pooling and a dense layer, on 8x8 images with one channel."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(1, 4, kernel_size=(3, 3), rngs=rngs)
+        self.out = nnx.Linear(4 * 4 * 4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.avg_pool(nnx.relu(self.conv(x)), window_shape=(2, 2), strides=(2, 2))
+        return self.out(x.reshape(x.shape[0], -1))
+
+
+def _images(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`tiny_batches` reshaped into 8x8 one-channel images (the first 8 features, repeated)."""
+    return [
+        (np.tile(x, (1, 8)).reshape(-1, 8, 8, 1), y) for x, y in tiny_batches(16, count, seed=3)
+    ]
+
+
+def _cnn_trainer(k: int, **kwargs) -> tuple[Trainer, LearningRateMonitor]:
+    model = TinyCNN(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    monitor = LearningRateMonitor()
+    trainer = Trainer(
+        model,
+        nnx.Optimizer(model, tx, wrt=nnx.Param),
+        callbacks=[monitor, LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=5))],
+        progress=False,
+        steps_per_dispatch=k,
+        **kwargs,
+    )
+    return trainer, monitor
+
+
+def _dispatch_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "per dispatch" in r.getMessage()]
+
+
+def test_the_log_says_how_dispatches_run_and_what_compiling_cost(caplog):
+    model, optimizer = tiny_setup()
+    trainer = Trainer(model, optimizer, progress=False, steps_per_dispatch=4)
+    with caplog.at_level("INFO", logger="flax_cyclic"):
+        trainer.fit(tiny_batches(16, 6), num_epochs=1)
+    (line,) = _dispatch_lines(caplog)
+    assert line.startswith(
+        "4 steps per dispatch as one scan, rolled: unroll_dispatch='auto', and the step holds "
+        "nothing that runs slower in a loop. Compiled before the first step in "
+    )
+    seconds = float(re.search(r"first step in (\d+\.\d) s;", line).group(1))
+    assert 0 < seconds < 120
+    assert line.endswith(
+        " s; a shorter dispatch (an epoch's end, num_steps) compiles nothing more."
+    )
+
+
+def test_auto_runs_a_convolution_on_a_cpu_one_compiled_call_per_step(caplog):
+    assert jax.default_backend() == "cpu"
+    trainer, monitor = _cnn_trainer(4)
+    with caplog.at_level("INFO", logger="flax_cyclic"):
+        trainer.fit(_images(10), num_epochs=2)
+    (line,) = _dispatch_lines(caplog)
+    assert line.startswith(
+        "4 steps per dispatch as one compiled call per step (no scan): unroll_dispatch='auto' "
+        "and the step holds conv_general_dilated on a CPU, which XLA runs many times slower "
+        "inside a scan's loop and, unrolled, no faster than one step per call (give "
+        "unroll_dispatch=True to unroll anyway). Compiled before the first step in "
+    )
+    # The same program as one step per dispatch: the same updates, bit for bit.
+    one, one_monitor = _cnn_trainer(1)
+    one.fit(_images(10), num_epochs=2)
+    assert monitor.history == one_monitor.history
+    for (path, a), (_, b) in zip(
+        nnx.to_flat_state(nnx.state(trainer.model)),
+        nnx.to_flat_state(nnx.state(one.model)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a[...]), np.asarray(b[...]), err_msg=str(path))
+
+
+@pytest.mark.parametrize(
+    ("unroll", "how"),
+    [(True, "one scan, unrolled"), (1, "one scan, rolled"), ("per_step", "one compiled call")],
+)
+def test_an_unroll_dispatch_given_is_kept_and_said(caplog, unroll, how):
+    trainer, _ = _cnn_trainer(4, unroll_dispatch=unroll)
+    with caplog.at_level("INFO", logger="flax_cyclic"):
+        trainer.fit(_images(4), num_epochs=1)
+    (line,) = _dispatch_lines(caplog)
+    assert line.startswith(f"4 steps per dispatch as {how}")
+    assert f"unroll_dispatch={unroll!r} as given" in line
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if (
+        unroll == 1 and unroll is not True
+    ):  # a rolled scan over convolutions on a CPU: said, with the fix
+        assert warned == [
+            "Trainer: the step holds conv_general_dilated, which XLA:CPU runs many times "
+            "slower inside a scan's loop: give unroll_dispatch='auto' (the default) or True."
+        ]
+    else:
+        assert warned == []
+
+
+class _CountsAfterFirstDispatch(Callback):
+    """Counts XLA compilations from the hooks of the first dispatch's last step to the end.
+
+    Those hooks run after the second dispatch started (and the third, where the second is the
+    epoch's last), so this counts every dispatch's program but the first's.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k, self.compiled, self._block = k, None, None
+
+    def on_step_end(self, loop, step, metrics):
+        if step == self.k - 1:  # the hook's step counts from 0
+            self._block = count_compilations()
+            self.compiled = self._block.__enter__()
+
+    def on_train_end(self, loop):
+        self._block.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("unroll", ["auto", True, "per_step"])
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_no_compilation_after_the_first_dispatch_at_epoch_ends(model, unroll):
+    counter = _CountsAfterFirstDispatch(4)
+    if model == "mlp":
+        net, optimizer = tiny_setup()
+        data = tiny_batches(16, 10)
+    else:
+        net = TinyCNN(nnx.Rngs(0))
+        tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+        optimizer = nnx.Optimizer(net, tx, wrt=nnx.Param)
+        data = _images(10)
+    trainer = Trainer(
+        net,
+        optimizer,
+        callbacks=[LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=5)), counter],
+        progress=False,
+        steps_per_dispatch=4,
+        unroll_dispatch=unroll,
+    )
+    # Epochs of 10: dispatches of 4, 4, 2 | 2, 4, 4 | 4, 4, 2: three lengths, one program.
+    trainer.fit(data, num_epochs=3)
+    assert trainer.step == 30
+    assert counter.compiled == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [("all", TypeError), ("AUTO", TypeError), (None, TypeError), (1.5, TypeError),
+     (0, ValueError), (-2, ValueError)],
+)  # fmt: skip
+def test_a_bad_unroll_dispatch_is_refused_naming_the_value_and_the_fix(bad, error):
+    model, optimizer = tiny_setup()
+    with pytest.raises(error) as refused:
+        Trainer(model, optimizer, progress=False, steps_per_dispatch=4, unroll_dispatch=bad)
+    assert str(refused.value) == (
+        "Trainer: `unroll_dispatch` must be 'auto', 'per_step', a bool or a positive integer, "
+        f"got unroll_dispatch={bad!r}. Give 'auto' (the default: chosen from the step and the "
+        "device), True (a scan unrolled), False or 1 (a scan, rolled), n > 1 (n steps inlined "
+        "per iteration) or 'per_step' (one compiled call per step)."
+    )

@@ -3,13 +3,20 @@
 With one step per dispatch the hooks run around each step. With ``k``, a dispatch trains while
 the hooks of the one before it run (``replay``), each step's hooks with that step's metrics and
 applied hyperparameters, ``loop.steps_ahead`` saying how far the state is ahead of them.
+
+How a dispatch's steps run (``unroll_dispatch``) is chosen at the first dispatch of each fit,
+from what the step holds and where it runs, and compiled then, before any step trains
+(``Program``): a scan over ``k`` (rolled, or unrolled), one program for every length (a
+shorter dispatch masks its padded steps), or, for convolutions on a CPU, ``k`` calls of the
+one-step program. The choice and the compilation's seconds go to the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import numpy as np
@@ -23,17 +30,52 @@ from flax_cyclic._loop.state import TrainerLoop
 from flax_cyclic._metrics import check_scalar_metrics, local_copy
 from flax_cyclic._split_step import SplitStep
 
-__all__ = ["Dispatch", "Dispatcher", "check_metrics", "dispatching"]
+__all__ = ["Dispatch", "Dispatcher", "Program", "check_metrics", "dispatching"]
 
 logger = _logging.logger
 
+Unroll = int | bool | Literal["auto", "per_step"]
+"""``Trainer(unroll_dispatch=...)``, checked: see ``dispatching``."""
+
+CONVOLUTION = "conv_general_dilated"
+# XLA:CPU (jax 0.10) runs the gradients of a convolution inside a scan's loop as plain loops
+# instead of its convolution kernels: 7-15 times slower. Unrolled, the Flax NNX tutorial CNN ran
+# no faster than one step per call (0.8-1.0x) and compiled 3-5 times longer (docs/benchmarks.md,
+# "How a dispatch runs its steps").
+SLOW_IN_A_LOOP = {"cpu": CONVOLUTION}
+
 
 class Dispatch(NamedTuple):
-    """Steps started as one compiled scan, whose hooks have yet to run."""
+    """Steps started in one dispatch, whose hooks have yet to run."""
 
     length: int
-    metrics: Mapping[str, Any]  # stacked, on the device
-    applied: list[Any]  # per injected variable, the value each step applied
+    metrics: Mapping[str, Any]  # stacked (or a list: one array per step), on the device
+    applied: list[Any]  # per injected variable, the value each step applied (stacked or a list)
+
+
+class Program(NamedTuple):
+    """How the dispatches of a fit run their steps, as chosen at its first dispatch."""
+
+    per_step: bool  # k calls of the one-step program (else one scan over k)
+    unroll: int | bool  # the scan's unroll (given, or 1 for "auto")
+    why: str  # the choice, in words
+    seconds: float  # tracing and compiling it, before the first step
+
+    def describe(self, steps: int) -> str:
+        """The lifecycle line: what runs a dispatch, why, and what compiling it cost."""
+        if self.per_step:
+            how = "one compiled call per step (no scan)"
+        elif self.unroll is True or self.unroll >= steps:
+            how = "one scan, unrolled"
+        elif self.unroll is False or self.unroll == 1:
+            how = "one scan, rolled"
+        else:
+            how = f"one scan, {self.unroll} steps inlined per iteration"
+        return (
+            f"{steps} steps per dispatch as {how}: {self.why}. Compiled before the first "
+            f"step in {self.seconds:.1f} s; a shorter dispatch (an epoch's end, num_steps) "
+            "compiles nothing more."
+        )
 
 
 class Dispatcher:
@@ -45,6 +87,7 @@ class Dispatcher:
         placement: Where batches go (a mesh, or none).
         checkpoints: The run's checkpoints (each step's metrics are noted until a save).
         steps: Train steps per dispatch.
+        unroll: How a dispatch runs its steps (``Trainer(unroll_dispatch=...)``, checked).
         has_rngs: Whether the Trainer passes ``rngs`` to the step (for a clearer error).
     """
 
@@ -56,6 +99,7 @@ class Dispatcher:
         checkpoints: RunCheckpoints,
         *,
         steps: int,
+        unroll: Unroll = "auto",
         has_rngs: bool,
     ) -> None:
         self._loop = loop
@@ -64,8 +108,14 @@ class Dispatcher:
         self._checkpoints = checkpoints
         self.steps = steps
         self._has_rngs = has_rngs
+        self.unroll = unroll
         self.at_boundary = True  # the hooks before the next dispatch ran with nothing ahead
         self.metrics_checked = False  # whether the step's metrics were checked this run
+        self.program: Program | None = None  # chosen and compiled at the fit's first dispatch
+
+    def start(self) -> None:
+        """A new fit: nothing ahead, metrics unchecked, the program chosen again."""
+        self.at_boundary, self.metrics_checked, self.program = True, False, None
 
     def train_one(self, batch: Any) -> Mapping[str, Any]:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
@@ -112,16 +162,36 @@ class Dispatcher:
         return dispatch
 
     def launch(self, dispatch: list[Any], start: int) -> Dispatch:
-        """Starts the steps of ``dispatch`` as one compiled scan; returns without waiting.
+        """Starts the steps of ``dispatch`` as one dispatch; returns without waiting.
 
         The hyperparameters a callback writes between steps are asked for in advance
-        (``hyperparams_ahead``); the others keep their values.
+        (``hyperparams_ahead``); the others keep their values. A scan runs ``k`` steps, the
+        ones beyond ``dispatch`` padded (the last batch and values again) and masked.
         """
         length = len(dispatch)
-        stacked = self._placement.shard(
-            jax.tree.map(lambda *leaves: np.stack(leaves), *dispatch), axis=1
-        )
         self._split_step.prepare()  # what the hooks left in the objects, split again
+        values = [
+            np.concatenate([value, value[-1:].repeat(self.steps - length)])
+            for value in self._values(start, length)
+        ]
+        if self.program is not None and self.program.per_step:
+            with self._clearer_errors():
+                return self._launch_each(dispatch, values)
+        padded = dispatch + dispatch[-1:] * (self.steps - length)
+        stacked = self._placement.shard(
+            jax.tree.map(lambda *leaves: np.stack(leaves), *padded), axis=1
+        )
+        with self._clearer_errors():
+            if self.program is None:
+                self.program = self._choose(dispatch[0], stacked, values)
+                if self.program.per_step:
+                    return self._launch_each(dispatch, values)
+            metrics, applied = self._split_step.run(stacked, values, length)
+        check_metrics(metrics, stacked=True)
+        return Dispatch(length, metrics, applied)
+
+    def _values(self, start: int, length: int) -> list[np.ndarray]:
+        """Each injected variable's values for the dispatch's steps: planned, or kept."""
         planned = self._loop.hyperparams_ahead(start, length)
         if self.at_boundary:  # the hooks ran with nothing ahead: their writes must hold
             self._loop.enter_dispatch(planned)
@@ -137,16 +207,59 @@ class Dispatcher:
                 "variables (loop.optimizer.opt_state.hyperparams[...]), found anew after an "
                 "opt_state is assigned."
             )
-        values = [
-            planned[id(variable)]
+        return [
+            np.asarray(planned[id(variable)])
             if id(variable) in planned
             else np.broadcast_to(np.asarray(local_copy(variable.get_raw_value())), (length,))
             for variable in variables
         ]
-        with self._clearer_errors():
-            metrics, applied = self._split_step.run(stacked, values)
-        check_metrics(metrics, stacked=True)
-        return Dispatch(length, metrics, applied)
+
+    def _launch_each(self, dispatch: list[Any], values: list[np.ndarray]) -> Dispatch:
+        """Starts the steps of ``dispatch`` one compiled call each."""
+        steps = self._split_step.run_each(
+            [self._placement.shard(batch) for batch in dispatch], values
+        )
+        check_metrics(steps[0][1])
+        metrics = {name: [step[name] for _, step in steps] for name in steps[0][1]}
+        applied = [[returned[j] for returned, _ in steps] for j in range(len(values))]
+        return Dispatch(len(dispatch), metrics, applied)
+
+    def _choose(self, first: Any, stacked: Any, values: list[np.ndarray]) -> Program:
+        """Chooses how the fit's dispatches run (``unroll_dispatch``), compiles it, logs it."""
+        began = time.perf_counter()
+        traced = self._split_step.traced(stacked, values)
+        platform = _platform(self._split_step.prepare())
+        slow = SLOW_IN_A_LOOP.get(platform)
+        slow_here = slow is not None and holds(traced.jaxpr, slow)
+        unroll = self.unroll
+        if unroll == "auto" and slow_here:
+            why = (
+                f"unroll_dispatch='auto' and the step holds {slow} on a {platform.upper()}, "
+                "which XLA runs many times slower inside a scan's loop and, unrolled, no "
+                "faster than one step per call (give unroll_dispatch=True to unroll anyway)"
+            )
+            unroll = "per_step"
+        elif unroll == "auto":
+            why = "unroll_dispatch='auto', and the step holds nothing that runs slower in a loop"
+            unroll = 1
+        else:
+            why = f"unroll_dispatch={unroll!r} as given"
+        if unroll == "per_step":
+            given = [value[0] for value in values]
+            self._split_step.traced_step(self._placement.shard(first), given).lower().compile()
+            program = Program(True, 1, why, time.perf_counter() - began)
+        else:
+            traced.lower().compile()
+            program = Program(False, unroll, why, time.perf_counter() - began)
+        logger.info("%s", program.describe(self.steps))
+        if slow_here and not program.per_step and program.unroll is not True:
+            logger.warning(
+                "Trainer: the step holds %s, which XLA:%s runs many times slower inside a "
+                "scan's loop: give unroll_dispatch='auto' (the default) or True.",
+                slow,
+                platform.upper(),
+            )
+        return program
 
     def replay(self, run: Run, dispatch: Dispatch, *, ahead: int) -> None:
         """Runs the step hooks of a dispatch that trained, in order, with each step's metrics.
@@ -159,6 +272,7 @@ class Dispatcher:
         """
         callbacks, last = self._loop, dispatch.length - 1
         metrics, applied = jax.device_get((dispatch.metrics, dispatch.applied))
+        applied = [np.asarray(value) for value in applied]  # one array per step: stacked
         steps = [{name: value[i] for name, value in metrics.items()} for i in range(last + 1)]
         try:
             for i, step_metrics in enumerate(steps):
@@ -181,7 +295,7 @@ class Dispatcher:
         run.poll_preemption(callbacks.step)
 
 
-def dispatching(steps_per_dispatch: Any, unroll_dispatch: Any) -> tuple[int, int | bool]:
+def dispatching(steps_per_dispatch: Any, unroll_dispatch: Any) -> tuple[int, Unroll]:
     """``steps_per_dispatch`` and ``unroll_dispatch``, checked."""
     steps = _checks.integer(
         "Trainer",
@@ -192,14 +306,48 @@ def dispatching(steps_per_dispatch: Any, unroll_dispatch: Any) -> tuple[int, int
     )
     if isinstance(unroll_dispatch, bool):
         return steps, unroll_dispatch
-    unroll = _checks.integer(
-        "Trainer",
-        "unroll_dispatch",
-        unroll_dispatch,
-        minimum=1,
-        hint="Steps inlined per loop iteration, e.g. 1 (the default), or True for all.",
+    if isinstance(unroll_dispatch, str) and unroll_dispatch in ("auto", "per_step"):
+        return steps, cast(Unroll, unroll_dispatch)
+    fix = (
+        "Give 'auto' (the default: chosen from the step and the device), True (a scan "
+        "unrolled), False or 1 (a scan, rolled), n > 1 (n steps inlined per iteration) or "
+        "'per_step' (one compiled call per step)."
     )
-    return steps, unroll
+    if isinstance(unroll_dispatch, str) or not isinstance(unroll_dispatch, int | np.integer):
+        raise TypeError(
+            "Trainer: `unroll_dispatch` must be 'auto', 'per_step', a bool or a positive "
+            f"integer, got unroll_dispatch={unroll_dispatch!r}. {fix}"
+        )
+    if unroll_dispatch < 1:
+        raise ValueError(
+            "Trainer: `unroll_dispatch` must be 'auto', 'per_step', a bool or a positive "
+            f"integer, got unroll_dispatch={unroll_dispatch!r}. {fix}"
+        )
+    return steps, int(unroll_dispatch)
+
+
+def holds(jaxpr: Any, primitive: str) -> bool:
+    """Whether ``jaxpr`` (or a jaxpr inside it: a call, a scan, a branch) holds ``primitive``."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's own
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == primitive:
+            return True
+        for param in equation.params.values():
+            inner = param if isinstance(param, list | tuple) else [param]
+            for candidate in inner:
+                candidate = getattr(candidate, "jaxpr", candidate)  # a ClosedJaxpr's own
+                if hasattr(candidate, "eqns") and holds(candidate, primitive):
+                    return True
+    return False
+
+
+def _platform(leaves: list[Any]) -> str:
+    """The platform the carried state lives on (``'cpu'``, ``'gpu'``, ``'tpu'``)."""
+    for leaf in jax.tree.leaves(leaves):
+        devices = getattr(leaf, "devices", None)
+        if devices is not None:
+            return str(next(iter(devices())).platform)
+    return jax.default_backend()
 
 
 def check_metrics(metrics: Any, *, stacked: bool = False) -> None:
