@@ -150,6 +150,7 @@ class Trainer:
             callbacks, model=model, optimizer=optimizer, split_step=self._split_step
         )
         self.callbacks.steps_per_dispatch = self.steps_per_dispatch
+        self.callbacks.checkpointer = checkpointer  # EarlyStopping names its kept steps
         self._eval_step = nnx.jit(eval_step)
         self._placement = Placement(mesh, data_axis)
         self.mesh = mesh
@@ -423,6 +424,13 @@ class Trainer:
         is evaluated in evaluation mode (NNX's ``model.eval()``: ``nnx.Dropout`` off,
         ``nnx.BatchNorm`` on its running averages, nothing updated), and left in the mode it
         was in: evaluating changes neither the model nor the training that follows.
+
+        After ``fit`` has ended, the evaluation is reported to the callbacks (``on_eval_end``:
+        a writer logs it at the trainer's step, where training ended) but decides nothing:
+        [`EarlyStopping`][flax_cyclic.EarlyStopping] does not count it, a scheduler driven by
+        an ``eval/`` metric is not stepped, and no checkpoint is saved or ranked by it. After
+        ``EarlyStopping(restore_best=True)``, the model it evaluates holds the best check's
+        weights while its step stays the one training ended at.
 
         Args:
             eval_data: Batches (re-iterable) for ``eval_step``.
