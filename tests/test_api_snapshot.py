@@ -317,6 +317,20 @@ PUBLIC: dict[str, Any] = {
         },
     },
     "CheckpointError": {"kind": "exception", "bases": ["builtins.RuntimeError"], "members": {}},
+    "CheckpointedRun": {
+        "kind": "class",
+        "bases": ["builtins.object"],
+        "signature": "(checkpointer: Any, *, model: Any, optimizer: Any, state: "
+        "Any, callbacks: Any, extra: Mapping[str, Any] | None, data: "
+        "Any) -> None",
+        "members": {
+            "save": "method(self, *, metrics: Mapping[str, float] | None = None) -> bool",
+            "step_done": "method(self, *, state: Any = None, epoch_end: "
+            "bool = False, metrics: Mapping[str, float] | "
+            "None = None) -> bool",
+            "steps": "method(self, num_steps: int) -> Iterator[int]",
+        },
+    },
     "Checkpointer": {
         "kind": "class",
         "bases": ["builtins.object"],
@@ -330,15 +344,21 @@ PUBLIC: dict[str, Any] = {
             "close": "method(self) -> None",
             "latest_step": "method(self) -> int | None",
             "metrics": "method(self, step: int) -> dict[str, float] | None",
-            "restore": "method(self, *, model: nnx.Module, optimizer: "
-            "nnx.Optimizer, step: int | None = None, extra: "
-            "Mapping[str, Any] | None = None, skip_extra: bool = "
-            "False) -> Restored | None",
-            "save": "method(self, step: int, *, model: nnx.Module, "
-            "optimizer: nnx.Optimizer, callbacks: Mapping[str, Any], "
-            "trainer: Mapping[str, Any], metrics: Mapping[str, "
-            "float] | None = None, extra: Mapping[str, Any] | None = "
-            "None) -> bool",
+            "restore": "method(self, *, model: nnx.Module | None = None, "
+            "optimizer: nnx.Optimizer | None = None, state: Any = "
+            "None, step: int | None = None, extra: Mapping[str, "
+            "Any] | None = None, skip_extra: bool = False) -> "
+            "Restored | None",
+            "resume": "method(self, *, model: nnx.Module | None = None, "
+            "optimizer: nnx.Optimizer | None = None, state: Any = "
+            "None, callbacks: Any = None, extra: Mapping[str, Any] "
+            "| None = None, data: Any = None) -> CheckpointedRun",
+            "save": "method(self, step: int, *, model: nnx.Module | None = "
+            "None, optimizer: nnx.Optimizer | None = None, state: "
+            "Any = None, callbacks: Mapping[str, Any] | None = None, "
+            "trainer: Mapping[str, Any] | None = None, metrics: "
+            "Mapping[str, float] | None = None, extra: Mapping[str, "
+            "Any] | None = None) -> bool",
             "should_save": "method(self, step: int, *, epoch_end: bool = "
             "False, evaluated: bool = False) -> bool",
             "wait": "method(self) -> None",
