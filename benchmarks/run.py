@@ -3,6 +3,8 @@
 1. Host cost of a scheduler step: ``step()`` + ``get_last_lr()`` of every scheduler vs PyTorch's.
 2. Train-step throughput with the LR callback vs the in-graph optax schedule and a constant LR.
 3. How long the loop blocks per checkpoint save, async vs sync.
+4. Several train steps per dispatch: against hand-written loops, and how a dispatch runs its
+   steps by default (``dispatch``, ``dispatch_modes``).
 
 Run with `make bench` (or `python benchmarks/run.py [--output docs/benchmarks.md]`). Candidates
 are interleaved over several rounds and the best round is kept (noise on a shared machine only
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import callback_overhead
 import checkpoint_blocking
 import dispatch
+import dispatch_modes
 
 LR = 1e-3
 GROUP_LRS = [1e-4, 1e-3, 1e-3, 1e-2]
@@ -300,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     sync_lines, sync_costs = dispatch.measure_sync()
     sync_table = "\n".join(sync_lines)
     print(sync_table)
+    modes = dispatch_modes.section(dispatch_modes.measure(), machine)
+    print(modes)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(
@@ -339,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 + " The same runs as above (a hook reading `loop.model` at every step's end, "
                 "next to the same Trainer without it).\n\n"
                 f"{sync_table}\n\n"
-                f"{dispatch.sync_text(sync_costs)}\n"
+                f"{dispatch.sync_text(sync_costs)}\n\n"
+                f"{modes}"
             )
     return 0
 

@@ -40,7 +40,7 @@ Unroll = int | bool | Literal["auto", "per_step"]
 CONVOLUTION = "conv_general_dilated"
 # XLA:CPU (jax 0.10) runs the gradients of a convolution inside a scan's loop as plain loops
 # instead of its convolution kernels: 7-15 times slower. Unrolled, the Flax NNX tutorial CNN ran
-# no faster than one step per call (0.8-1.0x) and compiled 3-5 times longer (docs/benchmarks.md,
+# no faster than one step per call (0.8-1.0x) and compiled 3-4 times longer (docs/benchmarks.md,
 # "How a dispatch runs its steps").
 SLOW_IN_A_LOOP = {"cpu": CONVOLUTION}
 
