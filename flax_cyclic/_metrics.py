@@ -68,6 +68,16 @@ def mean_metrics(
         TypeError: If a metric is not a scalar
             (``check_scalar_metrics``).
     """
+    names = metrics[0].keys()
+    if all(m.keys() == names for m in metrics):  # one array per metric: checked by its shape
+        try:
+            columns = {
+                n: np.asarray([np.asarray(local_copy(m[n])) for m in metrics]) for n in names
+            }
+        except ValueError:  # ragged: not all scalars
+            columns = {}
+        if columns and all(column.shape == (len(metrics),) for column in columns.values()):
+            return {name: float(np.mean(column)) for name, column in columns.items()}
     for step_metrics in metrics:
         check_scalar_metrics(owner, step_metrics)
     return {

@@ -27,7 +27,8 @@ def data_state(batches: Any) -> Any:
 
 def shapes(batch: Any) -> Any:
     """The structure and leaf shapes of a batch: batches stack into a dispatch if equal."""
-    return jax.tree.structure(batch), [np.shape(leaf) for leaf in jax.tree.leaves(batch)]
+    leaves, structure = jax.tree.flatten(batch)  # one walk: this runs for every batch
+    return structure, [np.shape(leaf) for leaf in leaves]
 
 
 def seek(batches: Iterator[Any], position: int, data_state: Any) -> Iterator[Any]:

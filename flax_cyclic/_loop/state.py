@@ -50,6 +50,8 @@ class TrainerLoop(CallbackList):
         self._snapshot: list[Any] | None = None  # the whole state, when it reached it ahead
         # The last callback that wrote each injected hyperparameter (by its index).
         self.writers: dict[int, str] = {}
+        # By injected index: the last value ``show`` put, on the host and as the array put.
+        self._shown: dict[int, tuple[np.ndarray, Any]] = {}
 
     def _bring_up_to_date(self) -> None:
         self._split_step.sync()
@@ -70,8 +72,24 @@ class TrainerLoop(CallbackList):
         """Puts a step's applied values into the injected variables, for its hooks to read.
 
         As JAX arrays, which a hook cannot change in place: a write replaces them, and shows.
+        A variable that holds the array put last with the same value (the bits, dtype and
+        shape: a constant momentum) keeps it: no transfer, and its host copy stays cached.
         """
-        self._split_step.show({index: jnp.asarray(value) for index, value in values.items()})
+        injected, shown, changed = self._split_step.injected(), self._shown, {}
+        for index, value in values.items():
+            host = np.asarray(value)
+            last = shown.get(index)
+            if (
+                last is not None
+                and injected[index].get_raw_value() is last[1]
+                and host.dtype == last[0].dtype
+                and host.shape == last[0].shape
+                and host.tobytes() == last[0].tobytes()
+            ):
+                continue
+            changed[index] = jnp.asarray(host)
+            shown[index] = (host, changed[index])
+        self._split_step.show(changed)
 
     def _held(self) -> None:
         """Notes what each injected variable holds, to tell a hook's writes afterwards.
@@ -104,13 +122,41 @@ class TrainerLoop(CallbackList):
         if self.steps_per_dispatch == 1:  # nothing runs ahead: nothing to check
             getattr(callback, hook)(self, *args)
             return
+        if not self.steps_ahead:
+            self._call_checked(callback, hook, args)
+            return
+        # Ahead (every step hook within a dispatch): the variables hold JAX arrays, so their
+        # identity tells a write; ``_held`` and ``_written`` inlined, as this runs per hook.
+        injected = self._split_step.injected()
+        raws = self._raws = [variable.get_raw_value() for variable in injected]
+        self._copies, self._current, self._snapshot = None, (callback, hook), None
+        try:
+            getattr(callback, hook)(self, *args)
+        finally:
+            self._current = None
+        raws = self._raws  # a hook that read the optimizer was given these (``_held`` again)
+        written = [
+            index
+            for index, variable in enumerate(injected)
+            if variable.get_raw_value() is not raws[index]
+        ]
+        if self._copies is not None:  # the hook took the loop off ahead, then read it
+            written = self._written()
+        if written or self._snapshot is not None:
+            self._check_ahead(callback, hook, written)
+
+    def _call_checked(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
+        """``_call`` where nothing runs ahead: notes the hook's writes (and what it wrote)."""
         self._held()
         self._current, self._snapshot = (callback, hook), None
         try:
             getattr(callback, hook)(self, *args)
         finally:
             self._current = None
-        written = self._written()
+        self._check_ahead(callback, hook, self._written())
+
+    def _check_ahead(self, callback: Callback, hook: str, written: list[int]) -> None:
+        """Notes the hook's writes; refuses what it changed while the state was ahead."""
         for index in written:
             self.writers[index] = callback.state_key
         if not self.steps_ahead:
