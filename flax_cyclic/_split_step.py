@@ -129,7 +129,9 @@ class SplitStep:
         """
         return self._inputs
 
-    def run(self, batches: Any, values: list[np.ndarray], length: int) -> tuple[Any, list[Any]]:
+    def run(
+        self, batches: Any, values: list[np.ndarray], length: int
+    ) -> tuple[Any, list[Any], list[Any]]:
         """Runs the first ``length`` of ``k`` stacked steps in one dispatch: a scan over ``k``.
 
         One program for every ``length``: the steps from ``length`` on (batches and values
@@ -143,16 +145,18 @@ class SplitStep:
             length: The steps that count, from the first.
 
         Returns:
-            The ``k`` steps' metrics, stacked, and for each injected variable the ``k`` values
-            its updates applied (read back from inside the scan): device arrays, of which the
-            first ``length`` count.
+            The ``k`` steps' metrics, stacked; for each injected variable the ``k`` values its
+            updates applied (read back from inside the scan), of which the first ``length``
+            count; and for each, the value step ``length - 1`` applied: device arrays.
         """
         leaves = self.prepare()
         self._given = [variable.get_raw_value() for variable in self._inputs]
-        self._leaves, applied, metrics = self._scanned(leaves, values, batches, np.int32(length))
+        self._leaves, applied, metrics, last = self._scanned(
+            leaves, values, batches, np.int32(length)
+        )
         self._returned = applied  # stacked: sync takes the last step's values
         self._last = length - 1
-        return metrics, applied
+        return metrics, applied, last
 
     def run_each(self, batches: list[Any], values: list[np.ndarray]) -> list[tuple[list[Any], Any]]:
         """Runs steps one compiled call each: the program of ``__call__``, no scan.
@@ -316,7 +320,7 @@ class SplitStep:
 
     def _pure_scan(
         self, carried: list[Any], values: list[Any], batches: Any, length: jax.Array
-    ) -> tuple[list[Any], list[Any], Any]:
+    ) -> tuple[list[Any], list[Any], Any, list[Any]]:
         def one(carried: list[Any], step: tuple[Any, list[Any], Any]) -> tuple[list[Any], Any]:
             index, values, batch = step
             new, applied, metrics = self._pure(carried, values, batch)
@@ -330,7 +334,10 @@ class SplitStep:
         carried, (applied, metrics) = jax.lax.scan(
             one, carried, (steps, values, batches), unroll=self._unroll
         )
-        return carried, applied, metrics
+        # The last step's values as device scalars, for the hooks to find in the variables
+        # (no transfer back to the device at every dispatch).
+        last = [jax.lax.dynamic_index_in_dim(a, length - 1, keepdims=False) for a in applied]
+        return carried, applied, metrics, last
 
     def _divided(self, values: list[Any]) -> tuple[list[Any], list[Any]]:
         """``values`` (one per variable) parted into the carried ones and the inputs."""

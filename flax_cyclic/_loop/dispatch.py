@@ -51,6 +51,7 @@ class Dispatch(NamedTuple):
     length: int
     metrics: Mapping[str, Any]  # stacked (or a list: one array per step), on the device
     applied: list[Any]  # per injected variable, the value each step applied (stacked or a list)
+    last: list[Any]  # per injected variable, the value the last step applied, on the device
 
 
 class Program(NamedTuple):
@@ -121,8 +122,13 @@ class Dispatcher:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
         callbacks = self._loop
         callbacks.on_step_begin()
-        with self._clearer_errors():
+        try:  # ``_clearer_errors``, without a context manager's cost at every step
             metrics = self._split_step(self._placement.shard(batch))
+        except ValueError as error:
+            clearer = self._clearer(error)
+            if clearer is not None:
+                raise clearer from error
+            raise
         if not self.metrics_checked:  # a compiled step's metrics keep their shapes
             check_metrics(metrics)
             self.metrics_checked = True
@@ -136,10 +142,14 @@ class Dispatcher:
         try:
             yield
         except ValueError as error:
-            clearer = _modes.needs_rngs("Trainer.fit", error) if not self._has_rngs else None
+            clearer = self._clearer(error)
             if clearer is not None:
                 raise clearer from error
             raise
+
+    def _clearer(self, error: ValueError) -> ValueError | None:
+        """The error saying that the model needs the Trainer's ``rngs``, where it does."""
+        return _modes.needs_rngs("Trainer.fit", error) if not self._has_rngs else None
 
     def gather(self, run: Run, start: int, first: Any, batches: Iterator[Any]) -> list[Any]:
         """The batches of the dispatch from step ``start``: to the next multiple of ``k``.
@@ -186,9 +196,9 @@ class Dispatcher:
                 self.program = self._choose(dispatch[0], stacked, values)
                 if self.program.per_step:
                     return self._launch_each(dispatch, values)
-            metrics, applied = self._split_step.run(stacked, values, length)
+            metrics, applied, last = self._split_step.run(stacked, values, length)
         check_metrics(metrics, stacked=True)
-        return Dispatch(length, metrics, applied)
+        return Dispatch(length, metrics, applied, last)
 
     def _values(self, start: int, length: int) -> list[np.ndarray]:
         """Each injected variable's values for the dispatch's steps: planned, or kept."""
@@ -222,7 +232,7 @@ class Dispatcher:
         check_metrics(steps[0][1])
         metrics = {name: [step[name] for _, step in steps] for name in steps[0][1]}
         applied = [[returned[j] for returned, _ in steps] for j in range(len(values))]
-        return Dispatch(len(dispatch), metrics, applied)
+        return Dispatch(len(dispatch), metrics, applied, list(steps[-1][0]))
 
     def _choose(self, first: Any, stacked: Any, values: list[np.ndarray]) -> Program:
         """Chooses how the fit's dispatches run (``unroll_dispatch``), compiles it, logs it."""
@@ -283,7 +293,8 @@ class Dispatcher:
                     callbacks.applied = (applied, i)  # put in place if a hook reads them
                 else:  # the last step: put in place now, before its hooks write the next
                     callbacks.applied = None
-                    callbacks.show({j: value[i, ...] for j, value in enumerate(applied)})
+                    shown = {j: value[i, ...] for j, value in enumerate(applied)}
+                    callbacks.show(shown, on_device=dispatch.last)
                 callbacks.on_step_begin()
                 callbacks.steps_ahead -= 1
                 self._checkpoints.trained(callbacks.step, step_metrics)

@@ -68,12 +68,14 @@ class TrainerLoop(CallbackList):
             # since was refused.
             self._snapshot = self._split_step.snapshot(walk=False)
 
-    def show(self, values: dict[int, Any]) -> None:
+    def show(self, values: dict[int, Any], on_device: Sequence[Any] | None = None) -> None:
         """Puts a step's applied values into the injected variables, for its hooks to read.
 
         As JAX arrays, which a hook cannot change in place: a write replaces them, and shows.
         A variable that holds the array put last with the same value (the bits, dtype and
         shape: a constant momentum) keeps it: no transfer, and its host copy stays cached.
+        ``on_device``: by index, the same values as device arrays (a dispatch's outputs), put
+        instead of a copy of ``values``.
         """
         injected, shown, changed = self._split_step.injected(), self._shown, {}
         for index, value in values.items():
@@ -87,7 +89,7 @@ class TrainerLoop(CallbackList):
                 and host.tobytes() == last[0].tobytes()
             ):
                 continue
-            changed[index] = jnp.asarray(host)
+            changed[index] = jnp.asarray(host) if on_device is None else on_device[index]
             shown[index] = (host, changed[index])
         self._split_step.show(changed)
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from flax_cyclic._hyperparams import Target, held_value
+from flax_cyclic.callbacks._planned import held_wide
 from flax_cyclic.schedulers import LRScheduler
 
 #: A scheduler's values at one train step: per kind ('lr', 'momentum'), one per group.
@@ -103,15 +104,11 @@ def planned_values(
     Raises:
         ValueError: For a value the optimizer could not apply as given (see ``held_value``).
     """
-    return [
-        (
-            target.state.values[target.name],
-            held_value(
-                owner,
-                target.state,
-                target.name,
-                np.array([row[target.kind][target.group] for row in rows]),
-            ),
-        )
-        for target in targets
-    ]
+    planned = []
+    for target in targets:
+        values = np.array([row[target.kind][target.group] for row in rows])
+        held = held_wide(values, target.state.dtypes[target.name])
+        if held is None:
+            held = held_value(owner, target.state, target.name, values)
+        planned.append((target.state.values[target.name], held))
+    return planned
