@@ -318,3 +318,57 @@ def test_a_write_over_a_planned_hyperparameter_is_refused_when_no_dispatch_follo
     trainer = Trainer(model, optimizer, callbacks=callbacks, progress=False, steps_per_dispatch=4)
     with pytest.raises(RuntimeError, match=r"RescalesAtTheEnd wrote an injected hyperparameter"):
         trainer.fit(tiny_batches(16, 4), num_steps=4)
+
+
+class Quiet(Callback):
+    """A step hook that touches nothing: the hook after it is given what it left."""
+
+    def on_step_begin(self, loop, step):
+        pass
+
+    def on_step_end(self, loop, step, metrics):
+        pass
+
+
+class RescalesUnsynced(Callback):
+    """Writes the learning rate through ``loop.optimizer_object`` (no sync) at a given step."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, loop, step, metrics):
+        if step == self.at:
+            variable = loop.optimizer_object.opt_state.hyperparams["learning_rate"]
+            variable.set_raw_value(jnp.float32(0.5))
+
+
+class AlsoQuiet(Quiet):
+    pass
+
+
+@pytest.mark.parametrize("at", [1, 5])
+def test_a_write_without_a_sync_after_a_quiet_hook_is_refused_ahead_naming_it(at):
+    model, optimizer = tiny_setup()
+    lr = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3))
+    callbacks = [lr, Quiet(), RescalesUnsynced(at)]
+    with pytest.raises(RuntimeError, match=r"RescalesUnsynced.on_step_end changed injected"):
+        trainer_fit(model, optimizer, callbacks, tiny_batches(16, 8), 1, k=4)
+
+
+def test_quiet_hooks_around_evaluations_and_epoch_ends_are_not_refused():
+    """The Trainer syncs the objects between dispatches (an evaluation): no false refusal."""
+    batches = tiny_batches(16, 8)
+    runs = []
+    for k in (1, 4):
+        model, optimizer = tiny_setup()
+        lr = LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3))
+        trainer = Trainer(
+            model,
+            optimizer,
+            callbacks=[Quiet(), lr, AlsoQuiet()],
+            progress=False,
+            steps_per_dispatch=k,
+        )
+        trainer.fit(batches, num_epochs=2, eval_data=batches[:2], eval_every_steps=4)
+        runs.append(model)
+    assert_same_params(*runs)

@@ -50,10 +50,19 @@ class TrainerLoop(CallbackList):
         self._snapshot: list[Any] | None = None  # the whole state, when it reached it ahead
         # The last callback that wrote each injected hyperparameter (by its index).
         self.writers: dict[int, str] = {}
+        # What the injected variables held after the last hook checked ahead, which wrote
+        # nothing: what the next hook is given, unless the loop changed them in between (all
+        # that does forgets it: ``forget_held``).
+        self._clean: tuple[list[Any], list[Any]] | None = None
         # By injected index: the last value ``show`` put, on the host and as the array put.
         self._shown: dict[int, tuple[np.ndarray, Any]] = {}
 
+    def forget_held(self) -> None:
+        """Forgets what the injected variables held after the last hook: the loop changes them."""
+        self._clean = None
+
     def _bring_up_to_date(self) -> None:
+        self._clean = None
         self._split_step.sync()
         if self.applied is not None:
             applied, step = self.applied
@@ -77,6 +86,7 @@ class TrainerLoop(CallbackList):
         ``on_device``: by index, the same values as device arrays (a dispatch's outputs), put
         instead of a copy of ``values``.
         """
+        self._clean = None
         injected, shown, changed = self._split_step.injected(), self._shown, {}
         for index, value in values.items():
             host = np.asarray(value)
@@ -129,26 +139,33 @@ class TrainerLoop(CallbackList):
             return
         # Ahead (every step hook within a dispatch): the variables hold JAX arrays, so their
         # identity tells a write; ``_held`` and ``_written`` inlined, as this runs per hook.
-        injected = self._split_step.injected()
-        raws = self._raws = [variable.get_raw_value() for variable in injected]
-        self._copies, self._current, self._snapshot = None, (callback, hook), None
+        injected, clean = self._split_step.injected(), self._clean
+        if clean is not None and clean[0] is injected:  # read after the hook before this one
+            self._raws = clean[1]
+        else:
+            self._raws = [variable.get_raw_value() for variable in injected]
+        self._copies, self._current, self._snapshot, self._clean = (
+            None,
+            (callback, hook),
+            None,
+            None,
+        )
         try:
             getattr(callback, hook)(self, *args)
         finally:
             self._current = None
         raws = self._raws  # a hook that read the optimizer was given these (``_held`` again)
-        written = [
-            index
-            for index, variable in enumerate(injected)
-            if variable.get_raw_value() is not raws[index]
-        ]
+        now = [variable.get_raw_value() for variable in injected]
+        written = [index for index, raw in enumerate(now) if raw is not raws[index]]
         if self._copies is not None:  # the hook took the loop off ahead, then read it
             written = self._written()
         if written or self._snapshot is not None:
             self._check_ahead(callback, hook, written)
+        self._clean = (injected, now)  # nothing written: what the next hook is given
 
     def _call_checked(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
         """``_call`` where nothing runs ahead: notes the hook's writes (and what it wrote)."""
+        self._clean = None
         self._held()
         self._current, self._snapshot = (callback, hook), None
         try:
@@ -173,6 +190,7 @@ class TrainerLoop(CallbackList):
 
     def _undo(self, written: list[int]) -> None:
         """Puts back the values a refused hook wrote (Variables it replaced stay replaced)."""
+        self._clean = None
         for index in written:
             self._split_step.injected()[index].set_raw_value(self._raws[index])
         for _, variable, value in self._snapshot or ():
@@ -197,6 +215,7 @@ class TrainerLoop(CallbackList):
         JAX arrays, which no hook can change in place unseen while the dispatch runs ahead.
         """
         self.check_writes(planned)
+        self._clean = None
         for variable in self._split_step.injected():
             held = np.asarray(local_copy(variable.get_raw_value()))
             variable.set_raw_value(jnp.asarray(held))
