@@ -26,9 +26,21 @@ def data_state(batches: Any) -> Any:
 
 
 def shapes(batch: Any) -> Any:
-    """The structure and leaf shapes of a batch: batches stack into a dispatch if equal."""
+    """The structure and leaf shapes of a batch: batches stack into a dispatch if equal.
+
+    A tuple of NumPy arrays (the common batch) skips the walk: its structure is that of any
+    tuple of as many leaves, kept by length.
+    """
+    if type(batch) is tuple and all(type(leaf) is np.ndarray for leaf in batch):
+        structure = _TUPLES.get(len(batch))
+        if structure is None:
+            structure = _TUPLES[len(batch)] = jax.tree.structure((0,) * len(batch))
+        return structure, [leaf.shape for leaf in batch]
     leaves, structure = jax.tree.flatten(batch)  # one walk: this runs for every batch
     return structure, [np.shape(leaf) for leaf in leaves]
+
+
+_TUPLES: dict[int, Any] = {}  # the structure of a tuple of n leaves, by n
 
 
 def seek(batches: Iterator[Any], position: int, data_state: Any) -> Iterator[Any]:
