@@ -190,9 +190,7 @@ class Dispatcher:
             with self._clearer_errors():
                 return self._launch_each(dispatch, values)
         padded = dispatch + dispatch[-1:] * (self.steps - length)
-        stacked = self._placement.shard(
-            jax.tree.map(lambda *leaves: np.stack(leaves), *padded), axis=1
-        )
+        stacked = self._placement.shard(_stacked(padded), axis=1)
         with self._clearer_errors():
             if self.program is None:
                 self.program = self._choose(dispatch[0], stacked, values)
@@ -308,6 +306,16 @@ class Dispatcher:
         self.at_boundary = ahead == 0
         run.epoch_metrics.extend(steps)
         run.poll_preemption(callbacks.step)
+
+
+def _stacked(batches: list[Any]) -> Any:
+    """Batches of one structure stacked leaf by leaf on a new leading axis (NumPy arrays)."""
+    first = batches[0]
+    if type(first) is tuple and all(type(leaf) is np.ndarray for leaf in first):
+        # The common batch, a tuple of arrays (gather saw the others' structure equal to it):
+        # no tree walk per batch.
+        return tuple(np.stack(leaves) for leaves in zip(*batches, strict=True))
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *batches)
 
 
 def _on_host(leaf: Any) -> Any:
