@@ -54,8 +54,6 @@ class TrainerLoop(CallbackList):
         # nothing: what the next hook is given, unless the loop changed them in between (all
         # that does forgets it: ``forget_held``).
         self._clean: tuple[list[Any], list[Any]] | None = None
-        # By injected index: the last value ``show`` put, on the host and as the array put.
-        self._shown: dict[int, tuple[np.ndarray, Any]] = {}
 
     def forget_held(self) -> None:
         """Forgets what the injected variables held after the last hook: the loop changes them."""
@@ -81,27 +79,20 @@ class TrainerLoop(CallbackList):
         """Puts a step's applied values into the injected variables, for its hooks to read.
 
         As JAX arrays, which a hook cannot change in place: a write replaces them, and shows.
-        A variable that holds the array put last with the same value (the bits, dtype and
-        shape: a constant momentum) keeps it: no transfer, and its host copy stays cached.
+        Every value is put, an unchanged one too: skipping a value equal to the one put last
+        (compared on the host, where a value can be a view of an array the loop reuses) left
+        stale values in the variables with gradient accumulation, and trained them (the
+        applied oracle's seeds 1126 and 1285).
         ``on_device``: by index, the same values as device arrays (a dispatch's outputs), put
         instead of a copy of ``values``.
         """
         self._clean = None
-        injected, shown, changed = self._split_step.injected(), self._shown, {}
-        for index, value in values.items():
-            host = np.asarray(value)
-            last = shown.get(index)
-            if (
-                last is not None
-                and injected[index].get_raw_value() is last[1]
-                and host.dtype == last[0].dtype
-                and host.shape == last[0].shape
-                and host.tobytes() == last[0].tobytes()
-            ):
-                continue
-            changed[index] = jnp.asarray(host) if on_device is None else on_device[index]
-            shown[index] = (host, changed[index])
-        self._split_step.show(changed)
+        self._split_step.show(
+            {
+                index: jnp.asarray(value) if on_device is None else on_device[index]
+                for index, value in values.items()
+            }
+        )
 
     def _held(self) -> None:
         """Notes what each injected variable holds, to tell a hook's writes afterwards.
