@@ -98,12 +98,14 @@ class CheckpointedRun:
     ) -> None:
         """Saves the last completed step (unless saved, or no longer the state) and waits."""
         with self._exits:
-            if error is None:
-                self._check_counted("leaving the `with` block")
-                self._final_save()
-            else:
-                self._save_on_error(error)
-            self._checkpointer.wait()
+            try:
+                if error is None:
+                    self._check_counted("leaving the `with` block")
+                    self._final_save()
+                else:
+                    self._save_on_error(error)
+            finally:  # a save still being written finishes on every way out
+                self._checkpointer.wait()
 
     def steps(self, num_steps: int) -> Iterator[int]:
         """The steps from ``step`` to ``num_steps - 1``; ends early after a SIGTERM.
