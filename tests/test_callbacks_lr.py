@@ -36,6 +36,7 @@ from flax_cyclic import (
     set_hyperparams,
 )
 from flax_cyclic._hyperparams import find_injected_hyperparams
+from flax_cyclic.callbacks._lr_guards import CountCheck
 from flax_cyclic.steps import classification_train_step
 
 
@@ -937,6 +938,13 @@ def test_on_step_end_twice_per_update_is_refused():
     loop.on_step_end()
     with pytest.raises(ValueError, match=r"^LRSchedulerCallback: the optimizer it writes made 1 "):
         loop.on_step_end()
+
+
+def test_the_update_counts_are_read_at_the_first_2k_train_steps_then_at_powers_of_two():
+    counts = CountCheck("LRSchedulerCallback")
+    counts.began_at = 10  # a run resumed at train step 10, k = 4
+    read = [step for step in range(11, 80) if counts.due(step, 4)]
+    assert read == [*range(11, 19), 10 + 16, 10 + 32, 10 + 64]
 
 
 def test_a_replaced_loop_optimizer_is_refused_at_the_next_step():

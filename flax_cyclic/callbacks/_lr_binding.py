@@ -8,7 +8,7 @@ optimizer still holds those variables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import jax
@@ -126,6 +126,24 @@ def bind(
     )
     refuse_integer(owner, targets)
     return Binding(optimizer, targets, _dtype_per_group(owner, targets), updates_per_step)
+
+
+def rebound(owner: str, binding: Binding, bind_again: Callable[[Any], Binding]) -> Binding:
+    """A binding to the optimizer's new ``opt_state`` (``bind_again``: ``bind``'s checks).
+
+    Raises:
+        RuntimeError: If the new state accumulates gradients over another number of train
+            steps than the one it replaced.
+    """
+    new = bind_again(binding.optimizer)
+    if new.updates_per_step != binding.updates_per_step:
+        raise RuntimeError(
+            f"{owner}: the optimizer's new opt_state accumulates gradients "
+            f"over {new.updates_per_step} train steps per update, the one it replaced over "
+            f"{binding.updates_per_step}: the scheduler's position would no longer match "
+            "the updates. Keep the optimizer's structure when assigning its opt_state."
+        )
+    return new
 
 
 def _resolve_accumulation(owner: str, optimizer: Any, given: int | None) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 
 from flax_cyclic._hyperparams import Target, accumulation_counters
 from flax_cyclic._metrics import local_copy
+from flax_cyclic.callbacks.base import loop_optimizer
 
 
 class _Applied(NamedTuple):
@@ -160,6 +161,30 @@ class CountCheck:
             int(host_value(count.get_value())) - train_steps // updates_per_step
             for _, count in accumulation_counters(optimizer.opt_state)
         ]
+
+    def due(self, train_steps: int, every: int) -> bool:
+        """Whether the counts are read at ``train_steps``: the run's first ``2 * every``, then 2^n.
+
+        ``every`` is the train steps per parameter update.
+        """
+        run = train_steps - self.began_at
+        return run <= 2 * every or run & (run - 1) == 0
+
+    def verify_loop(self, loop: Any, written: Any, train_steps: int) -> None:
+        """``verify`` on the loop's optimizer, once it is the one written (``written``).
+
+        Called at the first ``2 * k`` train steps of a run, at each power of two, at epoch ends
+        and at the end: each reads the counts from the device (the step donates its state, so
+        they are read before the next step reuses it).
+
+        Raises:
+            RuntimeError: If the loop holds another optimizer than ``written``.
+            ValueError: If the optimizer made more or fewer updates.
+        """
+        optimizer = loop_optimizer(self._owner, loop)
+        check_same_optimizer(self._owner, loop, written)
+        # A loop that dispatches several steps at once runs their hooks afterwards.
+        self.verify(optimizer, train_steps, getattr(loop, "steps_ahead", 0))
 
     def verify(self, optimizer: Any, train_steps: int, ahead: int) -> None:
         """Reads the counts (device reads) and compares them with ``train_steps``.

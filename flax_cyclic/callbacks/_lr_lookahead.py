@@ -43,7 +43,7 @@ class Lookahead:
         self._planned, self._ahead = {}, None
 
     def rows(
-        self, scheduler: LRScheduler, train_steps: int, start: int, steps: int, every: int
+        self, scheduler: LRScheduler, train_steps: int, start: int, steps: int, every: int | None
     ) -> list[Values]:
         """The values of train steps ``start`` to ``start + steps - 1``, from a copy.
 
@@ -52,8 +52,12 @@ class Lookahead:
             train_steps: The train steps the callback has counted.
             start: The first train step of the dispatch (at or after ``train_steps``).
             steps: The dispatch's train steps.
-            every: Train steps per parameter update: the copy steps once per update.
+            every: Train steps per parameter update: the copy steps once per update. ``None``
+                for a scheduler that steps per epoch or on a metric: it holds its current
+                values within a dispatch, and no copy is made.
         """
+        if every is None:
+            return [scheduler_values(scheduler)] * steps
         if self._ahead is None or self._ahead[0] != start:
             copied = copy.deepcopy(scheduler)
             for done in range(train_steps, start):

@@ -1,21 +1,37 @@
-"""The LR callback's set-up: its monitor, a state it restores, and its place in the loop's run.
+"""The LR callback's set-up: its options, a state it restores, and its place in the loop's run.
 
-The scheduler's position must belong to the train steps it is used at: a loop at step 0 learns
-it from a scheduler built further on, a finite scheduler must cover the run the loop plans, and
-a restored state must be one this callback saved, with the same ``interval``.
+The options are checked as the callback is built (its scheduler, ``monitor``, ``groups``,
+``accumulation_steps``, ``plot_steps``). The scheduler's position must belong to the train
+steps it is used at: a loop at step 0 learns it from a scheduler built further on, a finite
+scheduler must cover the run the loop plans, and a restored state must be one this callback
+saved, with the same ``interval``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flax_cyclic import _checks, _logging
 from flax_cyclic._errors import CheckpointError
 from flax_cyclic.callbacks.base import Monitored
-from flax_cyclic.schedulers import LRScheduler
+from flax_cyclic.schedulers import LRScheduler, _ConfigurationError
 
 logger = _logging.logger
+
+
+def check_scheduler(owner: str, scheduler: Any) -> LRScheduler:
+    """``scheduler``, once it is a flax_cyclic scheduler.
+
+    Raises:
+        TypeError: For anything else (a pure schedule goes straight into optax).
+    """
+    if not isinstance(scheduler, LRScheduler):
+        raise TypeError(
+            f"{owner}: `scheduler` must be a flax_cyclic scheduler (e.g. CyclicLR), got "
+            f"{type(scheduler).__name__}. Pure schedules go straight into optax instead."
+        )
+    return scheduler
 
 
 def check_monitor(owner: str, scheduler: LRScheduler, monitor: Any) -> Monitored | None:
@@ -43,6 +59,82 @@ def check_monitor(owner: str, scheduler: LRScheduler, monitor: Any) -> Monitored
     if callable(resolve_mode):  # ReduceLROnPlateau(mode='auto'): min or max by the name
         resolve_mode(str(parsed))
     return parsed
+
+
+def check_groups(
+    owner: str, scheduler: LRScheduler, groups: Sequence[str] | None
+) -> list[str] | None:
+    """``groups`` as a list of labels, one per scheduler group; ``None`` stays ``None``.
+
+    Raises:
+        ValueError: If it names another number of labels than the scheduler has groups.
+    """
+    if groups is not None and len(groups) != scheduler.num_groups:
+        raise ValueError(
+            f"{owner}: `groups` names {len(groups)} labels but the scheduler has "
+            f"{scheduler.num_groups} parameter group(s); give one label per group."
+        )
+    return None if groups is None else [str(label) for label in groups]
+
+
+def check_accumulation(owner: str, accumulation_steps: Any) -> int | None:
+    """``accumulation_steps`` as a positive integer; ``None`` (read it from the optimizer) stays.
+
+    Raises:
+        TypeError: For a value that is not an integer.
+        ValueError: For a value below 1.
+    """
+    if accumulation_steps is None:
+        return None
+    return _checks.integer(
+        owner,
+        "accumulation_steps",
+        accumulation_steps,
+        minimum=1,
+        hint="Pass optax.MultiSteps' every_k_schedule, or leave it out to read it.",
+    )
+
+
+def check_plot_steps(owner: str, scheduler: LRScheduler, plot_steps: Any) -> int:
+    """``plot_steps`` as an integer >= 0; ``None`` gives the scheduler's ``preview_steps``.
+
+    Raises:
+        TypeError: For a value that is not an integer.
+        ValueError: For a negative value.
+    """
+    if plot_steps is None:
+        plot_steps = scheduler.preview_steps
+    return _checks.integer(
+        owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
+    )
+
+
+def load_saved_state(
+    owner: str, scheduler: LRScheduler, state: Any, interval: str, strict: bool
+) -> int:
+    """Loads the scheduler's part of a saved callback state; returns the train steps saved.
+
+    Args:
+        owner: The callback's name, for the messages.
+        scheduler: The callback's scheduler, which takes the saved state.
+        state: What the callback's ``state_dict`` gave.
+        interval: The callback's ``interval``, which must be the one saved.
+        strict: Whether the scheduler refuses a state saved with another configuration.
+
+    Raises:
+        ValueError: As ``saved_train_steps``; for a state the scheduler refuses, with the way
+            out: its saved configuration, or the callback built with ``strict=False``.
+    """
+    train_steps = saved_train_steps(owner, state, interval)
+    try:
+        scheduler.load_state_dict(state["scheduler"], strict=strict)
+    except _ConfigurationError as error:  # the way out is the callback's argument
+        raise ValueError(
+            f"{owner}: {error.what} Build the scheduler with the saved configuration, or "
+            f"build the callback with {owner}(scheduler, ..., strict=False) to take the "
+            "saved position and keep the new configuration."
+        ) from None
+    return train_steps
 
 
 def saved_train_steps(owner: str, state: Any, interval: str) -> int:
@@ -80,17 +172,37 @@ def saved_train_steps(owner: str, state: Any, interval: str) -> int:
     return train_steps
 
 
-def no_epoch_metrics(
-    owner: str, monitor: Monitored, scheduler: LRScheduler, epoch: int, trained: int
-) -> ValueError:
-    """The error for an epoch end without the train means a ``train/`` monitor steps on."""
-    name = monitor.name
-    return ValueError(
-        f"{owner}: monitor={str(monitor)!r} is the epoch's train mean, but epoch {epoch} ended "
-        f"after {trained} train steps with no metrics reported (on_epoch_end got {{}}), so "
-        f"{type(scheduler).__name__} would never act. Pass the epoch's means: "
-        f"callbacks.on_epoch_end({{{name!r}: mean_{name}}}), as the Trainer does."
-    )
+def epoch_metrics(
+    owner: str,
+    monitor: Monitored,
+    scheduler: LRScheduler,
+    epoch: int,
+    metrics: Mapping[str, Any],
+    trained: int,
+) -> Mapping[str, Any] | None:
+    """The metrics a ``train/`` monitor steps its scheduler on at an epoch end, or ``None``.
+
+    ``None`` for an ``eval/`` monitor, and for an epoch end with no metrics after no train step
+    (an epoch resumed at its end).
+
+    Raises:
+        ValueError: If the epoch trained (``trained`` steps) but its end reports no metrics
+            (``callbacks.on_epoch_end()`` without the epoch's means): the scheduler would
+            never act.
+    """
+    if monitor.source != "train":
+        return None
+    if metrics:
+        return metrics
+    if trained:
+        name = monitor.name
+        raise ValueError(
+            f"{owner}: monitor={str(monitor)!r} is the epoch's train mean, but epoch {epoch} "
+            f"ended after {trained} train steps with no metrics reported (on_epoch_end got "
+            f"{{}}), so {type(scheduler).__name__} would never act. Pass the epoch's means: "
+            f"callbacks.on_epoch_end({{{name!r}: mean_{name}}}), as the Trainer does."
+        )
+    return None
 
 
 def align_with_loop(

@@ -8,7 +8,7 @@ from typing import Any, cast
 import numpy as np
 
 from flax_cyclic import _checks, _logging
-from flax_cyclic.callbacks._lr_binding import Binding, bind
+from flax_cyclic.callbacks._lr_binding import Binding, bind, rebound
 from flax_cyclic.callbacks._lr_guards import (
     AppliedCheck,
     CountCheck,
@@ -21,14 +21,18 @@ from flax_cyclic.callbacks._lr_logging import logged_scalars, write_plan
 from flax_cyclic.callbacks._lr_lookahead import Lookahead, planned_values, scheduler_values
 from flax_cyclic.callbacks._lr_setup import (
     align_with_loop,
+    check_accumulation,
+    check_groups,
     check_length,
     check_monitor,
-    no_epoch_metrics,
-    saved_train_steps,
+    check_plot_steps,
+    check_scheduler,
+    epoch_metrics,
+    load_saved_state,
 )
 from flax_cyclic.callbacks._writing import WritingCallback
 from flax_cyclic.callbacks.base import Loop, MetricWriter, flush_writer, loop_optimizer
-from flax_cyclic.schedulers import LRScheduler, _ConfigurationError
+from flax_cyclic.schedulers import LRScheduler
 
 __all__ = ["LRSchedulerCallback"]
 
@@ -142,38 +146,16 @@ class LRSchedulerCallback(WritingCallback):
         plot_steps: int | None = None,
     ) -> None:
         owner = type(self).__name__
-        if not isinstance(scheduler, LRScheduler):
-            raise TypeError(
-                f"{owner}: `scheduler` must be a flax_cyclic scheduler (e.g. CyclicLR), got "
-                f"{type(scheduler).__name__}. Pure schedules go straight into optax instead."
-            )
-        self.scheduler = scheduler
+        self.scheduler = scheduler = check_scheduler(owner, scheduler)
         self.interval = _checks.choice(owner, "interval", interval, _INTERVALS)
         self.monitor = check_monitor(owner, scheduler, monitor)
         self.learning_rate = learning_rate
         self.momentum = momentum
-        if groups is not None and len(groups) != scheduler.num_groups:
-            raise ValueError(
-                f"{owner}: `groups` names {len(groups)} labels but the scheduler has "
-                f"{scheduler.num_groups} parameter group(s); give one label per group."
-            )
-        self.groups = None if groups is None else [str(label) for label in groups]
-        if accumulation_steps is not None:
-            accumulation_steps = _checks.integer(
-                owner,
-                "accumulation_steps",
-                accumulation_steps,
-                minimum=1,
-                hint="Pass optax.MultiSteps' every_k_schedule, or leave it out to read it.",
-            )
-        self.accumulation_steps = accumulation_steps
+        self.groups = check_groups(owner, scheduler, groups)
+        self.accumulation_steps = check_accumulation(owner, accumulation_steps)
         WritingCallback.__init__(self, writer, log_every_steps=log_every_steps, required=False)
         self.strict = bool(strict)
-        if plot_steps is None:
-            plot_steps = scheduler.preview_steps
-        self.plot_steps = _checks.integer(
-            owner, "plot_steps", plot_steps, minimum=0, hint="e.g. the run's length, or 0."
-        )
+        self.plot_steps = check_plot_steps(owner, scheduler, plot_steps)
         self._init_state()
 
     def _init_state(self) -> None:
@@ -237,9 +219,9 @@ class LRSchedulerCallback(WritingCallback):
         self._applied_check.start(binding.targets)
         self._counts.start(optimizer, self._train_steps, binding.updates_per_step)
         self._epoch_steps = 0
-        first_run = fresh and started_at == 0 and not self._plan_written
-        if first_run and self.writes_here:
-            self._write_plan()
+        if fresh and started_at == 0 and not self._plan_written and self.writes_here:
+            plot_steps = 0 if self.monitor is not None else self.plot_steps  # no plan to draw
+            write_plan(self.writer, self.scheduler, plot_steps)
         self._plan_written = True
 
     def on_step_begin(self, loop: Loop, step: int) -> None:
@@ -261,29 +243,26 @@ class LRSchedulerCallback(WritingCallback):
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """Counts the update, logs the values it used, and advances a per-step scheduler."""
         owner = type(self).__name__
-        binding = self._binding
-        if binding is None:
-            raise not_begun(owner, "on_step_end")
-        if self.scheduler.last_epoch != self._position:
-            raise self._moved_elsewhere()
+        binding = self._bound("on_step_end")
         check_same_optimizer(owner, loop, binding.optimizer)
         if self._lookahead.pending:
             self._lookahead.check(owner, self.scheduler, self._train_steps)
         self._train_steps += 1
         self._epoch_steps += 1
         every = binding.updates_per_step
-        run = self._train_steps - self._counts.began_at
-        if run <= 2 * every or run & (run - 1) == 0:  # the first, then 2^n
-            self._verify_counts(loop)
+        if self._counts.due(self._train_steps, every):
+            self._counts.verify_loop(loop, binding.optimizer, self._train_steps)
         if self._train_steps % every:
             return  # a micro-batch of optax.MultiSteps: no parameter update yet
         update = self._train_steps // every - 1
         if self._applied_check.unconfirmed:
+            values = scheduler_values(self.scheduler)
             # Brings the injected values up to date before they are read.
             up_to_date = lambda: loop_optimizer(owner, loop)  # noqa: E731
-            self._applied_check.record(update, binding.targets, self._values(), up_to_date)
-        if self.writer is not None and self.due(update + 1):
-            self._log(self._train_steps)  # at the loop step the update completed
+            self._applied_check.record(update, binding.targets, values, up_to_date)
+        if self.writer is not None and self.due(update + 1) and self.writes_here:
+            scalars = logged_scalars(self.applied_values, self.groups, self.scheduler)
+            self.write_scalars(self._train_steps, scalars)  # the loop step the update completed
         # Within a dispatch of several steps, the values were applied already; the last
         # step's hooks write the next update's.
         last = getattr(loop, "steps_ahead", 0) == 0
@@ -308,18 +287,11 @@ class LRSchedulerCallback(WritingCallback):
             ValueError: For a value the optimizer could not apply as given (see ``write``).
         """
         owner = type(self).__name__
-        binding = self._binding
-        if binding is None:
-            raise not_begun(owner, "hyperparams_ahead")
-        if self.scheduler.last_epoch != self._position:
-            raise self._moved_elsewhere()
+        binding = self._bound("hyperparams_ahead")
         if not binding.is_current():
             raise replaced_state(owner, binding.targets)
-        if not self._per_update:
-            rows = [scheduler_values(self.scheduler)] * steps
-        else:
-            every = binding.updates_per_step
-            rows = self._lookahead.rows(self.scheduler, self._train_steps, start, steps, every)
+        every = binding.updates_per_step if self._per_update else None
+        rows = self._lookahead.rows(self.scheduler, self._train_steps, start, steps, every)
         return planned_values(owner, binding.targets, rows)
 
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
@@ -338,8 +310,9 @@ class LRSchedulerCallback(WritingCallback):
         try:
             if self._applied_check.pending:
                 self._applied_check.check(block=True)
-            if self._binding is not None and self._train_steps != self._counts.began_at:
-                self._verify_counts(loop)
+            binding = self._binding
+            if binding is not None and self._train_steps != self._counts.began_at:
+                self._counts.verify_loop(loop, binding.optimizer, self._train_steps)
         finally:
             flush_writer(self.writer)
 
@@ -351,22 +324,17 @@ class LRSchedulerCallback(WritingCallback):
                 reports no metrics (``callbacks.on_epoch_end()`` without the epoch's means):
                 the scheduler would never act.
         """
-        owner = type(self).__name__
         trained, self._epoch_steps = self._epoch_steps, 0
-        if self._binding is not None and trained:
-            self._verify_counts(loop)
+        binding = self._binding
+        if binding is not None and trained:
+            self._counts.verify_loop(loop, binding.optimizer, self._train_steps)
         if self.monitor is not None:
-            if self.monitor.source != "train":
-                return
-            if metrics:
-                self._step_on(metrics, "on_epoch_end")
-            elif trained:  # none after no step: an epoch resumed at its end
-                raise no_epoch_metrics(owner, self.monitor, self.scheduler, epoch, trained)
+            owner = type(self).__name__
+            means = epoch_metrics(owner, self.monitor, self.scheduler, epoch, metrics, trained)
+            if means is not None:
+                self._step_on(means, "on_epoch_end")
             return
-        if self._binding is None:
-            raise not_begun(owner, "on_epoch_end")
-        if self.scheduler.last_epoch != self._position:
-            raise self._moved_elsewhere()
+        self._bound("on_epoch_end")
         if self.interval == "epoch":
             self._advance()
 
@@ -387,12 +355,21 @@ class LRSchedulerCallback(WritingCallback):
 
     def _step_on(self, metrics: Mapping[str, Any], hook: str) -> None:
         """Steps a metric-driven scheduler with the monitored value of this hook's metrics."""
+        self._bound(hook)
+        assert self.monitor is not None  # only a metric-driven scheduler steps here
+        self._advance(self.monitor.value(type(self).__name__, metrics))
+
+    def _bound(self, hook: str) -> Binding:
+        """The binding of ``on_train_begin``, with the scheduler where the callback left it.
+
+        Raises:
+            RuntimeError: Before ``on_train_begin``, or if the scheduler was moved by another.
+        """
         if self._binding is None:
             raise not_begun(type(self).__name__, hook)
         if self.scheduler.last_epoch != self._position:
-            raise self._moved_elsewhere()
-        assert self.monitor is not None  # only a metric-driven scheduler steps here
-        self._advance(self.monitor.value(type(self).__name__, metrics))
+            raise moved_elsewhere(type(self).__name__, self.scheduler.last_epoch, self._position)
+        return self._binding
 
     # -- state --
 
@@ -417,15 +394,7 @@ class LRSchedulerCallback(WritingCallback):
                 ``strict=False`` (the message says so).
         """
         owner = type(self).__name__
-        train_steps = saved_train_steps(owner, state, self.interval)
-        try:
-            self.scheduler.load_state_dict(state["scheduler"], strict=self.strict)
-        except _ConfigurationError as error:  # the way out is this callback's argument
-            raise ValueError(
-                f"{owner}: {error.what} Build the scheduler with the saved configuration, or "
-                f"build the callback with {owner}(scheduler, ..., strict=False) to take the "
-                "saved position and keep the new configuration."
-            ) from None
+        train_steps = load_saved_state(owner, self.scheduler, state, self.interval, self.strict)
         self._position = self.scheduler.last_epoch
         self._lookahead.reset()
         self._plan_written = True
@@ -447,9 +416,6 @@ class LRSchedulerCallback(WritingCallback):
             accumulation_steps=self.accumulation_steps,
         )
 
-    def _values(self) -> dict[str, list[float]]:
-        return scheduler_values(self.scheduler)
-
     @property
     def applied_values(self) -> dict[str, list[float]]:
         """What the next update applies, per kind (``'lr'``, ``'momentum'``) and group.
@@ -463,53 +429,13 @@ class LRSchedulerCallback(WritingCallback):
         """
         if self._binding is None:
             raise not_begun(type(self).__name__, "applied_values")
-        return self._binding.cast(self._values())
+        return self._binding.cast(scheduler_values(self.scheduler))
 
     def _write(self) -> None:
         """Writes the scheduler's values; into an ``opt_state`` assigned since, bound anew."""
         binding = self._binding
         assert binding is not None  # written only once bound
         if not binding.is_current():
-            self._binding = binding = self._rebind(binding)
-        binding.write(self._values(), type(self).__name__)
-
-    def _rebind(self, binding: Binding) -> Binding:
-        """Binds to the optimizer's new ``opt_state``, with the checks of ``on_train_begin``."""
-        new = self._bind(binding.optimizer)
-        if new.updates_per_step != binding.updates_per_step:
-            raise RuntimeError(
-                f"{type(self).__name__}: the optimizer's new opt_state accumulates gradients "
-                f"over {new.updates_per_step} train steps per update, the one it replaced over "
-                f"{binding.updates_per_step}: the scheduler's position would no longer match "
-                "the updates. Keep the optimizer's structure when assigning its opt_state."
-            )
-        self._applied_check.watch(new.targets)
-        return new
-
-    def _verify_counts(self, loop: Loop) -> None:
-        """Compares the optimizer's update counts with the train steps the callback counted.
-
-        Called at the first ``2 * k`` train steps of a run, at each power of two, at epoch ends
-        and at the end: each reads the counts from the device (the step donates its state, so
-        they are read before the next step reuses it).
-        """
-        owner = type(self).__name__
-        optimizer = loop_optimizer(owner, loop)
-        assert self._binding is not None  # verified only once bound
-        check_same_optimizer(owner, loop, self._binding.optimizer)
-        # A loop that dispatches several steps at once runs their hooks afterwards.
-        self._counts.verify(optimizer, self._train_steps, getattr(loop, "steps_ahead", 0))
-
-    def _moved_elsewhere(self) -> RuntimeError:
-        return moved_elsewhere(type(self).__name__, self.scheduler.last_epoch, self._position)
-
-    def _write_plan(self) -> None:
-        """Writes the configuration as hparams and a picture of the planned schedule, once."""
-        plot_steps = 0 if self.monitor is not None else self.plot_steps  # no plan to draw
-        write_plan(self.writer, self.scheduler, plot_steps)
-
-    def _log(self, step: int) -> None:
-        if self.writes_here:
-            self.write_scalars(
-                step, logged_scalars(self.applied_values, self.groups, self.scheduler)
-            )
+            self._binding = binding = rebound(type(self).__name__, binding, self._bind)
+            self._applied_check.watch(binding.targets)
+        binding.write(scheduler_values(self.scheduler), type(self).__name__)
