@@ -7,6 +7,10 @@ braintools / PyTorch interface (``CyclicLR``, ``TriangularLR``, ``OneCycleLR``,
 """
 
 from flax_cyclic._hyperparams import set_hyperparams as set_hyperparams
+from flax_cyclic.averages import WeightAverage as WeightAverage
+from flax_cyclic.averages import init_average as init_average
+from flax_cyclic.averages import update_average as update_average
+from flax_cyclic.batch_stats import update_batch_stats as update_batch_stats
 from flax_cyclic.callbacks import Callback as Callback
 from flax_cyclic.callbacks import CallbackList as CallbackList
 from flax_cyclic.callbacks import EarlyStopping as EarlyStopping
@@ -14,7 +18,9 @@ from flax_cyclic.callbacks import LearningRateMonitor as LearningRateMonitor
 from flax_cyclic.callbacks import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks import ProgressBar as ProgressBar
+from flax_cyclic.callbacks import SnapshotEnsemble as SnapshotEnsemble
 from flax_cyclic.callbacks import TerminateOnNaN as TerminateOnNaN
+from flax_cyclic.callbacks import WeightAveraging as WeightAveraging
 from flax_cyclic.checkpoint import CheckpointedRun as CheckpointedRun
 from flax_cyclic.checkpoint import Checkpointer as Checkpointer
 from flax_cyclic.checkpoint import CheckpointError as CheckpointError
@@ -67,9 +73,12 @@ __all__ = [
     "ProgressBar",
     "ReduceLROnPlateau",
     "SequentialLR",
+    "SnapshotEnsemble",
     "TerminateOnNaN",
     "Trainer",
     "TriangularLR",
+    "WeightAverage",
+    "WeightAveraging",
     "__version__",
     "classification_eval_step",
     "classification_train_step",
@@ -77,10 +86,13 @@ __all__ = [
     "cosine_warm_restarts_schedule",
     "create_writer",
     "cyclic_schedule",
+    "init_average",
     "linear_schedule",
     "lr_find",
     "onecycle_schedule",
     "read_scalars",
     "set_hyperparams",
     "triangular_schedule",
+    "update_average",
+    "update_batch_stats",
 ]

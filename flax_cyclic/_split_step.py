@@ -15,7 +15,7 @@ place between steps (``InjectedHyperparams.write``) is heard without a sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -55,7 +55,9 @@ class SplitStep:
         self._train_step = train_step
         self._donate = donate
         self._unroll = unroll
-        self._objects = (model, optimizer) if rngs is None else (model, optimizer, rngs)
+        self._base = (model, optimizer) if rngs is None else (model, optimizer, rngs)
+        self._objects: tuple[Any, ...] = self._base
+        self._names = ("model", "optimizer", "rngs")[: len(self._base)]
         self._graphdef: Any = None
         self._variables: list[Any] = []
         self._leaves: list[Any] | None = None  # the carried arrays, while the objects are stale
@@ -104,6 +106,25 @@ class SplitStep:
         self._compiled = jax.jit(self._pure, donate_argnums=donated)
         self._scanned = jax.jit(self._pure_scan, donate_argnums=donated)
 
+    def ride(self, riders: Sequence[Any]) -> None:
+        """Has the step update ``riders`` after every update, as the flags of each step say.
+
+        A rider is an ``nnx.Module`` with a method ``take(model, flag)`` (pure NNX code, e.g.
+        ``AveragedWeights``): its state is carried and
+        donated with the model's, its ``take`` runs after each update with that step's flag
+        (``0``: the rider should do nothing), and ``sync`` writes its state back. Call it while
+        the objects are up to date; ``()`` removes them.
+        """
+        assert self._leaves is None, "ride() needs the objects up to date: sync() first"
+        self._objects = (*self._base, *riders)
+        self._names = (*self._names[: len(self._base)], *(type(r).__name__ for r in riders))
+        self.refresh()
+
+    @property
+    def riders(self) -> int:
+        """How many riders the step updates (the flags each step takes, one per rider)."""
+        return len(self._objects) - len(self._base)
+
     def prepare(self) -> list[Any]:
         """The carried arrays; after a sync, taken from the objects again (split again first).
 
@@ -114,11 +135,11 @@ class SplitStep:
             self._leaves = self._taken = [variable.get_raw_value() for variable in self._carried]
         return self._leaves
 
-    def __call__(self, batch: Any) -> Any:
-        """Runs one step on ``batch``; returns its metrics."""
+    def __call__(self, batch: Any, flags: Sequence[Any] = ()) -> Any:
+        """Runs one step on ``batch`` (``flags``: one per rider); returns its metrics."""
         leaves = self._leaves if self._leaves is not None else self.prepare()
         given = [variable.get_raw_value() for variable in self._inputs]
-        self._leaves, self._returned, metrics = self._compiled(leaves, given, batch)
+        self._leaves, self._returned, metrics = self._compiled(leaves, given, list(flags), batch)
         self._given, self._last = given, None
         return metrics
 
@@ -130,7 +151,7 @@ class SplitStep:
         return self._inputs
 
     def run(
-        self, batches: Any, values: list[np.ndarray], length: int
+        self, batches: Any, values: list[np.ndarray], length: int, flags: Sequence[Any] = ()
     ) -> tuple[Any, list[Any], list[Any]]:
         """Runs the first ``length`` of ``k`` stacked steps in one dispatch: a scan over ``k``.
 
@@ -143,6 +164,7 @@ class SplitStep:
             values: For each variable of ``injected()``, ``k`` values, one per step: the
                 value is written into the injected state before that step's update.
             length: The steps that count, from the first.
+            flags: For each rider, ``k`` flags, one per step (padded steps take nothing).
 
         Returns:
             The ``k`` steps' metrics, stacked; for each injected variable the ``k`` values its
@@ -152,13 +174,15 @@ class SplitStep:
         leaves = self.prepare()
         self._given = [variable.get_raw_value() for variable in self._inputs]
         self._leaves, applied, metrics, last = self._scanned(
-            leaves, values, batches, np.int32(length)
+            leaves, values, list(flags), batches, np.int32(length)
         )
         self._returned = applied  # stacked: sync takes the last step's values
         self._last = length - 1
         return metrics, applied, last
 
-    def run_each(self, batches: list[Any], values: list[np.ndarray]) -> list[tuple[list[Any], Any]]:
+    def run_each(
+        self, batches: list[Any], values: list[np.ndarray], flags: Sequence[Any] = ()
+    ) -> list[tuple[list[Any], Any]]:
         """Runs steps one compiled call each: the program of ``__call__``, no scan.
 
         Returns without waiting for the device.
@@ -166,6 +190,7 @@ class SplitStep:
         Args:
             batches: One batch per step.
             values: As for ``run``, one value per step.
+            flags: As for ``run``, one flag per step.
 
         Returns:
             For each step, the values its update applied (one per injected variable) and its
@@ -176,18 +201,21 @@ class SplitStep:
         steps = []
         for i, batch in enumerate(batches):
             given = [value[i] for value in values]
-            self._leaves, returned, metrics = self._compiled(self._leaves, given, batch)
+            step_flags = [flag[i] for flag in flags]
+            self._leaves, returned, metrics = self._compiled(self._leaves, given, step_flags, batch)
             steps.append((returned, metrics))
         self._returned, self._last = steps[-1][0], None
         return steps
 
     def traced(self, batches: Any, values: list[np.ndarray]) -> jax.stages.Traced:
         """The scan of ``run`` traced for these arguments: its jaxpr, ``.lower().compile()``."""
-        return self._scanned.trace(self.prepare(), values, batches, np.int32(0))
+        flags = [np.zeros(len(jax.tree.leaves(batches)[0]), np.int32)] * self.riders
+        return self._scanned.trace(self.prepare(), values, flags, batches, np.int32(0))
 
     def traced_step(self, batch: Any, values: list[Any]) -> jax.stages.Traced:
         """The step of ``run_each`` traced for one batch and its injected ``values``."""
-        return self._compiled.trace(self.prepare(), values, batch)
+        flags = [np.int32(0)] * self.riders
+        return self._compiled.trace(self.prepare(), values, flags, batch)
 
     def show(self, values: Mapping[int, Any]) -> None:
         """Puts values into injected variables (by index in ``injected()``), for hooks to read."""
@@ -208,7 +236,7 @@ class SplitStep:
         if carried is None:
             carried = [variable.get_raw_value() for variable in self._carried]
         given = [variable.get_raw_value() for variable in self._inputs]
-        return self._compiled.lower(carried, given, batch)
+        return self._compiled.lower(carried, given, [np.int32(0)] * self.riders, batch)
 
     def sync(self, *, check: bool = True) -> None:
         """Writes the arrays of the last step back into the NNX objects.
@@ -228,7 +256,7 @@ class SplitStep:
             return
         if check:
             replaced = [
-                _named(path)
+                self._named(path)
                 for path, variable, taken in zip(
                     self._carried_paths(), self._carried, self._taken, strict=True
                 )
@@ -278,18 +306,22 @@ class SplitStep:
         before = {id(variable): (path, value) for path, variable, value in snapshot}
         after = {id(variable) for _, variable, _ in now}
         changed = {
-            _named(path)
+            self._named(path)
             for path, variable, value in now
             if id(variable) not in before or before[id(variable)][1] is not value
         }
-        changed |= {_named(path) for key, (path, _) in before.items() if key not in after}
+        changed |= {self._named(path) for key, (path, _) in before.items() if key not in after}
         return sorted(changed)
+
+    def _named(self, path: tuple[Any, ...]) -> str:
+        """A variable's path in words: ``(0, 'out', 'bias')`` -> ``'model.out.bias'``."""
+        return ".".join([self._names[path[0]], *map(str, path[1:])])
 
     def _carried_paths(self) -> list[Any]:
         return self._divided(self._paths)[0]
 
     def _pure(
-        self, carried: list[Any], inputs: list[Any], batch: Any
+        self, carried: list[Any], inputs: list[Any], flags: list[Any], batch: Any
     ) -> tuple[list[Any], list[Any], Any]:
         carried_values, input_values = iter(carried), iter(inputs)
         values = [next(input_values if is_input else carried_values) for is_input in self._is_input]
@@ -300,15 +332,19 @@ class SplitStep:
             ]
         )
         objects = nnx.merge(self._graphdef, state)
-        if len(objects) == 3:
+        if len(self._base) == 3:
             metrics = self._train_step(objects[0], objects[1], batch, rngs=objects[2])
         else:
             metrics = self._train_step(objects[0], objects[1], batch)
+        for rider, flag in zip(objects[len(self._base) :], flags, strict=True):
+            rider.take(objects[0], flag)
         _, flat = nnx.graph.flatten(objects)
         paths = [path for path, _ in flat]
         if paths != self._paths:
-            added = sorted(map(_named, set(map(tuple, paths)) - set(map(tuple, self._paths))))
-            removed = sorted(map(_named, set(map(tuple, self._paths)) - set(map(tuple, paths))))
+            added = sorted(map(self._named, set(map(tuple, paths)) - set(map(tuple, self._paths))))
+            removed = sorted(
+                map(self._named, set(map(tuple, self._paths)) - set(map(tuple, paths)))
+            )
             raise ValueError(
                 "Trainer: train_step changed the structure of the model or optimizer (added "
                 f"{added}, removed {removed}); a train step may change values, not add or remove "
@@ -319,11 +355,16 @@ class SplitStep:
         return carried_out, inputs_out, metrics
 
     def _pure_scan(
-        self, carried: list[Any], values: list[Any], batches: Any, length: jax.Array
+        self,
+        carried: list[Any],
+        values: list[Any],
+        flags: list[Any],
+        batches: Any,
+        length: jax.Array,
     ) -> tuple[list[Any], list[Any], Any, list[Any]]:
-        def one(carried: list[Any], step: tuple[Any, list[Any], Any]) -> tuple[list[Any], Any]:
-            index, values, batch = step
-            new, applied, metrics = self._pure(carried, values, batch)
+        def one(carried: list[Any], step: tuple[Any, ...]) -> tuple[list[Any], Any]:
+            index, values, flags, batch = step
+            new, applied, metrics = self._pure(carried, values, flags, batch)
             # A padded step keeps the state it was given: where(True, new, old) is `new`,
             # bit for bit, so the steps that count compute what one step per call does.
             live = index < length
@@ -332,7 +373,7 @@ class SplitStep:
 
         steps = np.arange(len(jax.tree.leaves(batches)[0]), dtype=np.int32)
         carried, (applied, metrics) = jax.lax.scan(
-            one, carried, (steps, values, batches), unroll=self._unroll
+            one, carried, (steps, values, flags, batches), unroll=self._unroll
         )
         # The last step's values as device scalars, for the hooks to find in the variables
         # (no transfer back to the device at every dispatch).
@@ -345,8 +386,3 @@ class SplitStep:
         return [v for v, is_input in pairs if not is_input], [
             v for v, is_input in pairs if is_input
         ]
-
-
-def _named(path: tuple[Any, ...]) -> str:
-    """A variable's path in words: ``(0, 'out', 'bias')`` -> ``'model.out.bias'``."""
-    return ".".join([("model", "optimizer", "rngs")[path[0]], *map(str, path[1:])])

@@ -157,6 +157,23 @@ class LRScheduler(abc.ABC):
         """Whether the scheduler sets the momentum too (``get_last_momentum()`` is not None)."""
         return self._momentum_schedules is not None
 
+    def next_cycle_end(self, count: int) -> int | None:
+        """The first step from ``count`` whose update ends a cycle at its lowest value.
+
+        A cycle's end is the update that applies the cycle's lowest learning rate, after which
+        the next cycle rises again: the point where weight averaging and snapshot ensembles
+        take the model ([`WeightAveraging`][flax_cyclic.WeightAveraging]). ``None`` here: the
+        scheduler has no cycles.
+
+        Args:
+            count: A scheduler step (``last_epoch``), ``>= 0``.
+
+        Returns:
+            The scheduler step at or after ``count`` whose update ends a cycle, or ``None``.
+        """
+        del count
+        return None
+
     @property
     def requires_metric(self) -> bool:
         """Whether ``step()`` takes the monitored metric instead of advancing by one step.
@@ -694,6 +711,18 @@ class CyclicLR(LRScheduler):
         """Fraction of the current cycle completed, in [0, 1) (PyTorch's ``x``)."""
         return self._policy.phase(self._last_epoch)[1] / self.total_size
 
+    def next_cycle_end(self, count: int) -> int | None:
+        """The first step from ``count`` whose update applies ``base_lr`` after a full cycle.
+
+        A cycle of ``step_size_up + step_size_down`` steps ends where the next one starts:
+        the update at step ``total_size`` (and every multiple) applies the lowest value.
+
+        Example:
+            >>> CyclicLR(base_lr=0.1, max_lr=1.0, step_size_up=2).next_cycle_end(1)
+            4
+        """
+        return -(-max(count, 1) // self.total_size) * self.total_size
+
     def _config(self) -> dict[str, Any]:
         return {
             "base_lrs": list(self._base_lrs),
@@ -1105,6 +1134,16 @@ class CosineAnnealingWarmRestarts(_CosineScheduler):
     def cycle_position(self) -> float:
         """Fraction of the current cycle completed, in [0, 1)."""
         return self.T_cur / self.T_i
+
+    def next_cycle_end(self, count: int) -> int | None:
+        """The first step from ``count`` whose update is the last before a restart.
+
+        Example:
+            >>> CosineAnnealingWarmRestarts(base_lr=1.0, T_0=3, T_mult=2).next_cycle_end(3)
+            8
+        """
+        _, position, length = self._policy.locate(count, HOST)
+        return int(count + length - 1 - position)
 
     @property
     def preview_steps(self) -> int:

@@ -327,6 +327,10 @@ class Trainer:
             )
         summary: dict[str, float] = {"step": self.callbacks.step, "epoch": self.callbacks.epoch}
         means = mean_metrics(metrics)
+        for name, other in self.callbacks.evaluated_beside().items():
+            with _modes.mode(other, training=False):
+                theirs = [self._eval_step(other, self._placement.shard(b)) for b in eval_data]
+            means |= {f"{name}/{metric}": value for metric, value in mean_metrics(theirs).items()}
         summary |= means
         self._checkpoints.evaluated(self.callbacks.step, means)
         self.callbacks.on_eval_end(summary)

@@ -274,6 +274,7 @@ PUBLIC: dict[str, Any] = {
         "bases": ["builtins.object"],
         "signature": "()",
         "members": {
+            "evaluated_beside": "method(self, loop: Loop) -> dict[str, Any]",
             "hyperparams_ahead": "method(self, loop: Loop, start: int, steps: "
             "int) -> list[tuple[Any, np.ndarray]]",
             "load_state_dict": "method(self, state: Mapping[str, Any]) -> None",
@@ -289,6 +290,8 @@ PUBLIC: dict[str, Any] = {
             "Mapping[str, Any]) -> None",
             "on_train_begin": "method(self, loop: Loop) -> None",
             "on_train_end": "method(self, loop: Loop) -> None",
+            "rider": "method(self, loop: Loop) -> Any",
+            "rides_ahead": "method(self, loop: Loop, start: int, steps: int) -> np.ndarray",
             "state_dict": "method(self) -> dict[str, Any]",
             "state_key": "property -> str",
         },
@@ -299,6 +302,7 @@ PUBLIC: dict[str, Any] = {
         "signature": "(callbacks: Iterable[Callback] = (), *, model: Any = None, "
         "optimizer: Any = None, step: int = 0) -> None",
         "members": {
+            "evaluated_beside": "method(self) -> dict[str, Any]",
             "hyperparams_ahead": "method(self, start: int, steps: int) -> dict[int, np.ndarray]",
             "load_state_dict": "method(self, states: Mapping[str, Mapping[str, Any]]) -> None",
             "model": "property (settable) -> Any",
@@ -313,6 +317,8 @@ PUBLIC: dict[str, Any] = {
             "on_train_end": "method(self) -> None",
             "optimizer": "property (settable) -> Any",
             "optimizer_object": "property -> Any",
+            "rider_states": "method(self) -> dict[str, Any]",
+            "riders": "method(self) -> list[tuple[Callback, Any]]",
             "state_dict": "method(self) -> dict[str, dict[str, Any]]",
         },
     },
@@ -393,6 +399,7 @@ PUBLIC: dict[str, Any] = {
             "cycle": "property -> int",
             "cycle_position": "property -> float",
             "eta_mins": "property -> tuple[float, ...]",
+            "next_cycle_end": "method(self, count: int) -> int | None",
             "preview_steps": "property -> int",
         },
     },
@@ -415,6 +422,7 @@ PUBLIC: dict[str, Any] = {
             "max_lrs": "property -> tuple[float, ...]",
             "max_momentums": "property -> tuple[float, ...]",
             "mode": "property -> str",
+            "next_cycle_end": "method(self, count: int) -> int | None",
             "preview_steps": "property -> int",
             "scale_fn": "property -> Callable[[Any], Any] | None",
             "scale_mode": "property -> str",
@@ -488,6 +496,7 @@ PUBLIC: dict[str, Any] = {
             "last_epoch": "property (settable) -> int",
             "load_state_dict": "method(self, state: Mapping[str, Any], *, "
             "strict: bool = True) -> None",
+            "next_cycle_end": "method(self, count: int) -> int | None",
             "num_groups": "property -> int",
             "preview_steps": "property -> int",
             "requires_metric": "property -> bool",
@@ -507,6 +516,7 @@ PUBLIC: dict[str, Any] = {
         "plot_steps: int | None = None) -> None",
         "members": {
             "applied_values": "property -> dict[str, list[float]]",
+            "cycles": "method(self) -> Cycles",
             "due": "method(self, done: int) -> bool",
             "hyperparams_ahead": "method(self, loop: Loop, start: "
             "int, steps: int) -> list[tuple[Any, "
@@ -667,6 +677,34 @@ PUBLIC: dict[str, Any] = {
             "total_steps": "property -> int",
         },
     },
+    "SnapshotEnsemble": {
+        "kind": "class",
+        "bases": ["flax_cyclic.callbacks.base.Callback"],
+        "signature": "(directory: str | os.PathLike[str] | None = None, *, "
+        "max_snapshots: int = 5, at: Literal['cycle_end'] | None = "
+        "None, every_steps: int | None = None, start_step: int = 0, "
+        "state_key: str | None = None) -> None",
+        "members": {
+            "directory": "property -> str",
+            "evaluate": "method(self, batches: Iterable[Any], model: "
+            "nnx.Module | None = None, *, last: int | None = "
+            "None) -> dict[str, float]",
+            "members": "method(self, model: nnx.Module | None = None, *, "
+            "last: int | None = None) -> list[Any]",
+            "on_exception": "method(self, loop: Loop, exception: BaseException) -> None",
+            "on_step_end": "method(self, loop: Loop, step: int, metrics: "
+            "Mapping[str, Any]) -> None",
+            "on_train_begin": "method(self, loop: Loop) -> None",
+            "on_train_end": "method(self, loop: Loop) -> None",
+            "predict": "method(self, inputs: Any, model: nnx.Module | "
+            "None = None, *, last: int | None = None) -> "
+            "jax.Array",
+            "rider": "method(self, loop: Loop) -> SnapshotBuffer",
+            "rides_ahead": "method(self, loop: Loop, start: int, steps: int) -> np.ndarray",
+            "state_key": "property -> str",
+            "steps": "property -> list[int]",
+        },
+    },
     "TerminateOnNaN": {
         "kind": "class",
         "bases": ["flax_cyclic.callbacks.base.Callback"],
@@ -709,6 +747,37 @@ PUBLIC: dict[str, Any] = {
         "0) -> None",
         "members": {"step_size": "property -> int"},
     },
+    "WeightAverage": {
+        "kind": "class",
+        "bases": ["builtins.tuple"],
+        "signature": "(mean: ForwardRef('Any'), snapshots: ForwardRef('jax.Array'), "
+        "refused: ForwardRef('jax.Array'))",
+        "members": {
+            "mean": "attribute: _tuplegetter",
+            "refused": "attribute: _tuplegetter",
+            "snapshots": "attribute: _tuplegetter",
+        },
+    },
+    "WeightAveraging": {
+        "kind": "class",
+        "bases": ["flax_cyclic.callbacks.base.Callback"],
+        "signature": "(*, at: Literal['cycle_end'] | None = None, every_steps: "
+        "int | None = None, start_step: int = 0, decay: float | None "
+        "= None, evaluate: bool = True, state_key: str | None = "
+        "None) -> None",
+        "members": {
+            "averaged_model": "method(self, model: nnx.Module | None = None) -> nnx.Module",
+            "evaluated_beside": "method(self, loop: Loop) -> dict[str, Any]",
+            "on_step_end": "method(self, loop: Loop, step: int, metrics: "
+            "Mapping[str, Any]) -> None",
+            "on_train_begin": "method(self, loop: Loop) -> None",
+            "refused": "property -> int",
+            "rider": "method(self, loop: Loop) -> AveragedWeights",
+            "rides_ahead": "method(self, loop: Loop, start: int, steps: int) -> np.ndarray",
+            "snapshots": "property -> int",
+            "state_key": "property -> str",
+        },
+    },
     "__version__": {"kind": "str"},
     "classification_eval_step": {
         "kind": "function",
@@ -744,6 +813,7 @@ PUBLIC: dict[str, Any] = {
         "Any] | None = None, scale_mode: str = 'cycle') -> "
         "optax.Schedule",
     },
+    "init_average": {"kind": "function", "signature": "(params: Any) -> WeightAverage"},
     "linear_schedule": {
         "kind": "function",
         "signature": "(base_lr: float, start_factor: float = 0.3333333333333333, "
@@ -782,6 +852,16 @@ PUBLIC: dict[str, Any] = {
         "kind": "function",
         "signature": "(base_lr: float, max_lr: float, step_size: int = 2000) -> optax.Schedule",
     },
+    "update_average": {
+        "kind": "function",
+        "signature": "(average: WeightAverage, params: Any, *, take: Any = True, "
+        "decay: float | None = None) -> WeightAverage",
+    },
+    "update_batch_stats": {
+        "kind": "function",
+        "signature": "(model: nnx.Module, batches: Iterable[Any], *, forward: "
+        "Callable[[nnx.Module, Any], Any] | None = None) -> int",
+    },
 }
 
 CALLBACKS: dict[str, str] = {
@@ -792,7 +872,9 @@ CALLBACKS: dict[str, str] = {
     "LearningRateMonitor": "flax_cyclic.LearningRateMonitor",
     "MetricsLogger": "flax_cyclic.MetricsLogger",
     "ProgressBar": "flax_cyclic.ProgressBar",
+    "SnapshotEnsemble": "flax_cyclic.SnapshotEnsemble",
     "TerminateOnNaN": "flax_cyclic.TerminateOnNaN",
+    "WeightAveraging": "flax_cyclic.WeightAveraging",
 }
 
 LOOP: dict[str, Any] = {

@@ -101,6 +101,12 @@ SECTIONS = (
         ("flax_cyclic.trainer", "flax_cyclic.steps"),
     ),
     Section(
+        "Weight averaging",
+        "The cycle's low points put to use: see [Weight averaging at the cycle's end]"
+        "(weight_averaging.md).",
+        ("flax_cyclic.averages", "flax_cyclic.batch_stats"),
+    ),
+    Section(
         "Checkpoints",
         "Orbax checkpoints of a run, and the errors a run or a restore raises: see "
         "[Resuming a run](resume.md).",

@@ -40,6 +40,7 @@ class TrainerLoop(CallbackList):
         super().__init__(callbacks, model=model, optimizer=optimizer)
         self._split_step = split_step
         self.steps_per_dispatch = 1
+        self.runs_riders = True  # the split step runs them (Dispatcher)
         self.checkpointer: Any = None  # the Trainer's Checkpointer, for the callbacks to name
         # Within the hooks of a dispatch: the values its steps applied and the step's index,
         # put into the injected hyperparameters when a hook reads the optimizer.

@@ -1,7 +1,9 @@
 """Training-loop callbacks."""
 
+from flax_cyclic.callbacks.averaging import WeightAveraging as WeightAveraging
 from flax_cyclic.callbacks.base import Callback as Callback
 from flax_cyclic.callbacks.base import CallbackList as CallbackList
+from flax_cyclic.callbacks.ensemble import SnapshotEnsemble as SnapshotEnsemble
 from flax_cyclic.callbacks.lr import LRSchedulerCallback as LRSchedulerCallback
 from flax_cyclic.callbacks.metrics_logger import MetricsLogger as MetricsLogger
 from flax_cyclic.callbacks.monitor import LearningRateMonitor as LearningRateMonitor
@@ -17,5 +19,7 @@ __all__ = [
     "LearningRateMonitor",
     "MetricsLogger",
     "ProgressBar",
+    "SnapshotEnsemble",
     "TerminateOnNaN",
+    "WeightAveraging",
 ]

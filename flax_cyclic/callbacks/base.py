@@ -146,6 +146,45 @@ class Callback:
         """
         return []
 
+    def rider(self, loop: Loop) -> Any:
+        """State this callback keeps on the device and updates after every update, or ``None``.
+
+        A rider is an ``nnx.Module`` with a method ``take(model, flag)``: pure NNX code run
+        after each update with the flag [`rides_ahead`][flax_cyclic.Callback.rides_ahead]
+        planned for that step (``0``: nothing to do), e.g. the running average of
+        [`WeightAveraging`][flax_cyclic.WeightAveraging]. The
+        [`Trainer`][flax_cyclic.Trainer] runs it inside its compiled step (within a dispatch
+        of several steps too), carries its state with the model's and saves it in every
+        checkpoint (restored in place on resume); a hand-written loop's
+        [`CallbackList`][flax_cyclic.CallbackList] does not run it (``loop.runs_riders`` is
+        ``False``), so the callback runs it in ``on_step_end``. Asked once per ``fit``, before
+        the resume; return the same module each time. The default keeps none.
+        """
+        return None
+
+    def rides_ahead(self, loop: Loop, start: int, steps: int) -> np.ndarray:
+        """What the rider does at train steps ``start`` to ``start + steps - 1``: one flag each.
+
+        Asked before those steps run (one step, or a dispatch of several, whose ``start`` may
+        lie ahead of ``loop.step``), without moving the callback's state. Only for a callback
+        with a [`rider`][flax_cyclic.Callback.rider]; the default: nothing at any step.
+
+        Returns:
+            ``steps`` integers (``0``: nothing), flag ``i`` given to the rider after the update
+                of step ``start + i``.
+        """
+        return np.zeros(steps, np.int32)
+
+    def evaluated_beside(self, loop: Loop) -> dict[str, Any]:
+        """Models the [`Trainer`][flax_cyclic.Trainer] evaluates beside the loop's, by name.
+
+        Each is evaluated with the same ``eval_step`` and batches, in evaluation mode; its
+        metrics join the evaluation's as ``'<name>/<metric>'`` (e.g. ``avg/accuracy`` for
+        [`WeightAveraging`][flax_cyclic.WeightAveraging]), written as ``eval/<name>/<metric>``.
+        Asked before every evaluation; the default: none.
+        """
+        return {}
+
     def on_eval_end(self, loop: Loop, metrics: Mapping[str, Any]) -> None:
         """Called after an evaluation with its metrics."""
 
@@ -240,6 +279,7 @@ class CallbackList:
         self.stopped_by: str | None = None  # the state_key of the callback that set it
         self.steps_ahead = 0  # updates made beyond the step whose hooks run (see Callback)
         self.planners: dict[int, str] = {}  # by variable id: who planned it (hyperparams_ahead)
+        self.runs_riders = False  # whether the loop runs the callbacks' riders (Callback.rider)
         self._hooks: dict[str, tuple[list[Callback], int, list[Callback]]] = {}
         self._began = False
 
@@ -386,6 +426,46 @@ class CallbackList:
                     )
                 planned[key], owners[key] = values, callback.state_key
         return planned
+
+    def riders(self) -> list[tuple[Callback, Any]]:
+        """Every callback with a [`rider`][flax_cyclic.Callback.rider], with its rider."""
+        found = []
+        for callback in self.callbacks:
+            rider = callback.rider(self)
+            if rider is not None:
+                found.append((callback, rider))
+        return found
+
+    def rider_states(self) -> dict[str, Any]:
+        """The riders by the name a checkpoint keeps them under: ``'rider_<state_key>'``.
+
+        A rider whose ``checkpointed`` attribute is ``False`` is left out.
+
+        The extra state that [`Checkpointer.save`][flax_cyclic.Checkpointer.save] writes
+        beside the model and ``restore`` puts back in place.
+        """
+        return {
+            f"rider_{callback.state_key}": rider
+            for callback, rider in self.riders()
+            if getattr(rider, "checkpointed", True)
+        }
+
+    def evaluated_beside(self) -> dict[str, Any]:
+        """Every callback's [`Callback.evaluated_beside`][flax_cyclic.Callback.evaluated_beside].
+
+        Raises:
+            ValueError: If two callbacks name a model alike.
+        """
+        models: dict[str, Any] = {}
+        for callback in self._overriding("evaluated_beside"):
+            for name, model in callback.evaluated_beside(self).items():
+                if name in models:
+                    raise ValueError(
+                        f"CallbackList: two callbacks evaluate a model named {name!r} beside the "
+                        "loop's; give them distinct names so their metrics do not collide."
+                    )
+                models[name] = model
+        return models
 
     def on_eval_begin(self) -> None:
         """Calls ``on_eval_begin`` on every callback."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from flax_cyclic import _checks, _logging
 from flax_cyclic.callbacks._lr_binding import Binding, bind, rebound
+from flax_cyclic.callbacks._lr_cycles import Cycles, cycles_of
 from flax_cyclic.callbacks._lr_guards import (
     AppliedCheck,
     CountCheck,
@@ -177,6 +178,11 @@ class LRSchedulerCallback(WritingCallback):
     def train_steps(self) -> int:
         """Train steps (micro-batches with gradient accumulation) this callback has counted."""
         return self._train_steps
+
+    def cycles(self) -> Cycles:
+        """Where the cycles end in train steps (errors as ``_bound``, ``cycles_of``)."""
+        every = self._bound("cycles").updates_per_step if self._per_update else None
+        return cycles_of(type(self).__name__, self.scheduler, self._train_steps, every)
 
     @property
     def logs_learning_rate(self) -> bool:

@@ -1,14 +1,15 @@
 """A training run in its own process, for the kill / preemption / resume tests.
 
     python tests/workers/checkpoint_worker.py WORKDIR NUM_STEPS EVERY_STEPS
-        [--ballast MB] [--sleep S] [--tensorboard]
+        [--ballast MB] [--sleep S] [--tensorboard] [--average]
 
 Trains a small classifier with the Trainer, an LRSchedulerCallback and a Checkpointer in
 WORKDIR/checkpoints, prints one line per step ("step N") and the library's log lines, and at
 the end writes WORKDIR/final.npz (parameters, optimizer state, the learning-rate log).
 `--ballast` adds a large non-trainable variable so that saves take long enough to be killed
 mid-way; `--sleep` slows each step so that a signal can land during training; `--tensorboard`
-also writes the metrics through `create_writer` to WORKDIR/tensorboard.
+also writes the metrics through `create_writer` to WORKDIR/tensorboard; `--average` adds a
+`WeightAveraging` at the cycle ends (and the averaged weights to final.npz).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flax_cyclic import Callback, Checkpointer, CyclicLR, LRSchedulerCallback, Trainer
+from flax_cyclic import (
+    Callback,
+    Checkpointer,
+    CyclicLR,
+    LRSchedulerCallback,
+    Trainer,
+    WeightAveraging,
+)
 
 # The shared test helpers live one folder up, in tests/.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -57,7 +65,9 @@ class Progress(Callback):
         print(f"train end at step {loop.step}", flush=True)
 
 
-def build(workdir: str, every_steps: int, ballast_mb: int, sleep: float, tensorboard: bool):
+def build(
+    workdir: str, every_steps: int, ballast_mb: int, sleep: float, tensorboard: bool, average: bool
+):
     model = Model(nnx.Rngs(0), ballast_mb)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -71,6 +81,8 @@ def build(workdir: str, every_steps: int, ballast_mb: int, sleep: float, tensorb
         os.path.join(workdir, "checkpoints"), every_steps=every_steps, max_to_keep=3
     )
     callbacks = [LRSchedulerCallback(scheduler, writer=writer), Progress(sleep)]
+    if average:
+        callbacks.append(WeightAveraging())
     trainer = Trainer(model, optimizer, callbacks=callbacks, checkpointer=checkpointer)
     return trainer, writer
 
@@ -83,12 +95,13 @@ def main() -> int:
     parser.add_argument("--ballast", type=int, default=0, help="MB of extra state to save")
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait per step")
     parser.add_argument("--tensorboard", action="store_true", help="also write event files")
+    parser.add_argument("--average", action="store_true", help="average at the cycle ends")
     args = parser.parse_args()
     log = logging.getLogger("flax_cyclic")  # the library says what it saves (DEBUG) and resumes
     log.setLevel(logging.DEBUG)
     log.addHandler(logging.StreamHandler(sys.stdout))
     trainer, writer = build(
-        args.workdir, args.every_steps, args.ballast, args.sleep, args.tensorboard
+        args.workdir, args.every_steps, args.ballast, args.sleep, args.tensorboard, args.average
     )
     history = trainer.fit(data, num_steps=args.num_steps)
     if history.preempted:
@@ -105,6 +118,13 @@ def main() -> int:
             for i, leaf in enumerate(jax.tree.leaves(nnx.state(trainer.optimizer)))
         }
     )
+    for callback in trainer.callbacks.callbacks:
+        if isinstance(callback, WeightAveraging):
+            averaged = nnx.state(callback.averaged_model(), nnx.Param)
+            leaves.update(
+                {f"avg{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(averaged))}
+            )
+            leaves["snapshots"] = np.asarray(callback.snapshots)
     steps = sorted(writer.lrs)
     np.savez(
         os.path.join(args.workdir, "final.npz"),
