@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.nnx import graph
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _logging
+from flax_cyclic._errors import CheckpointError
 from flax_cyclic._json_state import NotJson, to_json
 from flax_cyclic._metrics import local_copy
 
@@ -31,6 +32,7 @@ __all__ = [
     "leaf_problems",
     "non_finite_leaves",
     "put_back",
+    "resumable",
     "saved_kind",
     "trainer_state",
     "training_state",
@@ -152,6 +154,50 @@ def extra_states(extra: Mapping[str, Any]) -> dict[str, Any]:
         name: nnx.state(value) if graph.is_graph_node(value) else value
         for name, value in extra.items()
     }
+
+
+def resumable(
+    checkpointer: Any, extra: Mapping[str, Any], riders: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The extra state to restore: ``extra`` and the callbacks' riders the checkpoint holds.
+
+    A rider new to a resumed run (a ``WeightAveraging`` added after pre-training) is left out:
+    it starts afresh, as in a new run, and the log says so. A rider's state saved by a callback
+    the run lacks is an error: it would be lost unsaid.
+
+    Args:
+        checkpointer: The run's ``Checkpointer``: its newest checkpoint is the one resumed.
+        extra: The extra state the run always restores (a Trainer's ``rngs``).
+        riders: The callbacks' riders, by the names ``CallbackList.rider_states`` gives.
+
+    Raises:
+        CheckpointError: If the checkpoint holds a rider this run lacks.
+    """
+    chosen = {**extra, **riders}
+    latest = checkpointer.latest_step() if checkpointer is not None else None
+    if latest is None:
+        return chosen or None
+    try:
+        saved = checkpointer.manager.item_metadata(latest).get("extra")
+    except Exception:  # a damaged checkpoint: restore reports it and tries the one before
+        return chosen or None
+    names = set() if saved is None else set(saved.tree)
+    gone = sorted(name for name in names - set(chosen) if name.startswith("rider_"))
+    if gone:
+        raise CheckpointError(
+            f"The checkpoint at step {latest} in {checkpointer.directory} holds {gone}, the "
+            "device state of a callback this run lacks (rider_<state_key>). Add that callback "
+            "back to resume the run, or use a new checkpoint directory."
+        )
+    for name in sorted(set(riders) - names):
+        del chosen[name]
+        _logging.logger.info(
+            "The checkpoint at step %d holds no %s (the callback is new to this run): it "
+            "starts afresh.",
+            latest,
+            name,
+        )
+    return chosen or None
 
 
 def as_metadata(target: Any) -> Any:

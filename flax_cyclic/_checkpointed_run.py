@@ -18,6 +18,7 @@ import jax
 from flax import nnx
 
 from flax_cyclic import _checks, _logging
+from flax_cyclic._checkpoint_items import resumable
 from flax_cyclic._errors import CheckpointError
 from flax_cyclic._loop.data import data_state, preemption
 from flax_cyclic.callbacks.base import CallbackList
@@ -65,6 +66,7 @@ class CheckpointedRun:
         self._model, self._optimizer = model, optimizer
         self._callbacks = _stateful(callbacks)
         self._extra_targets = extra
+        self._extra_asked = list(extra or {})  # the user's, without the callbacks' riders
         self._data = _data(data)
         self.state = state
         self.step = 0
@@ -212,6 +214,9 @@ class CheckpointedRun:
         return bool(saved)
 
     def _restore(self) -> None:
+        if isinstance(self._callbacks, CallbackList):  # the callbacks' riders, saved beside
+            riders = self._callbacks.rider_states()
+            self._extra_targets = resumable(self._checkpointer, self._extra_targets or {}, riders)
         restored = self._checkpointer.restore(**self._training_state(), extra=self._extra_targets)
         if restored is None:
             logger.info("No checkpoint in %s: starting fresh.", self._checkpointer.directory)
@@ -227,7 +232,7 @@ class CheckpointedRun:
         self._load_data(restored.trainer, where)
         if self.state is not None:
             self.state = restored.state
-        self.extra = dict(restored.extra)
+        self.extra = {name: restored.extra[name] for name in self._extra_asked}
         self.step = self.resumed_from = self._saved_step = restored.step
         if isinstance(self._callbacks, CallbackList):
             self._callbacks.step = restored.step

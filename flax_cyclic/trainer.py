@@ -238,6 +238,8 @@ class Trainer:
         self.callbacks.stop_training, self.callbacks.stopped_by = False, None
         self._checkpoints.start()
         self._placement.place((self.model, self.optimizer))
+        # Then the callbacks' riders, made from the placed model: sharded like its parameters.
+        self._placement.place([rider for _, rider in self.callbacks.riders()])
         # Training mode for the whole run (evaluation switches to evaluation mode and back);
         # the model's own mode is put back on the way out.
         with _modes.mode(self.callbacks.model, training=True):

@@ -27,6 +27,7 @@ from flax_cyclic import (
     CheckpointError,
     CyclicLR,
     LRSchedulerCallback,
+    WeightAveraging,
     set_hyperparams,
 )
 from flax_cyclic.steps import classification_train_step
@@ -39,11 +40,16 @@ class Stop(Exception):
     """Where a test interrupts a loop."""
 
 
-def nnx_loop(directory, num_steps, *, every_steps=4, fail_at=None, fail_before_update=False):
-    """A tiny NNX loop with an LR callback; ``fail_at``: raise in that step (after its update)."""
+def nnx_loop(
+    directory, num_steps, *, every_steps=4, fail_at=None, fail_before_update=False, extra=()
+):
+    """A tiny NNX loop with an LR callback (and ``extra`` callbacks); ``fail_at``: raise in that
+    step (after its update)."""
     model, optimizer = tiny_setup()
     callbacks = CallbackList(
-        [LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3))], model=model, optimizer=optimizer
+        [LRSchedulerCallback(CyclicLR(0.01, 0.1, step_size_up=3)), *extra],
+        model=model,
+        optimizer=optimizer,
     )
     checkpointer = Checkpointer(directory, every_steps=every_steps, every_epoch=False)
     with checkpointer.resume(model=model, optimizer=optimizer, callbacks=callbacks) as run:
@@ -277,3 +283,16 @@ def test_checkpointed_run_is_the_public_type(tmp_path):
     model, optimizer = tiny_setup()
     run = Checkpointer(tmp_path).resume(model=model, optimizer=optimizer)
     assert isinstance(run, CheckpointedRun)
+
+
+def test_a_weight_average_in_the_callbacks_is_saved_and_resumes_bitwise(tmp_path):
+    whole = WeightAveraging()  # at the cycle ends: after 7 updates (scheduler step 6)
+    nnx_loop(tmp_path / "whole", 14, extra=[whole])
+    with pytest.raises(Stop):
+        nnx_loop(tmp_path / "parts", 14, fail_at=9, extra=[WeightAveraging()])  # saved at 8
+    resumed = WeightAveraging()
+    run, *_ = nnx_loop(tmp_path / "parts", 14, extra=[resumed])
+    assert run.resumed_from == 8
+    assert run.extra == {}  # the average is the callback's, not the user's extra state
+    assert resumed.snapshots == whole.snapshots == 2  # after 7 and 13 updates
+    assert_bitwise(arrays(resumed.averaged_model()), arrays(whole.averaged_model()))

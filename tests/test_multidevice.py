@@ -47,6 +47,19 @@ def _assert_close(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 @pytest.mark.slow
+def test_the_average_lives_on_the_mesh_and_resumes_on_another_device_count(tmp_path):
+    whole = _run(8, tmp_path / "whole", 12, "--mesh", "--average")
+    assert whole["average_devices"] == whole["kernel_devices"] == 8
+    _run(8, tmp_path / "resumed", 8, "--mesh", "--save-every", "4", "--average")
+    resumed = _run(4, tmp_path / "resumed", 12, "--mesh", "--save-every", "4", "--average")
+    assert resumed["resumed_from"] == 8
+    assert resumed["average_devices"] == 4
+    assert resumed["compilations_after_first_step"] == 0
+    # The parameters, then the averaged weights (snapshots after 2, 4, ..., 12 steps).
+    _assert_close(_params(tmp_path / "resumed", 12), _params(tmp_path / "whole", 12))
+
+
+@pytest.mark.slow
 def test_data_parallel_on_8_devices_then_resume_on_4(tmp_path):
     single = _run(1, tmp_path / "single", 12)
     assert single["devices"] == 1

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from flax_cyclic import _logging
+from flax_cyclic._checkpoint_items import resumable
 from flax_cyclic._errors import CheckpointError, NonFiniteError
 from flax_cyclic._loop.data import data_state
 from flax_cyclic._loop.run import REPLAY, History, Resumed, Run
@@ -178,34 +179,9 @@ class RunCheckpoints:
         return extra or None
 
     def _extra_to_resume(self) -> dict[str, Any] | None:
-        """``_extra()`` less the riders the newest checkpoint holds no state of.
-
-        A callback with a rider that is new to a resumed run (a ``WeightAveraging`` added
-        after pre-training) starts it afresh, as a new run would; the log says so. A rider's
-        state saved by a callback this run lacks is an error: it would be lost unsaid.
-        """
-        extra = self._extra() or {}
-        latest = self.checkpointer.latest_step() if self.checkpointer is not None else None
-        if latest is None:
-            return extra or None
-        saved = self.checkpointer.manager.item_metadata(latest).get("extra")
-        names = set() if saved is None else set(saved.tree)
-        gone = sorted(name for name in names - set(extra) if name.startswith("rider_"))
-        if gone:
-            raise CheckpointError(
-                f"The checkpoint at step {latest} in {self.checkpointer.directory} holds {gone}, "
-                "the device state of a callback this run lacks (rider_<state_key>). Add that "
-                "callback back to resume the run, or use a new checkpoint directory."
-            )
-        for name in [name for name in self._loop.rider_states() if name not in names]:
-            del extra[name]
-            logger.info(
-                "The checkpoint at step %d holds no %s (the callback is new to this run): it "
-                "starts afresh.",
-                latest,
-                name,
-            )
-        return extra or None
+        """``_extra()``, with the riders as the newest checkpoint holds them (``resumable``)."""
+        rngs = {} if self._rngs is None else {"rngs": self._rngs}
+        return resumable(self.checkpointer, rngs, self._loop.rider_states())
 
     def _evaluated_here(self) -> dict[str, float] | None:
         """The last evaluation's metrics, by logged name, if it evaluated this very state."""

@@ -25,6 +25,7 @@ parser.add_argument("workdir", type=pathlib.Path)
 parser.add_argument("num_steps", type=int)
 parser.add_argument("--mesh", action="store_true")
 parser.add_argument("--save-every", type=int, default=0)
+parser.add_argument("--average", action="store_true", help="add WeightAveraging(every_steps=2)")
 args = parser.parse_args()
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -34,7 +35,14 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from helpers import tiny_batches, tiny_mlp  # noqa: E402
 
-from flax_cyclic import Callback, Checkpointer, CyclicLR, LRSchedulerCallback, Trainer  # noqa: E402
+from flax_cyclic import (  # noqa: E402
+    Callback,
+    Checkpointer,
+    CyclicLR,
+    LRSchedulerCallback,
+    Trainer,
+    WeightAveraging,
+)
 
 
 class CompilationsAfterFirstStep(Callback):
@@ -75,10 +83,11 @@ def main() -> None:
         if args.save_every
         else None
     )
+    averaging = [WeightAveraging(every_steps=2)] if args.average else []
     trainer = Trainer(
         model,
         optimizer,
-        callbacks=[LRSchedulerCallback(scheduler), counter],
+        callbacks=[LRSchedulerCallback(scheduler), counter, *averaging],
         checkpointer=checkpointer,
         mesh=mesh,
         progress=False,
@@ -88,6 +97,10 @@ def main() -> None:
         checkpointer.close()
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     kernel = leaves[0]
+    if averaging:  # the averaged weights after the parameters, and where the means live
+        mean = averaging[0].rider(trainer.callbacks).means[0][...]
+        averaged = nnx.state(averaging[0].averaged_model(), nnx.Param)
+        leaves += jax.tree.leaves(averaged)
     np.savez(
         args.workdir / f"params-{args.num_steps}.npz",
         *[np.asarray(jax.device_get(leaf)) for leaf in leaves],
@@ -97,6 +110,7 @@ def main() -> None:
             {
                 "devices": len(jax.devices()),
                 "kernel_devices": len(kernel.sharding.device_set),
+                "average_devices": len(mean.sharding.device_set) if averaging else None,
                 "compilations_after_first_step": counter.count,
                 "resumed_from": history.resumed_from,
                 "last_epoch": scheduler.last_epoch,
