@@ -48,6 +48,7 @@ from flax_cyclic import (
     SequentialLR,
     TerminateOnNaN,
     Trainer,
+    WeightAveraging,
     create_writer,
     read_scalars,
 )
@@ -205,7 +206,9 @@ def draw(seed: int, *, kill: bool = False) -> dict[str, Any]:
             "async_save": bool(rng.random() < 0.15),
         },
     }
-    return with_dispatch(config, pick([1, 1, 2, 4, 8]))  # drawn last: the rest stays as it was
+    config = with_dispatch(config, pick([1, 1, 2, 4, 8]))  # drawn last: the rest stays as it was
+    config["averaging"] = _draw_averaging(seed, config, total)  # its own stream: the same
+    return config
 
 
 def with_dispatch(config: dict[str, Any], k: int) -> dict[str, Any]:
@@ -220,6 +223,25 @@ def with_dispatch(config: dict[str, Any], k: int) -> dict[str, Any]:
         # LearningRateMonitor reads MultiSteps' counters, which a dispatch only has at its end.
         config["lr_logging"] = "callback"
     return config
+
+
+def _draw_averaging(seed: int, config: dict[str, Any], total: int) -> dict[str, Any] | None:
+    """A WeightAveraging (or none) that takes a snapshot within the run: at the cycle ends of
+    a cyclic scheduler stepped per update that ends a cycle in time, else every few steps."""
+    rng = np.random.default_rng([seed, 2])
+    if rng.random() < 0.5:
+        return None
+    decay = None if rng.random() < 0.6 else 0.9
+    spec, every = config["scheduler"], config["multisteps"]
+    first_end = None  # the train step (from 0) whose update ends the first cycle
+    if spec["interval"] == "step" and spec["kind"] == "cyclic":
+        cycle = spec["step_size_up"] + (spec["step_size_down"] or spec["step_size_up"])
+        first_end = (cycle + 1) * every - 1
+    elif spec["interval"] == "step" and spec["kind"] == "warm_restarts":
+        first_end = spec["T_0"] * every - 1
+    if first_end is not None and first_end < total and rng.random() < 0.8:
+        return {"decay": decay}
+    return {"every_steps": int(rng.integers(1, max(2, total // 2))), "decay": decay}
 
 
 def _draw_scheduler(rng, pick, total: int, top: float) -> dict[str, Any]:
@@ -426,6 +448,8 @@ def build(config: dict[str, Any], workdir: pathlib.Path, point=None):
                 stopping["monitor"], mode=MODES[stopping["monitor"]], patience=stopping["patience"]
             )
         )
+    if config.get("averaging") is not None:
+        callbacks.append(WeightAveraging(**config["averaging"]))
     if config["terminate_on_nan"]:
         callbacks.append(TerminateOnNaN())
     if point is not None:
@@ -493,8 +517,13 @@ def fit(config: dict[str, Any], workdir: pathlib.Path, point=None) -> dict[str, 
 
 
 def arrays(trainer: Trainer) -> dict[str, np.ndarray]:
-    """The model's and the optimizer's state, leaf by path, as host arrays (keys as data)."""
-    out = {}
+    """The model's and the optimizer's state (and a weight average's), leaf by path, as host
+    arrays (keys as data)."""
+    out = {
+        f"{key}[{i}]": np.asarray(leaf)
+        for key, rider in trainer.callbacks.rider_states().items()
+        for i, leaf in enumerate(jax.tree.leaves(nnx.state(rider)))
+    }
     for name, obj in (("model", trainer.model), ("optimizer", trainer.optimizer)):
         for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(obj))[0]:
             if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
