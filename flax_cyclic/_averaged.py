@@ -49,11 +49,14 @@ class AveragedWeights(nnx.Module):
         decay: ``None`` for the equal-weight mean of every snapshot taken (stochastic weight
             averaging); else the exponential moving average's decay in ``[0, 1)``: the first
             snapshot starts it, each further one enters with weight ``1 - decay``.
+        sparse: Snapshots at few steps (each cycle's end): the Trainer runs ``take`` between
+            dispatches, ending one at each snapshot, instead of inside every step.
     """
 
-    def __init__(self, model: nnx.Module, *, decay: float | None) -> None:
+    def __init__(self, model: nnx.Module, *, decay: float | None, sparse: bool = False) -> None:
         self.paths = tuple(averaged_paths(model))
         self.decay = decay
+        self.sparse = sparse
         params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
         self.means = nnx.List(
             [
@@ -106,6 +109,7 @@ class SnapshotBuffer(nnx.Module):
     """
 
     checkpointed = False
+    sparse = True  # taken between dispatches, at the snapshot's step
 
     def __init__(self, model: nnx.Module) -> None:
         self.paths = tuple(averaged_paths(model))

@@ -92,6 +92,7 @@ def local_copy(value: Any) -> Any:
     In a multi-process job a global array is not fully addressable; any of its local shards
     holds the whole value when it is replicated (a scalar hyperparameter, a reduction).
     """
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    # One process addresses every device: no array to ask (asking costs microseconds each).
+    if jax.process_count() > 1 and isinstance(value, jax.Array) and not value.is_fully_addressable:
         return value.addressable_data(0)
     return value

@@ -104,6 +104,7 @@ class SplitStep:
             return
         donated = 0 if self._donate else ()
         self._compiled = jax.jit(self._pure, donate_argnums=donated)
+        self._between: dict[int, Any] = {}  # take_between's compiled calls, by rider
         self._scanned = jax.jit(self._pure_scan, donate_argnums=donated)
 
     def ride(self, riders: Sequence[Any]) -> None:
@@ -323,15 +324,7 @@ class SplitStep:
     def _pure(
         self, carried: list[Any], inputs: list[Any], flags: list[Any], batch: Any
     ) -> tuple[list[Any], list[Any], Any]:
-        carried_values, input_values = iter(carried), iter(inputs)
-        values = [next(input_values if is_input else carried_values) for is_input in self._is_input]
-        state = nnx.from_flat_state(
-            [
-                (path, variable.replace(value))
-                for path, variable, value in zip(self._paths, self._variables, values, strict=True)
-            ]
-        )
-        objects = nnx.merge(self._graphdef, state)
+        objects = self._merged(carried, inputs)
         if len(self._base) == 3:
             metrics = self._train_step(objects[0], objects[1], batch, rngs=objects[2])
         else:
@@ -353,6 +346,39 @@ class SplitStep:
         new = [variable.get_raw_value() for _, variable in flat]
         carried_out, inputs_out = self._divided(new)
         return carried_out, inputs_out, metrics
+
+    def _merged(self, carried: list[Any], inputs: list[Any]) -> Any:
+        """The objects (traced) holding ``carried`` and ``inputs`` (one list each)."""
+        carried_values, input_values = iter(carried), iter(inputs)
+        values = [next(input_values if is_input else carried_values) for is_input in self._is_input]
+        state = nnx.from_flat_state(
+            [
+                (path, variable.replace(value))
+                for path, variable, value in zip(self._paths, self._variables, values, strict=True)
+            ]
+        )
+        return nnx.merge(self._graphdef, state)
+
+    def take_between(self, rider: Any, flag: Any) -> None:
+        """Runs ``rider.take(model, flag)`` on the state the last step left: a call of its own.
+
+        For a rider that acts at few steps (it never enters the step): queued on the device
+        behind the step, before the next one. The rider's state is donated and updated in place;
+        the model's is only read.
+        """
+        carried = self.prepare()
+        given = [variable.get_raw_value() for variable in self._inputs]
+        graphdef, state = nnx.split(rider)
+        compiled = self._between.get(id(rider))
+        if compiled is None:
+
+            def pure(state: Any, carried: list[Any], inputs: list[Any], flag: Any) -> Any:
+                merged = nnx.merge(graphdef, state)
+                merged.take(self._merged(carried, inputs)[0], flag)
+                return nnx.state(merged)
+
+            compiled = self._between[id(rider)] = jax.jit(pure, donate_argnums=0)
+        nnx.update(rider, compiled(state, carried, given, np.int32(flag)))
 
     def _pure_scan(
         self,

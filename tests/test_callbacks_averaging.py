@@ -384,3 +384,43 @@ def test_an_average_added_to_a_resumed_run_starts_afresh_and_one_removed_is_refu
     assert averaging.snapshots == 2  # after steps 10 and 12
     with pytest.raises(CheckpointError, match=r"holds \['rider_WeightAveraging'\], the device"):
         _resume_with(tmp_path, [], 16)
+
+
+def test_non_finite_snapshots_are_left_out_and_said_at_the_end(caplog):
+    import logging
+
+    model = MLP(nnx.Rngs(0), hidden=16)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=1e20)  # diverges within steps
+    recorder, averaging = Recorder(), WeightAveraging(every_steps=1)
+    trainer = Trainer(
+        model, nnx.Optimizer(model, tx, wrt=nnx.Param), callbacks=[recorder, averaging],
+        progress=False,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="flax_cyclic"):
+        trainer.fit(BATCHES[:6], num_epochs=1)
+    finite = [all(np.isfinite(leaf).all() for leaf in params) for params in recorder.params]
+    assert 0 < sum(finite) < 6, finite
+    assert (averaging.snapshots, averaging.refused) == (sum(finite), 6 - sum(finite))
+    assert f"{6 - sum(finite)} snapshot(s) had a non-finite parameter" in caplog.text
+    _assert_mean_of(averaging, [p for p, ok in zip(recorder.params, finite, strict=True) if ok])
+
+
+def test_the_averaged_model_gets_batchnorm_statistics_of_its_own_weights():
+    from flax_cyclic import update_batch_stats
+
+    model = NoisyNet(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.05)
+    averaging = WeightAveraging(every_steps=2, batch_stats_data=BATCHES[:4])
+    trainer = Trainer(
+        model, nnx.Optimizer(model, tx, wrt=nnx.Param), callbacks=[averaging], progress=False,
+        rngs=nnx.Rngs(dropout=1),
+    )  # fmt: skip
+    trainer.fit(BATCHES[:6], num_epochs=1)
+    recomputed = averaging.averaged_model()
+    averaging.batch_stats_data = None
+    by_hand = averaging.averaged_model()
+    np.testing.assert_array_equal(by_hand.norm.mean[...], model.norm.mean[...])
+    update_batch_stats(by_hand, BATCHES[:4])
+    np.testing.assert_array_equal(recomputed.norm.mean[...], by_hand.norm.mean[...])
+    np.testing.assert_array_equal(recomputed.norm.var[...], by_hand.norm.var[...])
+    assert not np.array_equal(recomputed.norm.mean[...], model.norm.mean[...])

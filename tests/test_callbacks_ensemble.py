@@ -120,7 +120,7 @@ def test_bad_settings_and_an_empty_ensemble_are_refused(tmp_path):
         SnapshotEnsemble(tmp_path, at="cycle_end", every_steps=3)
     with pytest.raises(ValueError, match="an ensemble of zero members predicts nothing"):
         SnapshotEnsemble(tmp_path / "empty").members(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
-    with pytest.raises(ValueError, match="fall in one dispatch of 4 steps or in two in a row"):
+    with pytest.raises(ValueError, match="end two dispatches of up to 4 steps in a row"):
         _fit(SnapshotEnsemble(tmp_path / "close", every_steps=3), 4)
     model, optimizer = _setup()
     loop = CallbackList([SnapshotEnsemble(every_steps=2)], model=model, optimizer=optimizer)

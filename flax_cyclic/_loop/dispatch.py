@@ -25,11 +25,11 @@ from flax_cyclic import _checks, _logging, _modes
 from flax_cyclic._loop.data import shapes
 from flax_cyclic._loop.placement import Placement
 from flax_cyclic._loop.resume import RunCheckpoints
+from flax_cyclic._loop.riding import Riders
 from flax_cyclic._loop.run import END, Run
 from flax_cyclic._loop.state import TrainerLoop
 from flax_cyclic._metrics import check_scalar_metrics, local_copy
 from flax_cyclic._split_step import SplitStep
-from flax_cyclic.callbacks.base import Callback
 
 __all__ = ["Dispatch", "Dispatcher", "Program", "check_metrics", "dispatching"]
 
@@ -114,41 +114,25 @@ class Dispatcher:
         self.at_boundary = True  # the hooks before the next dispatch ran with nothing ahead
         self.metrics_checked = False  # whether the step's metrics were checked this run
         self.program: Program | None = None  # chosen and compiled at the fit's first dispatch
-        self.riders: list[Callback] = []  # the callbacks whose riders the step runs
+        self.riders = Riders(loop, split_step, steps)
 
     def start(self) -> None:
         """A new fit: nothing ahead, metrics unchecked, the program chosen again.
 
         The callbacks' riders ([`Callback.rider`][flax_cyclic.Callback.rider]) are asked for
-        again and given to the step, which runs them after every update.
+        again: those inside the step given to it, the others run between dispatches.
         """
         self.at_boundary, self.metrics_checked, self.program = True, False, None
-        riders = self._loop.riders()
-        self.riders = [callback for callback, _ in riders]
-        if riders or self._split_step.riders:
-            self._split_step.ride([rider for _, rider in riders])
-
-    def _flags(self, start: int, length: int) -> list[np.ndarray]:
-        """Each rider's flags for the steps from ``start``, padded to ``k`` with zeros."""
-        flags = []
-        for callback in self.riders:
-            given = callback.rides_ahead(self._loop, start, length)
-            flag = np.asarray(given)
-            if flag.shape != (length,) or not np.issubdtype(flag.dtype, np.integer):
-                raise ValueError(
-                    f"Trainer.fit: {callback.state_key}.rides_ahead({start}, {length}) must give "
-                    f"{length} integers, one per step; it gave {given!r}."
-                )
-            flags.append(np.pad(flag.astype(np.int32), (0, max(self.steps - length, 0))))
-        return flags
+        self.riders.start()
 
     def train_one(self, batch: Any) -> Mapping[str, Any]:
         """Runs the hooks and the compiled train step for one batch; returns its metrics."""
         callbacks = self._loop
         callbacks.on_step_begin()
-        flags = [flag[0] for flag in self._flags(callbacks.step, 1)] if self.riders else ()
+        flags = self.riders.step_flags(callbacks.step) if self.riders.inside else ()
         try:  # ``_clearer_errors``, without a context manager's cost at every step
             metrics = self._split_step(self._placement.shard(batch), flags)
+            self.riders.take(callbacks.step, 1)
         except ValueError as error:
             clearer = self._clearer(error)
             if clearer is not None:
@@ -185,6 +169,7 @@ class Dispatcher:
         length = self.steps - start % self.steps
         if run.num_steps is not None:
             length = min(length, run.num_steps - start)
+        length = self.riders.end(start, length)  # a rider between dispatches acts at its end
         dispatch, first_shapes = [first], shapes(first)
         while len(dispatch) < length:
             batch = next(batches, END)
@@ -211,18 +196,23 @@ class Dispatcher:
             else np.concatenate([value, value[-1:].repeat(self.steps - length)])
             for value in self._values(start, length)
         ]
-        flags = self._flags(start, length)
+        flags = self.riders.flags(start, length)
         if self.program is not None and self.program.per_step:
             with self._clearer_errors():
-                return self._launch_each(dispatch, values, flags)
+                launched = self._launch_each(dispatch, values, flags)
+            self.riders.take(start, length)
+            return launched
         padded = dispatch + dispatch[-1:] * (self.steps - length)
         stacked = self._placement.shard(_stacked(padded), axis=1)
         with self._clearer_errors():
             if self.program is None:
                 self.program = self._choose(dispatch[0], stacked, values)
                 if self.program.per_step:
-                    return self._launch_each(dispatch, values, flags)
+                    launched = self._launch_each(dispatch, values, flags)
+                    self.riders.take(start, length)
+                    return launched
             metrics, applied, last = self._split_step.run(stacked, values, length, flags)
+        self.riders.take(start, length)
         check_metrics(metrics, stacked=True)
         return Dispatch(length, metrics, applied, last)
 

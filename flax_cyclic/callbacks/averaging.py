@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import jax
 import numpy as np
 from flax import nnx
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _logging
 from flax_cyclic._averaged import AveragedWeights, averaged_paths
+from flax_cyclic.batch_stats import update_batch_stats
 from flax_cyclic.callbacks._snapshot_steps import SnapshotSteps
 from flax_cyclic.callbacks.base import Callback, Loop
 
 __all__ = ["WeightAveraging"]
+
+logger = _logging.logger
 
 
 class WeightAveraging(Callback):
@@ -31,15 +34,15 @@ class WeightAveraging(Callback):
     equal-weight mean into an exponential moving average of the same snapshots.
 
     The average lives on the device: float32 running means of every floating-point
-    ``nnx.Param`` (never integer parameters, RNG state or BatchNorm statistics), updated inside
-    the [`Trainer`][flax_cyclic.Trainer]'s compiled step, after the update, at exactly the
-    steps planned (within a dispatch of several steps too), with no read back to the host. A
+    ``nnx.Param`` (never integer parameters, RNG state or BatchNorm statistics), updated after
+    exactly the updates planned, with no read back to the host: at the cycle ends by a compiled
+    call of its own between two steps (a dispatch of several steps ends there), with
+    ``every_steps`` inside the [`Trainer`][flax_cyclic.Trainer]'s compiled step. A
     snapshot with a non-finite parameter is never averaged in: it is counted in ``refused`` and
     a warning names it at the end. The average is saved in every checkpoint and resumes
     exactly; when ``fit`` evaluates, the averaged weights are evaluated beside the model
     (``avg/<metric>`` in the History's evaluations, ``eval/avg/<metric>`` in TensorBoard), with
-    the model's BatchNorm statistics (recompute them for the final average with
-    [`update_batch_stats`][flax_cyclic.update_batch_stats]).
+    the model's BatchNorm statistics, or statistics recomputed over ``batch_stats_data``.
 
     In a hand-written loop ([`CallbackList`][flax_cyclic.CallbackList]), ``on_step_end`` takes
     the snapshot (through ``nnx.jit``) at the same steps.
@@ -53,6 +56,10 @@ class WeightAveraging(Callback):
             exponential moving average; the first snapshot starts it, every later one enters
             with weight ``1 - decay``.
         evaluate: Evaluate the averaged weights beside the model when ``fit`` evaluates.
+        batch_stats_data: Training batches to recompute the BatchNorm statistics of the
+            averaged model with ([`update_batch_stats`][flax_cyclic.update_batch_stats]),
+            each time ``averaged_model()`` makes one (and so for each evaluation: a pass over
+            these batches; a few hundred examples suffice). ``None``: the model's statistics.
         state_key: The key of the callback's state in a checkpoint.
 
     Raises:
@@ -88,6 +95,7 @@ class WeightAveraging(Callback):
         start_step: int = 0,
         decay: float | None = None,
         evaluate: bool = True,
+        batch_stats_data: Iterable[Any] | None = None,
         state_key: str | None = None,
     ) -> None:
         owner = "WeightAveraging"
@@ -103,6 +111,7 @@ class WeightAveraging(Callback):
             )
         self.decay = None if decay is None else float(decay)
         self.evaluate = _checks.flag(owner, "evaluate", evaluate)
+        self.batch_stats_data = batch_stats_data
         self._state_key = state_key
         self._averaged: AveragedWeights | None = None
         self._loop: Loop | None = None
@@ -118,7 +127,10 @@ class WeightAveraging(Callback):
         """The running average (built from ``loop.model`` at the first call), for the loop."""
         self._loop = loop
         if self._averaged is None:
-            self._averaged = AveragedWeights(loop.model, decay=self.decay)
+            # At the cycle ends: between dispatches (free at the other steps); every n steps:
+            # inside the compiled step (a pass over the average at every step).
+            sparse = self.at == "cycle_end"
+            self._averaged = AveragedWeights(loop.model, decay=self.decay, sparse=sparse)
         return self._averaged
 
     def rides_ahead(self, loop: Loop, start: int, steps: int) -> np.ndarray:
@@ -141,6 +153,17 @@ class WeightAveraging(Callback):
         averaged = self.rider(loop)
         taken = int(jax.device_get(averaged.count[...])) > 0
         self._steps.begin(loop, self, any_taken=taken)
+
+    def on_train_end(self, loop: Loop) -> None:
+        """Warns of the snapshots left out of the average for a non-finite parameter."""
+        refused = self.refused
+        if refused:
+            logger.warning(
+                "WeightAveraging: %d snapshot(s) had a non-finite parameter and were left out "
+                "of the average of %d.",
+                refused,
+                self.snapshots,
+            )
 
     def on_step_end(self, loop: Loop, step: int, metrics: Mapping[str, Any]) -> None:
         """In a hand-written loop, takes the snapshot of this step (the Trainer's step does)."""
@@ -196,6 +219,8 @@ class WeightAveraging(Callback):
             )
         copy = nnx.clone(source)
         self._averaged.apply_to(copy)
+        if self.batch_stats_data is not None:
+            update_batch_stats(copy, self.batch_stats_data)
         return copy
 
     def _up_to_date(self) -> None:

@@ -154,8 +154,11 @@ class Callback:
         planned for that step (``0``: nothing to do), e.g. the running average of
         [`WeightAveraging`][flax_cyclic.WeightAveraging]. The
         [`Trainer`][flax_cyclic.Trainer] runs it inside its compiled step (within a dispatch
-        of several steps too), carries its state with the model's and saves it in every
-        checkpoint (restored in place on resume); a hand-written loop's
+        of several steps too), or, for a module with ``sparse = True`` (it acts at few steps),
+        as a compiled call of its own after each update it acts on (a dispatch ending there);
+        it places the rider's state like the model's and saves it in every checkpoint (restored
+        in place on resume; ``checkpointed = False`` on the module: not saved); a hand-written
+        loop's
         [`CallbackList`][flax_cyclic.CallbackList] does not run it (``loop.runs_riders`` is
         ``False``), so the callback runs it in ``on_step_end``. Asked once per ``fit``, before
         the resume; return the same module each time. The default keeps none.

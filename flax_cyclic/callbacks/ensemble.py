@@ -34,9 +34,10 @@ class SnapshotEnsemble(Callback):
     ``directory/<step>``, the newest ``max_snapshots`` kept: apart from the run's checkpoints
     and their best-k retention.
 
-    Within a dispatch of several steps, the [`Trainer`][flax_cyclic.Trainer]'s compiled step
-    copies the parameters at the snapshot's exact step into a buffer on the device, which the
-    step's hook then saves; two snapshots must then lie at least two dispatches apart. A resumed
+    With several steps per dispatch, the [`Trainer`][flax_cyclic.Trainer] ends a dispatch at
+    each snapshot's step and copies the parameters into a buffer on the device before the next
+    dispatch starts; that step's hook saves it. Two snapshots must then not end two dispatches
+    in a row (be more than ``steps_per_dispatch`` steps apart). A resumed
     run first removes the snapshots of steps beyond the checkpoint it resumed from (a killed
     run's, which it takes again), so it ends with the snapshots of the uninterrupted run.
 
@@ -134,9 +135,9 @@ class SnapshotEnsemble(Callback):
         """``step + 1`` at each of the steps that take a snapshot (the buffer notes it), else 0.
 
         Raises:
-            ValueError: With several steps per dispatch, if two snapshots fall in one dispatch
-                or in two consecutive ones: the hooks of a dispatch run while the next one
-                trains, so the second would overwrite the buffer before the first is saved.
+            ValueError: With several steps per dispatch, if two snapshots end two dispatches in
+                a row: the hooks of a dispatch run while the next one trains, so the second
+                would overwrite the buffer before the first is saved.
         """
         flags = np.zeros(steps, np.int32)
         self._dispatches += 1
@@ -145,14 +146,15 @@ class SnapshotEnsemble(Callback):
             if not self._steps.takes(step):
                 continue
             planned, dispatch = self._planned, getattr(loop, "steps_per_dispatch", 1)
-            if dispatch > 1 and planned is not None and self._dispatches - planned[1] <= 1:
-                raise ValueError(
-                    f"SnapshotEnsemble: the snapshots after train steps {planned[0] + 1} and "
-                    f"{step + 1} fall in one dispatch of {dispatch} steps or in two in a row, "
-                    "so the second would overwrite the first before it is saved. Lower "
-                    "steps_per_dispatch, or take snapshots less often."
-                )
-            self._planned = (step, self._dispatches)
+            if planned is None or planned[0] != step:
+                if dispatch > 1 and planned is not None and self._dispatches - planned[1] <= 1:
+                    raise ValueError(
+                        f"SnapshotEnsemble: the snapshots after train steps {planned[0] + 1} "
+                        f"and {step + 1} end two dispatches of up to {dispatch} steps in a row, "
+                        "so the second would overwrite the first before it is saved. Lower "
+                        "steps_per_dispatch, or take snapshots less often."
+                    )
+                self._planned = (step, self._dispatches)
             flags[i] = step + 1
         return flags
 
