@@ -763,14 +763,16 @@ PUBLIC: dict[str, Any] = {
         "bases": ["flax_cyclic.callbacks.base.Callback"],
         "signature": "(*, at: Literal['cycle_end'] | None = None, every_steps: "
         "int | None = None, start_step: int = 0, decay: float | None "
-        "= None, evaluate: bool = True, state_key: str | None = "
-        "None) -> None",
+        "= None, evaluate: bool = True, batch_stats_data: "
+        "Iterable[Any] | None = None, state_key: str | None = None) "
+        "-> None",
         "members": {
             "averaged_model": "method(self, model: nnx.Module | None = None) -> nnx.Module",
             "evaluated_beside": "method(self, loop: Loop) -> dict[str, Any]",
             "on_step_end": "method(self, loop: Loop, step: int, metrics: "
             "Mapping[str, Any]) -> None",
             "on_train_begin": "method(self, loop: Loop) -> None",
+            "on_train_end": "method(self, loop: Loop) -> None",
             "refused": "property -> int",
             "rider": "method(self, loop: Loop) -> AveragedWeights",
             "rides_ahead": "method(self, loop: Loop, start: int, steps: int) -> np.ndarray",
