@@ -52,6 +52,8 @@ class SnapshotSteps:
             owner, "start_step", start_step, minimum=0, maximum=None, hint="e.g. 0."
         )
         self._lr: LRSchedulerCallback | None = None
+        self._next: int | None = None  # the next snapshot step found, from where it was asked
+        self._asked = 0
 
     def begin(self, loop: Loop, callback: Callback, *, any_taken: bool) -> None:
         """Finds the LR callback (``at='cycle_end'``) and checks that the run takes a snapshot.
@@ -67,6 +69,7 @@ class SnapshotSteps:
                 ``callback``, or its scheduler has no cycles; or if, with the run's length
                 known and nothing taken yet, no snapshot falls in the run.
         """
+        self._next = None
         if self.at == "cycle_end":
             self._lr = _cyclic_lr_callback(self.owner, loop.callbacks, callback)
         total = loop.total_steps
@@ -87,8 +90,12 @@ class SnapshotSteps:
             return False
         if self.every_steps is not None:
             return every(step + 1, self.every_steps)
-        assert self._lr is not None, "begin() finds the LR callback first"
-        return self._lr.cycles().ends_cycle(step)
+        # The next cycle end, kept while the steps asked about stay before it (a few
+        # microseconds less at every step): the LR callback refuses a scheduler moved by others.
+        ahead = self._next
+        if ahead is None or step > ahead or step < self._asked:
+            self._asked, self._next = step, self.next(step)
+        return step == self._next
 
     def next(self, step: int) -> int | None:
         """The first train step from ``step`` that is followed by a snapshot (``None``: none)."""
