@@ -299,6 +299,24 @@ def test_the_other_schedules_train(tiny, tmp_path, schedule):
     assert results["steps"] == 6
 
 
+def test_weight_averaging_reports_the_average_beside_the_model(tiny, tmp_path):
+    # Cycles of 6 steps: of the 12 updates, the 7th ends a cycle (the 13th would end the next).
+    config = tiny_config(tiny, weight_averaging=True)
+    results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert results["avg_snapshots"] == 1
+    assert 0.0 <= results["avg_test_accuracy"] <= 1.0
+    again = train.train_and_evaluate(config, str(tmp_path / "work"))  # resumes at its end
+    assert again["resumed_from"] == 12
+    assert again["avg_snapshots"] == 1
+    assert again["avg_test_accuracy"] == results["avg_test_accuracy"]
+    off = train.train_and_evaluate(tiny_config(tiny, num_train_steps=4), str(tmp_path / "off"))
+    assert (off["avg_test_accuracy"], off["avg_snapshots"]) == (None, None)
+    with pytest.raises(ValueError, match=r"schedule='constant' has no cycles"):
+        train.train_and_evaluate(
+            tiny_config(tiny, weight_averaging=True, schedule="constant"), str(tmp_path / "c")
+        )
+
+
 def test_bad_schedule_and_batch_size(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"config\.schedule must be one of"):
         train.train_and_evaluate(tiny_config(tiny, schedule="cosine"), str(tmp_path / "a"))

@@ -69,9 +69,22 @@ def main(argv):
         f"Test accuracy after {results['steps']} steps: {results['test_accuracy']:.4f} "
         f"(loss {results['test_loss']:.4f})."
     )
+    if results["avg_snapshots"] is not None:
+        print(describe_average(results))
     print(f"Checkpoints: {results['workdir']}/checkpoints")
     print(f"TensorBoard logs: {results['workdir']}/tensorboard")
     print(f"View them: tensorboard --logdir {results['workdir']}/tensorboard")
+
+
+def describe_average(results):
+    """The line on the weight average (``--config.weight_averaging=True``) for the summary."""
+    count = results["avg_snapshots"]
+    if results["avg_test_accuracy"] is None:
+        return f"Weight average: {count} cycle ends averaged, not evaluated yet."
+    return (
+        f"Test accuracy of the weight average of {count} cycle end"
+        f"{'' if count == 1 else 's'}: {results['avg_test_accuracy']:.4f}."
+    )
 
 
 if __name__ == "__main__":

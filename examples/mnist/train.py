@@ -147,8 +147,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             (``tensorboard/``) go; running again with the same workdir resumes.
 
     Returns:
-        ``{'test_accuracy', 'test_loss', 'steps', 'resumed_from', 'workdir', 'lr_from'}``;
-        ``lr_from`` is what ``apply_lr_from`` took (``None`` without ``config.lr_from``).
+        ``{'test_accuracy', 'test_loss', 'avg_test_accuracy', 'avg_snapshots', 'steps',
+        'resumed_from', 'workdir', 'lr_from'}``; ``lr_from`` is what ``apply_lr_from`` took
+        (``None`` without ``config.lr_from``). With ``config.weight_averaging``,
+        ``avg_test_accuracy`` is the test accuracy of the average of the weights at the cycle
+        ends so far (``None`` before the first) and ``avg_snapshots`` their number; without,
+        both are ``None``.
     """
     workdir = pathlib.Path(workdir).absolute()
     config, taken = apply_lr_from(config)
@@ -161,14 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     if checkpointer.latest_step() is None:  # a fresh run: record its configuration once
         writer.write_hparams(dict(config.items()))
-    callbacks = []
-    scheduler = create_scheduler(config, total_steps)
-    if scheduler is not None:
-        callbacks.append(
-            flax_cyclic.LRSchedulerCallback(
-                scheduler, writer=writer, log_every_steps=config.log_every_steps
-            )
-        )
+    callbacks, averaging = create_callbacks(config, total_steps, writer)
     # Data-parallel over every device of every process (one device: an ordinary run).
     mesh = jax.make_mesh((jax.device_count(),), ("data",)) if jax.device_count() > 1 else None
     train_data, test_data = _process_rows(train_data), _process_rows(test_data)
@@ -196,11 +193,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
+        # The average's (evaluated beside the model once a snapshot is in); None without one.
+        "avg_test_accuracy": final.get("avg/accuracy"),
+        "avg_snapshots": None if averaging is None else averaging.snapshots,
         "steps": trainer.step,
         "resumed_from": history.resumed_from,
         "workdir": os.fspath(workdir),
         "lr_from": taken,
     }
+
+
+def create_callbacks(
+    config: ml_collections.ConfigDict, total_steps: int, writer: Any
+) -> tuple[list[flax_cyclic.Callback], flax_cyclic.WeightAveraging | None]:
+    """The LR callback of the config's scheduler and, with ``config.weight_averaging``, SWA.
+
+    Returns:
+        The callbacks (the LR callback first: the average reads its cycles) and the
+        ``WeightAveraging`` callback (``None`` when ``config.weight_averaging`` is off).
+
+    Raises:
+        ValueError: For ``config.weight_averaging`` with a schedule without cycles.
+    """
+    callbacks: list[flax_cyclic.Callback] = []
+    scheduler = create_scheduler(config, total_steps)
+    if scheduler is not None:
+        callbacks.append(
+            flax_cyclic.LRSchedulerCallback(
+                scheduler, writer=writer, log_every_steps=config.log_every_steps
+            )
+        )
+    if not config.weight_averaging:
+        return callbacks, None
+    if config.schedule != "cyclic":
+        raise ValueError(
+            "config.weight_averaging averages the weights at each cycle's end, and "
+            f"schedule={config.schedule!r} has no cycles; use --config.schedule=cyclic."
+        )
+    averaging = flax_cyclic.WeightAveraging()
+    return [*callbacks, averaging], averaging
 
 
 def find_lr(config: ml_collections.ConfigDict, workdir: str) -> flax_cyclic.LRFinderResult:
