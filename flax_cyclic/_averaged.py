@@ -17,7 +17,10 @@ from flax import nnx
 
 from flax_cyclic.averages import WeightAverage, update_average
 
-__all__ = ["AveragedWeights", "SnapshotBuffer", "averaged_paths"]
+__all__ = ["SNAPSHOT", "AveragedWeights", "SnapshotBuffer", "averaged_paths", "state_values"]
+
+#: What a snapshot of a model holds: its parameters and BatchNorm's running statistics.
+SNAPSHOT = nnx.Any(nnx.Param, nnx.BatchStat)
 
 
 class Snapshots(nnx.Variable[jax.Array]):
@@ -28,17 +31,24 @@ class RunningMean(nnx.Variable[jax.Array]):
     """A float32 running mean of one parameter: never trained, never a parameter."""
 
 
-def averaged_paths(model: nnx.Module) -> list[tuple[Any, ...]]:
-    """The paths of the parameters an average covers: every floating-point ``nnx.Param``.
+def averaged_paths(model: nnx.Module, kinds: Any = nnx.Param) -> list[tuple[Any, ...]]:
+    """The paths of the floating-point variables of ``kinds``: by default every ``nnx.Param``.
 
     Integer parameters and every other kind of state (RNG keys and counters, BatchNorm's
-    running statistics) are never averaged: the averaged model takes them from the model.
+    running statistics) are never averaged: the averaged model takes them from the model. A
+    snapshot holds the parameters and the running statistics (``SNAPSHOT``).
     """
     return [
         path
-        for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))
+        for path, value in nnx.to_flat_state(nnx.state(model, kinds))
         if jnp.issubdtype(jnp.asarray(value.get_value()).dtype, jnp.floating)
     ]
+
+
+def state_values(model: nnx.Module, paths: tuple[Any, ...], kinds: Any) -> list[Any]:
+    """The arrays ``model`` holds at ``paths`` (of ``averaged_paths(model, kinds)``)."""
+    flat = dict(nnx.to_flat_state(nnx.state(model, kinds)))
+    return [flat[path].get_value() for path in paths]
 
 
 class AveragedWeights(nnx.Module):
@@ -98,31 +108,28 @@ class AveragedWeights(nnx.Module):
 
 
 class SnapshotBuffer(nnx.Module):
-    """A copy of a model's floating-point parameters at one step, taken inside a train step.
+    """A copy of a model's parameters and BatchNorm statistics at one step, taken on the device.
 
     ``take(model, flag)`` copies them where ``flag`` is non-zero and keeps ``flag`` in
     ``step`` (a snapshot ensemble passes ``step + 1``): the hook that saves the copy checks it
     holds its step. Not part of a checkpoint (``checkpointed``): the snapshots are saved apart.
 
     Args:
-        model: The model whose parameters are copied (their structure, shapes and dtypes).
+        model: The model whose state is copied (its structure, shapes and dtypes).
     """
 
     checkpointed = False
     sparse = True  # taken between dispatches, at the snapshot's step
 
     def __init__(self, model: nnx.Module) -> None:
-        self.paths = tuple(averaged_paths(model))
-        params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-        self.params = nnx.List(
-            [RunningMean(jnp.zeros_like(params[path].get_value())) for path in self.paths]
-        )
+        self.paths = tuple(averaged_paths(model, SNAPSHOT))
+        values = state_values(model, self.paths, SNAPSHOT)
+        self.params = nnx.List([RunningMean(jnp.zeros_like(value)) for value in values])
         self.step = Snapshots(jnp.zeros((), jnp.int32))
 
     def take(self, model: nnx.Module, flag: jax.Array) -> None:
-        """Copies the parameters where ``flag`` is non-zero (traced, in place)."""
-        params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-        values = [params[path].get_value() for path in self.paths]
+        """Copies the state where ``flag`` is non-zero (traced, in place)."""
+        values = state_values(model, self.paths, SNAPSHOT)
         held = [copy.get_value() for copy in self.params]
         flag = jnp.asarray(flag, jnp.int32)
         copies, step = jax.lax.cond(

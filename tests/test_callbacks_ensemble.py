@@ -7,11 +7,14 @@ import shutil
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
+from helpers import NoisyNet
 from test_callbacks_averaging import BATCHES, SCHEDULERS, Recorder, _setup, _troughs, own_loop
 
 from flax_cyclic import (
+    Callback,
     CallbackList,
     Checkpointer,
     LRSchedulerCallback,
@@ -126,3 +129,40 @@ def test_bad_settings_and_an_empty_ensemble_are_refused(tmp_path):
     loop = CallbackList([SnapshotEnsemble(every_steps=2)], model=model, optimizer=optimizer)
     with pytest.raises(ValueError, match="give directory="):
         loop.on_train_begin()
+
+
+class Statistics(Callback):
+    """BatchNorm's running mean after every step."""
+
+    def __init__(self):
+        self.means = []
+
+    def on_step_end(self, loop, step, metrics):
+        self.means.append(np.asarray(loop.model.norm.mean[...]))
+
+
+def _noisy_run(callbacks, steps_per_dispatch):
+    model = NoisyNet(nnx.Rngs(0))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+    trainer = Trainer(
+        model, nnx.Optimizer(model, tx, wrt=nnx.Param), callbacks=callbacks, progress=False,
+        rngs=nnx.Rngs(dropout=1), steps_per_dispatch=steps_per_dispatch,
+    )  # fmt: skip
+    trainer.fit(BATCHES, num_epochs=1)
+    return model
+
+
+@pytest.mark.parametrize("steps_per_dispatch", [1, 4])
+def test_a_member_keeps_the_batchnorm_statistics_of_its_step(tmp_path, steps_per_dispatch):
+    statistics = Statistics()
+    _noisy_run([statistics, LRSchedulerCallback(SCHEDULERS["restarts"]())], 1)
+    ensemble = SnapshotEnsemble(tmp_path / "snapshots")
+    model = _noisy_run(
+        [LRSchedulerCallback(SCHEDULERS["restarts"]()), ensemble], steps_per_dispatch
+    )
+    assert ensemble.steps == [3, 9, 21]
+    # A scan compiles BatchNorm's arithmetic apart from one step's program: float32 rounding.
+    tolerance = {} if steps_per_dispatch == 1 else {"rtol": 1e-5, "atol": 1e-8}
+    for member, step in zip(ensemble.members(model), [2, 8, 20], strict=True):
+        np.testing.assert_allclose(member.norm.mean[...], statistics.means[step], **tolerance)
+    assert not np.array_equal(statistics.means[2], statistics.means[20])

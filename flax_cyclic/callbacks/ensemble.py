@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from flax_cyclic import _checks, _logging, _modes
-from flax_cyclic._averaged import SnapshotBuffer, averaged_paths
+from flax_cyclic._averaged import SNAPSHOT, SnapshotBuffer, averaged_paths, state_values
 from flax_cyclic.callbacks._snapshot_steps import SnapshotSteps
 from flax_cyclic.callbacks.base import Callback, Loop
 
@@ -30,9 +30,9 @@ class SnapshotEnsemble(Callback):
     snapshots are the models after the updates that end a cycle of the run's
     [`LRSchedulerCallback`][flax_cyclic.LRSchedulerCallback] (``at='cycle_end'``, the rule of
     [`WeightAveraging`][flax_cyclic.WeightAveraging]) or after every ``every_steps``-th step.
-    Each is saved as an Orbax checkpoint of the floating-point parameters in
-    ``directory/<step>``, the newest ``max_snapshots`` kept: apart from the run's checkpoints
-    and their best-k retention.
+    Each is saved as an Orbax checkpoint of the floating-point parameters and BatchNorm
+    running statistics in ``directory/<step>``, the newest ``max_snapshots`` kept: apart from
+    the run's checkpoints and their best-k retention.
 
     With several steps per dispatch, the [`Trainer`][flax_cyclic.Trainer] ends a dispatch at
     each snapshot's step and copies the parameters into a buffer on the device before the next
@@ -294,15 +294,14 @@ class SnapshotEnsemble(Callback):
 
 
 def _params(model: nnx.Module) -> list[jax.Array]:
-    """The floating-point parameters of ``model``, in ``averaged_paths`` order."""
-    flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    return [flat[path].get_value() for path in averaged_paths(model)]
+    """A snapshot of ``model``: its parameters and BatchNorm statistics (``SNAPSHOT``)."""
+    return state_values(model, tuple(averaged_paths(model, SNAPSHOT)), SNAPSHOT)
 
 
 def _set_params(model: nnx.Module, values: list[Any]) -> None:
-    state = nnx.state(model, nnx.Param)
+    state = nnx.state(model, SNAPSHOT)
     flat = dict(nnx.to_flat_state(state))
-    for path, value in zip(averaged_paths(model), values, strict=True):
+    for path, value in zip(averaged_paths(model, SNAPSHOT), values, strict=True):
         flat[path].set_value(jnp.asarray(value))
     nnx.update(model, nnx.from_flat_state(list(flat.items())))
 
