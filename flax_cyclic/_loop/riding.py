@@ -83,6 +83,12 @@ class Riders:
         """
         if not self.between:
             return
+        if length == 1 and self._steps == 1:  # one step per dispatch: asked here, once
+            for callback, rider in self.between:
+                flag = self._asked(callback, start, 1)[0]
+                if flag:
+                    self._split_step.take_between(rider, flag)
+            return
         if self._planned is None or self._planned[0] != start:
             self.end(start, length)
         assert self._planned is not None

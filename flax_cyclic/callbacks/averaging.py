@@ -136,6 +136,8 @@ class WeightAveraging(Callback):
     def rides_ahead(self, loop: Loop, start: int, steps: int) -> np.ndarray:
         """``1`` at each of the steps ``start`` to ``start + steps - 1`` that takes a snapshot."""
         takes = self._steps.takes
+        if steps == 1:  # one step per dispatch: asked at every step
+            return np.array([takes(start)], np.int32)
         return np.fromiter((takes(step) for step in range(start, start + steps)), np.int32)
 
     # -- hooks ------------------------------------------------------------------------------
