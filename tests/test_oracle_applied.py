@@ -49,6 +49,7 @@ from flax_cyclic import (
     OneCycleLR,
     SequentialLR,
     Trainer,
+    WeightAveraging,
     create_writer,
     read_scalars,
     set_hyperparams,
@@ -306,6 +307,18 @@ class Probe(Callback):
             )
 
 
+def averaging(case: Case, scheduler: Any) -> list[Callback]:
+    """A WeightAveraging at the cycle ends in half the cases of a cyclic schedule that ends a
+    cycle within the run (its own random stream: the cases stay as they were). At several
+    steps per dispatch a dispatch then ends at each cycle end: the LR of every update must not
+    change for it."""
+    end = scheduler.next_cycle_end(0)
+    wanted = random.Random(case.seed * 7 + 3).random() < 0.5
+    if case.loop not in ("trainer", "hand") or end is None or end >= case.updates or not wanted:
+        return []
+    return [WeightAveraging()]
+
+
 def run_case(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
     model = Revealer()
     tx = build_tx(case)
@@ -323,6 +336,7 @@ def run_case(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
         log_every_steps=case.log_every,
     )
     probe = Probe(scheduler, record, case.micro)
+    callbacks = [probe, callback, *averaging(case, scheduler)]
     steps = case.updates * case.micro
     try:
         if case.loop == "trainer":
@@ -330,13 +344,13 @@ def run_case(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
                 model,
                 optimizer,
                 train_step=reveal_step,
-                callbacks=[probe, callback],
+                callbacks=callbacks,
                 progress=False,
                 steps_per_dispatch=case.dispatch,
             )
             trainer.fit([np.zeros(1)] * steps, num_steps=steps)
             return None
-        loop = CallbackList([probe, callback], model=model, optimizer=optimizer)
+        loop = CallbackList(callbacks, model=model, optimizer=optimizer)
         loop.on_train_begin()
         if case.loop == "functional_wrong":
             return _trains_a_copy(loop, model, optimizer, steps)
