@@ -5,6 +5,7 @@
 3. How long the loop blocks per checkpoint save, async vs sync.
 4. Several train steps per dispatch: against hand-written loops, and how a dispatch runs its
    steps by default (``dispatch``, ``dispatch_modes``).
+5. What a TensorBoard writer costs a process: CLU's and TensorBoard's own (``writer_import``).
 
 Run with `make bench` (or `python benchmarks/run.py [--output docs/benchmarks.md]`). Candidates
 are interleaved over several rounds and the best round is kept (noise on a shared machine only
@@ -31,6 +32,7 @@ import callback_overhead
 import checkpoint_blocking
 import dispatch
 import dispatch_modes
+import writer_import
 
 LR = 1e-3
 GROUP_LRS = [1e-4, 1e-3, 1e-3, 1e-2]
@@ -305,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     print(sync_table)
     modes = dispatch_modes.section(dispatch_modes.measure(), machine)
     print(modes)
+    writers = writer_import.section(writer_import.measure(), machine)
+    print(writers)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(
@@ -345,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 "next to the same Trainer without it).\n\n"
                 f"{sync_table}\n\n"
                 f"{dispatch.sync_text(sync_costs)}\n\n"
-                f"{modes}"
+                f"{modes}\n"
+                f"{writers}"
             )
     return 0
 

@@ -1,6 +1,9 @@
-"""The CLU writer behind [`create_writer`][flax_cyclic.create_writer], and its restart marker.
+"""The writer behind [`create_writer`][flax_cyclic.create_writer], and its restart marker.
 
-Importing this module imports CLU and TensorFlow.
+The writer wraps the one that writes the event files: CLU's default writer (which imports
+TensorFlow) or TensorBoard's own event writer (``_event_writer``, no TensorFlow). Importing this
+module imports neither; files are listed and written through TensorFlow's file system where
+TensorFlow is imported (CLU's writer), and through TensorBoard's own otherwise.
 
 TensorBoard reads a run's event files in name order, and the name starts with the second the
 file was opened. A run that starts again at a step (a resume, or a fresh run in a used log
@@ -20,17 +23,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import tensorflow as tf
-from clu import metric_writers
 from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.tensorflow_stub.io import gfile as _own_gfile
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 _PREFIX = "events.out.tfevents."
+
+#: The writers ``create_writer(logdir, backend=...)`` offers.
+BACKENDS = ("clu", "tensorboard")
+
+
+def _gfile() -> Any:
+    """``tf.io.gfile`` where TensorFlow is imported, else TensorBoard's own (no import of it)."""
+    tensorflow = sys.modules.get("tensorflow")
+    return tensorflow.io.gfile if tensorflow is not None else _own_gfile
 
 
 def restart_step(step: int) -> int:
@@ -87,7 +99,7 @@ def write_restart_marker(logdir: str, step: int, second: int | None = None) -> N
     """
     if second is None:
         second = fresh_second(logdir)
-    names = tf.io.gfile.listdir(logdir) if tf.io.gfile.isdir(logdir) else []
+    names = _gfile().listdir(logdir) if _gfile().isdir(logdir) else []
     if not any(0 <= _opened_at(name) < second for name in names):
         return  # nothing to hide
     now = time.time()
@@ -97,7 +109,7 @@ def write_restart_marker(logdir: str, step: int, second: int | None = None) -> N
         session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
     )
     version = event_pb2.Event(wall_time=now, file_version="brain.Event:2")
-    with tf.io.gfile.GFile(os.path.join(logdir, f"{_PREFIX}{second:010d}"), "wb") as file:
+    with _gfile().GFile(os.path.join(logdir, f"{_PREFIX}{second:010d}"), "wb") as file:
         records = RecordWriter(file)
         for event in (version, start, start):
             records.write(event.SerializeToString())
@@ -109,7 +121,7 @@ def fresh_second(logdir: str) -> int:
     Waits for the next second where a file of this second exists: at most one second (a clock
     set back waits not).
     """
-    names = tf.io.gfile.listdir(logdir) if tf.io.gfile.isdir(logdir) else []
+    names = _gfile().listdir(logdir) if _gfile().isdir(logdir) else []
     newest = max((_opened_at(name) for name in names), default=-1)
     now = time.time()
     if now < newest + 1:
@@ -124,8 +136,12 @@ def _opened_at(name: str) -> int:
     return int(second) if name.startswith(_PREFIX) and second.isdigit() else -1
 
 
-class Writer(metric_writers.MetricWriter):
-    """CLU's default writer, whose event files are read after its run's restart marker.
+class Writer:
+    """A CLU ``MetricWriter`` whose event files are read after its run's restart marker.
+
+    It writes through the writer ``create`` makes, opened at the first write and again after
+    ``close``: CLU's default writer (``backend="clu"``) or TensorBoard's own
+    (``backend="tensorboard"``).
 
     ``start(step)`` says that the writer's run starts after ``step`` completed updates; the
     run's first write then writes the restart marker at ``restart_step(step)``. A writer never
@@ -133,15 +149,14 @@ class Writer(metric_writers.MetricWriter):
     next in this process.
     """
 
-    def __init__(self, logdir: str, *, just_logging: bool, asynchronous: bool) -> None:
+    def __init__(
+        self, logdir: str, *, just_logging: bool, backend: str, create: Callable[[], Any]
+    ) -> None:
         self.logdir = None if just_logging else logdir
-        self._create = functools.partial(
-            metric_writers.create_default_writer,
-            logdir,
-            just_logging=just_logging,
-            asynchronous=asynchronous,
-        )
-        self._inner: metric_writers.MetricWriter | None = None
+        #: Which writer writes the event files: ``"clu"`` or ``"tensorboard"``.
+        self.backend = backend
+        self._create = create
+        self._inner: Any = None
         self._run: _Run | None = None
         #: For an event file opened before the writer was started: the run it then awaited
         #: (``_Directory.markers``); the file is read after that run's marker.
@@ -173,7 +188,7 @@ class Writer(metric_writers.MetricWriter):
             self.close()
 
     @property
-    def _writer(self) -> metric_writers.MetricWriter:
+    def _writer(self) -> Any:
         if self._inner is None or (self._run is not None and not self._run.marked):
             self._open()
         assert self._inner is not None
@@ -231,5 +246,20 @@ class Writer(metric_writers.MetricWriter):
             self._inner = None
 
 
-def create(logdir: str, *, just_logging: bool, asynchronous: bool) -> Writer:
-    return Writer(logdir, just_logging=just_logging, asynchronous=asynchronous)
+def create(logdir: str, *, just_logging: bool, asynchronous: bool, backend: str) -> Writer:
+    """The writer of ``logdir`` on ``backend`` (one of ``BACKENDS``).
+
+    CLU's backend needs CLU and TensorFlow imported already (``create_writer`` imports them);
+    the writer is then also a ``clu.metric_writers.MetricWriter`` for ``isinstance``.
+    """
+    options = dict(just_logging=just_logging, asynchronous=asynchronous)
+    if backend == "clu":
+        from clu import metric_writers
+
+        metric_writers.MetricWriter.register(Writer)
+        create = functools.partial(metric_writers.create_default_writer, logdir, **options)
+    else:
+        from flax_cyclic import _event_writer
+
+        create = functools.partial(_event_writer.create, logdir, **options)
+    return Writer(logdir, just_logging=just_logging, backend=backend, create=create)

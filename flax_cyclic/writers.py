@@ -1,8 +1,9 @@
-"""Metric writers for TensorBoard, through CLU (installed with the ``tensorboard`` extra)."""
+"""Metric writers for TensorBoard: CLU's, or TensorBoard's own without TensorFlow."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import sys
@@ -12,13 +13,17 @@ from typing import Any
 
 import jax
 
-from flax_cyclic import _checks
+from flax_cyclic import _checks, _logging
 
 __all__ = ["create_writer"]
 
-_EXTRA_HINT = (
-    "Install the extra: pip install 'flax_cyclic[tensorboard]' (CLU, TensorFlow, TensorBoard)."
-)
+_EXTRA_HINT = "Install the extra: pip install 'flax_cyclic[tensorboard]' (TensorBoard)."
+_CLU_HINT = "Install the extra: pip install 'flax_cyclic[clu]' (CLU, TensorFlow, TensorBoard)."
+_BACKENDS = ("auto", "clu", "tensorboard")
+_DESCRIBED = {
+    "clu": "CLU's writer (TensorFlow)",
+    "tensorboard": "TensorBoard's event writer (no TensorFlow)",
+}
 
 #: A line of absl's C++ logging (which TensorFlow's libraries use), with its severity letter.
 _NATIVE_LOG_LINE = re.compile(r"([IWEF])\d{4} ")
@@ -31,13 +36,29 @@ _START_UP_NOISE = re.compile(
 
 
 def create_writer(
-    logdir: str | os.PathLike, *, asynchronous: bool = True, just_logging: bool | None = None
+    logdir: str | os.PathLike,
+    *,
+    backend: str = "auto",
+    asynchronous: bool = True,
+    just_logging: bool | None = None,
 ) -> Any:
     """A CLU ``MetricWriter`` writing TensorBoard event files to ``logdir``.
 
-    Built on ``clu.metric_writers.create_default_writer``: on process 0 it writes event files
+    Two writers write the same event files (TensorBoard shows the same tags, steps, values,
+    images and hparams), and log each scalar as CLU's ``LoggingWriter`` does:
+
+    - ``backend="clu"``: CLU's ``clu.metric_writers.create_default_writer``, as the Flax
+      examples use. CLU imports TensorFlow: install ``flax_cyclic[clu]``.
+    - ``backend="tensorboard"``: the same interface on TensorBoard's own event writer, without
+      TensorFlow (``flax_cyclic[tensorboard]`` installs ``tensorboard`` alone), as PyTorch's
+      ``torch.utils.tensorboard`` does.
+    - ``backend="auto"`` (the default): CLU's where CLU and TensorFlow are installed,
+      TensorBoard's otherwise.
+
+    The ``flax_cyclic`` logger says which one writes. On process 0 the writer writes event files
     (and logs), on every other process it only logs. Writes are asynchronous by default; call
     ``flush()`` at the end (the ``Trainer`` and ``LRSchedulerCallback`` do, also on exceptions).
+    Any other CLU ``MetricWriter`` works wherever a writer is taken.
 
     TensorBoard shows the run that trained. The writer's ``start(step)`` says that a run starts
     after ``step`` completed updates; [`CallbackList.on_train_begin`][flax_cyclic.CallbackList]
@@ -54,28 +75,43 @@ def create_writer(
 
     Where it writes event files (``just_logging=False``), a local ``logdir`` is created if
     missing and checked at once: a file, or a directory that cannot be created or written,
-    raises here with the path, rather than as TensorFlow's ``FailedPreconditionError``. A
-    ``scheme://`` path such as ``gs://bucket/run`` goes to the writer as it is.
+    raises here with the path, rather than at the first write. A ``scheme://`` path such as
+    ``gs://bucket/run`` goes to the writer as it is (TensorBoard's own file system reaches
+    ``s3://``; ``gs://`` needs TensorFlow's).
 
-    The first call imports TensorFlow and CLU, once per process: about 5 s on a 2-core CPU
-    (TensorFlow 2.21); later calls take under a millisecond. It prints none of TensorFlow's start-up
-    lines (absl's ``InitializeLog`` notice, oneDNN, CPU features, CUDA factories) unless
-    ``TF_CPP_MIN_LOG_LEVEL=0`` asks for them; anything else written to standard error during the
-    import still is. ``TF_ENABLE_ONEDNN_OPTS`` is left as it is.
+    CLU's writer imports TensorFlow at the first call, once per process: about 5 s on a 2-core
+    CPU (TensorFlow 2.21); later calls take under a millisecond. It prints none of
+    TensorFlow's start-up lines (absl's ``InitializeLog`` notice, oneDNN, CPU features, CUDA
+    factories) unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for them; anything else written to
+    standard error during the import still is. ``TF_ENABLE_ONEDNN_OPTS`` is left as it is.
+    TensorBoard's writer imports in a fraction of a second (docs/benchmarks.md).
 
     Args:
         logdir: The log directory, e.g. ``workdir/tensorboard``; ``tensorboard --logdir`` it.
+        backend: ``"auto"``, ``"clu"`` or ``"tensorboard"``: which writer writes (see above).
         asynchronous: Write in a background thread.
         just_logging: Only log, write no event files; default: on every process but 0.
 
     Returns:
-        A ``clu.metric_writers.MetricWriter`` with a ``start(step)`` method.
+        A CLU ``MetricWriter`` (``write_scalars``, ``write_images``, ``write_texts``,
+        ``write_histograms``, ``write_hparams``, ``flush``, ``close``, ...) with a
+        ``start(step)`` method, and ``backend``: the writer chosen.
 
     Raises:
-        ImportError: If the ``tensorboard`` extra is not installed; the message names it.
+        ValueError: If ``backend`` is not one of the three.
+        ImportError: If the writer's extra is not installed; the message names it.
         NotADirectoryError: If a local ``logdir`` is an existing file, or lies under one.
         PermissionError: If a local ``logdir`` cannot be created or written to.
         OSError: If a local ``logdir`` cannot be created for another reason.
+
+    Example:
+        >>> import tempfile
+        >>> from flax_cyclic import create_writer
+        >>> writer = create_writer(tempfile.mkdtemp(), backend="tensorboard")
+        >>> writer.backend
+        'tensorboard'
+        >>> writer.write_scalars(1, {"learning_rate": 0.5})
+        >>> writer.close()
 
     Note:
         How it is done: the run's first write puts a small event file before the run's
@@ -95,17 +131,56 @@ def create_writer(
         read event files with ``plugin_event_accumulator.EventAccumulator``. A loop without a
         ``CallbackList`` calls ``writer.start(step)`` before its first write.
     """
-    try:
-        with _quiet_start():
-            from flax_cyclic import _tensorboard
-    except ImportError as error:
-        raise ImportError(f"create_writer needs CLU and TensorFlow. {_EXTRA_HINT}") from error
+    _checks.choice("create_writer", "backend", backend, _BACKENDS)
+    chosen = _import_backend(backend)
     if just_logging is None:
         just_logging = jax.process_index() != 0
     logdir = os.fspath(logdir)
     if not just_logging:
         _checks.writable_directory("create_writer", "logdir", logdir)
-    return _tensorboard.create(logdir, just_logging=just_logging, asynchronous=asynchronous)
+    from flax_cyclic import _tensorboard
+
+    writer = _tensorboard.create(
+        logdir, just_logging=just_logging, asynchronous=asynchronous, backend=chosen
+    )
+    where = "logs only" if just_logging else f"event files in {logdir}"
+    _logging.logger.info("create_writer: %s, through %s.", where, _DESCRIBED[chosen])
+    return writer
+
+
+def _import_backend(backend: str) -> str:
+    """Imports what ``backend`` writes with; returns the writer chosen, ``"auto"`` resolved.
+
+    ``"auto"`` takes CLU's writer where CLU and TensorFlow import, TensorBoard's otherwise.
+    """
+    asked = backend
+    if backend == "auto":
+        if all(importlib.util.find_spec(name) for name in ("clu", "tensorflow")):
+            with contextlib.suppress(ImportError):  # one that does not import: TensorBoard's
+                _import("clu")
+                return "clu"
+        backend = "tensorboard"
+    try:
+        _import(backend)
+    except ImportError as error:
+        if backend == "clu":
+            message = (
+                f"create_writer(backend='clu') needs CLU and TensorFlow. {_CLU_HINT} Or pass "
+                "backend='tensorboard', which needs no TensorFlow."
+            )
+        else:
+            message = f"create_writer(backend={asked!r}) needs TensorBoard. {_EXTRA_HINT}"
+        raise ImportError(message) from error
+    return backend
+
+
+def _import(backend: str) -> None:
+    """Imports the libraries of ``backend``: CLU's metric writers, or TensorBoard's writer."""
+    if backend == "clu":
+        with _quiet_start():
+            import clu.metric_writers  # noqa: F401
+    else:
+        import tensorboard.summary.writer.event_file_writer  # noqa: F401
 
 
 @contextlib.contextmanager

@@ -804,8 +804,9 @@ PUBLIC: dict[str, Any] = {
     },
     "create_writer": {
         "kind": "function",
-        "signature": "(logdir: str | os.PathLike, *, asynchronous: bool = True, "
-        "just_logging: bool | None = None) -> Any",
+        "signature": "(logdir: str | os.PathLike, *, backend: str = 'auto', "
+        "asynchronous: bool = True, just_logging: bool | None = None) "
+        "-> Any",
     },
     "cyclic_schedule": {
         "kind": "function",

@@ -146,7 +146,11 @@ print("written", file=sys.stderr)
 def test_create_writer_starts_tensorflow_quietly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     stderr = _stderr(CREATE_WRITER, tmp_path, env=env)
-    assert stderr.splitlines() == ["written"]
+    assert stderr.splitlines() == [
+        f"flax_cyclic: create_writer: event files in {tmp_path}, through CLU's writer "
+        "(TensorFlow).",
+        "written",
+    ]
 
 
 def test_create_writer_shows_tensorflow_s_start_up_lines_when_asked(tmp_path):

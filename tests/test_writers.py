@@ -25,6 +25,7 @@ from helpers import (
     LOGGED_STEPS,
     host_lrs,
     logged_run,
+    raises_exactly,
     tensorboard_steps,
     tiny_batches,
     tiny_mlp,
@@ -44,6 +45,8 @@ from flax_cyclic import (
 )
 
 WORKER = pathlib.Path(__file__).parent / "workers" / "checkpoint_worker.py"
+# The restart markers, written beside either writer's event files.
+BACKENDS = pytest.mark.parametrize("backend", ["clu", "tensorboard"])
 WRITERS_WORKER = pathlib.Path(__file__).parent / "workers" / "writers_worker.py"
 
 
@@ -229,12 +232,16 @@ def test_the_tensorboard_server_shows_the_run_that_trained(restarted):
         assert steps == list(range(1, 7))
 
 
-def test_a_run_s_marker_is_read_after_the_earlier_run_and_before_all_the_run_wrote(tmp_path):
-    earlier = create_writer(tmp_path, asynchronous=False)
+@BACKENDS
+def test_a_run_s_marker_is_read_after_the_earlier_run_and_before_all_the_run_wrote(
+    tmp_path, backend
+):
+    earlier = create_writer(tmp_path, asynchronous=False, backend=backend)
     earlier.start(0)
     earlier.write_scalars(1, {"loss": 1.0})
     earlier.close()
-    writer = create_writer(tmp_path, asynchronous=False)  # at once: in the same second
+    # At once: in the same second.
+    writer = create_writer(tmp_path, asynchronous=False, backend=backend)
     writer.write_scalars(0, {"eval/loss": 5.0})  # before its run starts, as a baseline
     writer.start(0)
     writer.write_scalars(1, {"loss": 2.0})
@@ -245,8 +252,9 @@ def test_a_run_s_marker_is_read_after_the_earlier_run_and_before_all_the_run_wro
     assert read_scalars(tmp_path) == {"eval/loss": [(0, 5.0)], "loss": [(1, 2.0)]}
 
 
-def test_a_writer_started_again_after_it_wrote_begins_a_new_run(tmp_path):
-    writer = create_writer(tmp_path, asynchronous=False)
+@BACKENDS
+def test_a_writer_started_again_after_it_wrote_begins_a_new_run(tmp_path, backend):
+    writer = create_writer(tmp_path, asynchronous=False, backend=backend)
     writer.start(0)
     writer.write_scalars(1, {"loss": 1.0})
     writer.write_scalars(2, {"loss": 2.0})
@@ -256,12 +264,13 @@ def test_a_writer_started_again_after_it_wrote_begins_a_new_run(tmp_path):
     assert read_scalars(tmp_path)["loss"] == [(1, 1.0), (2, 20.0)]
 
 
-def test_a_first_run_writes_no_marker(tmp_path):
-    writer = create_writer(tmp_path, asynchronous=False)
+@BACKENDS
+def test_a_first_run_writes_no_marker(tmp_path, backend):
+    writer = create_writer(tmp_path, asynchronous=False, backend=backend)
     writer.start(0)
     writer.write_scalars(1, {"loss": 1.0})
     writer.close()
-    assert [name.endswith(".v2") for name in os.listdir(tmp_path)] == [True]
+    assert len([name for name in os.listdir(tmp_path) if "tfevents" in name]) == 1
 
 
 def test_a_writer_started_twice_before_writing_keeps_the_later_step(tmp_path):
@@ -386,28 +395,129 @@ def test_a_run_resumed_in_a_new_process_hides_the_earlier_run_after_its_step(new
     }
 
 
+def _run_code(code: str, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd=pathlib.Path(__file__).parent,
+    )
+
+
 def test_create_writer_without_the_extra_names_it():
     code = (
-        "import sys; sys.modules['clu'] = None\n"  # as if the extra were not installed
+        "import sys; sys.modules['tensorboard'] = None\n"  # as if the extra were not installed
+        "import flax_cyclic\n"
+        "for backend in ('auto', 'tensorboard'):\n"
+        "    try:\n"
+        "        flax_cyclic.create_writer('unused', backend=backend)\n"
+        "    except ImportError as error:\n"
+        "        print(error)\n"
+    )
+    lines = _run_code(code).stdout.splitlines()
+    assert len(lines) == 2
+    for line, backend in zip(lines, ("auto", "tensorboard"), strict=True):
+        assert line == (
+            f"create_writer(backend={backend!r}) needs TensorBoard. Install the extra: "
+            "pip install 'flax_cyclic[tensorboard]' (TensorBoard)."
+        )
+
+
+def test_create_writer_for_clu_without_clu_names_its_extra_and_the_other_writer():
+    code = (
+        "import sys; sys.modules['clu'] = None\n"
         "import flax_cyclic\n"
         "try:\n"
-        "    flax_cyclic.create_writer('unused')\n"
+        "    flax_cyclic.create_writer('unused', backend='clu')\n"
         "except ImportError as error:\n"
         "    print(error)\n"
+        "print(flax_cyclic.create_writer(sys.argv[1]).backend)\n"  # auto: TensorBoard's
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    lines = _run_code(code, "unused").stdout.splitlines()
+    assert lines == [
+        "create_writer(backend='clu') needs CLU and TensorFlow. Install the extra: pip install "
+        "'flax_cyclic[clu]' (CLU, TensorFlow, TensorBoard). Or pass backend='tensorboard', "
+        "which needs no TensorFlow.",
+        "tensorboard",
+    ]
+
+
+def test_create_writer_takes_clu_s_writer_where_tensorflow_is_installed(tmp_path):
+    from clu import metric_writers
+
+    writer = create_writer(tmp_path / "auto", asynchronous=False)
+    assert writer.backend == "clu"
+    assert isinstance(writer, metric_writers.MetricWriter)
+    assert create_writer(tmp_path / "tb", backend="tensorboard").backend == "tensorboard"
+
+
+def test_create_writer_refuses_an_unknown_backend(tmp_path):
+    message = (
+        "create_writer: `backend` must be one of 'auto', 'clu', 'tensorboard', got "
+        "backend='tensorflow' (str)."
     )
-    assert "pip install 'flax_cyclic[tensorboard]'" in result.stdout
+    with raises_exactly(ValueError, message):
+        create_writer(tmp_path, backend="tensorflow")
+    assert not any(tmp_path.iterdir())
+
+
+# A Trainer run with TensorFlow (and so CLU) unimportable: create_writer takes TensorBoard's
+# writer; what TensorBoard shows and whether TensorFlow was imported come back as JSON.
+WITHOUT_TENSORFLOW = """
+import json, sys
+sys.modules["tensorflow"] = None  # as if it were not installed: `import tensorflow` fails
+from helpers import logged_run
+from flax_cyclic import read_scalars
+logged_run(sys.argv[1])
+series = read_scalars(sys.argv[1])
+imported = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "clu"))
+print(json.dumps({"series": series, "imported": [n for n in imported if sys.modules[n]]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def without_tensorflow(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("without_tensorflow")
+    done = _run_code(WITHOUT_TENSORFLOW, logdir)
+    return logdir, json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+def test_a_run_without_tensorflow_logs_the_lr_of_every_update(without_tensorflow, logdir):
+    written, result, stderr = without_tensorflow
+    assert result["imported"] == []  # neither TensorFlow nor CLU entered sys.modules
+    assert "through TensorBoard's event writer (no TensorFlow)" in stderr
+    series = {tag: [tuple(pair) for pair in pairs] for tag, pairs in result["series"].items()}
+    expected = [lr[0] for lr in host_lrs(CyclicLR(**LOGGED_SCHEDULE), LOGGED_STEPS)]
+    steps, values = zip(*series["learning_rate"], strict=True)
+    assert list(steps) == list(range(1, LOGGED_STEPS + 1))
+    np.testing.assert_allclose(values, expected, rtol=1e-7)
+    # The same series, tags and steps as CLU's writer gave for the same run (module fixture).
+    with_clu = read_scalars(logdir)
+    assert series.keys() == with_clu.keys()
+    for tag in ("learning_rate", "momentum", "lr_cycle", "lr_cycle_position", "eval/accuracy"):
+        assert series[tag] == with_clu[tag], tag  # the same run: the same float32 values
+    assert [s for s, _ in series["train/loss"]] == [s for s, _ in with_clu["train/loss"]]
+    assert tensorboard_steps(written, "lr_schedule") == [0]  # the plan's image, once
+
+
+@pytest.mark.slow
+def test_the_tensorboard_server_shows_a_run_written_without_tensorflow(without_tensorflow):
+    written, result, _ = without_tensorflow
+    with tensorboard_server(written, ready_tag="learning_rate") as scalars:
+        rows = scalars("learning_rate")
+    assert rows == [tuple(pair) for pair in result["series"]["learning_rate"]]
 
 
 # -- a log directory that cannot be one: a clear error at create_writer time ---------------------
 
 
 def _refused(error: type[Exception], message: str, logdir) -> None:
-    with pytest.raises(error, match=re.escape(message)) as caught:
-        create_writer(logdir)
-    assert str(caught.value) == message
+    for backend in ("clu", "tensorboard"):  # checked before either writer is made
+        with pytest.raises(error, match=re.escape(message)) as caught:
+            create_writer(logdir, backend=backend)
+        assert str(caught.value) == message
 
 
 def test_create_writer_refuses_a_file_as_logdir(tmp_path):

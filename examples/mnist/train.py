@@ -159,7 +159,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_data, test_data, total_steps = load_data(config)
     model, optimizer = create_model_and_optimizer(config)
     logdir = workdir / "tensorboard"
-    writer = flax_cyclic.create_writer(os.fspath(logdir))
+    # CLU's writer, as the Flax examples use (flax_cyclic[clu]); backend="tensorboard" writes
+    # the same event files without TensorFlow.
+    writer = flax_cyclic.create_writer(os.fspath(logdir), backend="clu")
     checkpointer = flax_cyclic.Checkpointer(
         workdir / "checkpoints", every_steps=config.checkpoint_every_steps
     )
