@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import itertools
+import json
 import logging
 import math
 import pathlib
@@ -10,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
+import urllib.request
 import wave
 
 import jax.numpy as jnp
@@ -359,15 +363,46 @@ def test_it_writes_without_importing_tensorflow(tmp_path, block):
 # --- a real TensorBoard ------------------------------------------------------------------
 
 
+def _served_images(url: str, run: str, tag: str, sample: int) -> list[tuple[int, np.ndarray]]:
+    """The images TensorBoard's server shows for a run's tag and sample: (step, pixels)."""
+    query = urllib.parse.urlencode({"run": run, "tag": tag, "sample": sample})
+    with urllib.request.urlopen(f"{url}/images/images?{query}", timeout=10) as response:
+        entries = json.loads(response.read())
+    shown = []
+    for entry in entries:
+        with urllib.request.urlopen(
+            f"{url}/images/individualImage?{entry['query']}", timeout=10
+        ) as response:
+            shown.append((entry["step"], np.asarray(Image.open(io.BytesIO(response.read())))))
+    return shown
+
+
+def _served_hparams(url: str) -> dict[str, dict]:
+    """The hparams TensorBoard's server shows, by run (a session; equal ones share a group)."""
+    statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    query = {"experimentName": "", "colParams": [], "startIndex": 0, "sliceSize": 100}
+    request = urllib.request.Request(
+        f"{url}/hparams/session_groups",
+        data=json.dumps({**query, "allowedStatuses": statuses}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        groups = json.loads(response.read())["sessionGroups"]
+    return {session["name"]: group["hparams"] for group in groups for session in group["sessions"]}
+
+
 @pytest.mark.slow
-def test_a_real_tensorboard_shows_the_same_scalars(tmp_path):
+def test_a_real_tensorboard_shows_the_same_scalars_images_and_hparams(tmp_path):
     from test_writers import tensorboard_server
 
+    images = {"gray": _images()["float32_gray"], "rgb": _images()["uint8_rgb"]}
     for name, make in (("clu", clu), ("own", own)):
         writer = make(tmp_path / name)
         for step in range(1, 21):
             writer.write_scalars(step, {"loss": 1 / step, "lr": np.float32(0.1 * step)})
         writer.write_scalars(21, {"loss": float("nan")})
+        writer.write_images(3, images)
+        writer.write_hparams({"lr": 0.1, "model": {"width": 32, "kind": "mlp"}, "flag": True})
         writer.close()
     with tensorboard_server(tmp_path, ready_tag="loss", run="clu") as scalars:
         deadline = time.monotonic() + 60
@@ -379,3 +414,13 @@ def test_a_real_tensorboard_shows_the_same_scalars(tmp_path):
             assert len(got) == len(expected) == (21 if tag == "loss" else 20)
             assert [s for s, _ in got] == [s for s, _ in expected]
             np.testing.assert_array_equal([v for _, v in got], [v for _, v in expected])
+        for tag, sample in itertools.product(images, (0, 1)):  # two images per call
+            expected, got = (
+                _served_images(scalars.url, run, tag, sample) for run in ("clu", "own")
+            )
+            assert [s for s, _ in got] == [s for s, _ in expected] == [3]
+            np.testing.assert_array_equal(got[0][1], expected[0][1])
+        hparams = _served_hparams(scalars.url)
+        assert hparams["own"] == hparams["clu"]
+        assert hparams.keys() == {"clu", "own"}
+        assert hparams["own"] == {"lr": 0.1, "model.width": 32, "model.kind": "mlp", "flag": True}

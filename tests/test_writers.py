@@ -111,6 +111,8 @@ def tensorboard_server(logdir, *, ready_tag: str, run: str = "."):
         query = urllib.parse.urlencode({"run": of, "tag": tag})
         return [(step, value) for _, step, value in _get_json(f"{base}/scalars?{query}")]
 
+    scalars.url = f"http://127.0.0.1:{port}/data/plugin"  # type: ignore[attr-defined]
+
     try:
         deadline = time.monotonic() + 90
         while True:
