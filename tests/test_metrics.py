@@ -3,16 +3,20 @@ otherwise, naming the metric, its shape and the fix, on every path that reads me
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_batches, tiny_setup
+from helpers import count_compilations, tiny_batches, tiny_setup
 
-from flax_cyclic import Trainer
-from flax_cyclic._metrics import check_scalar_metrics, mean_metrics
+from flax_cyclic import Trainer, _metrics
+from flax_cyclic._metrics import check_scalar_metrics, host_column, mean_metrics
 from flax_cyclic.steps import classification_eval_step, classification_train_step
 
 SCALARS = {
@@ -110,3 +114,57 @@ def test_the_trainer_refuses_a_train_step_with_a_vector_metric():
     expected = re.escape(": metrics must be scalars, but 'per_class' has shape (3,).")
     with pytest.raises(TypeError, match=expected):
         trainer.fit(tiny_batches(16, 2), num_epochs=1)
+
+
+# -- reading many device scalars: stacked per chunk on the device, each value bit for bit -------
+
+
+def _device_scalars(count: int, dtype=jnp.float32) -> list:
+    step = jax.jit(lambda i: (jnp.sin(i * 0.37) * 1e3).astype(dtype))  # as a step's outputs
+    return [step(jnp.float32(i)) for i in range(count)]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.int32, jnp.bfloat16])
+def test_a_column_of_device_scalars_is_read_bit_for_bit(dtype):
+    values = _device_scalars(2 * _metrics._CHUNK + 7, dtype)  # two chunks and a rest
+    expected = np.asarray([np.asarray(value) for value in values])
+    got = host_column(values)
+    assert got.dtype == expected.dtype
+    assert got.tobytes() == expected.tobytes()
+    metrics = [{"loss": value} for value in values]
+    assert mean_metrics(metrics) == {"loss": float(np.mean(expected))}
+
+
+def test_a_column_of_mixed_values_is_read_as_numpy_reads_it():
+    values = _device_scalars(_metrics._CHUNK + 3)
+    values[5] = np.float32(2.5)  # a host value within the first chunk
+    values[-1] = 7.0
+    expected = np.asarray([np.asarray(value) for value in values])
+    assert host_column(values).tobytes() == expected.tobytes()
+
+
+def test_reading_columns_compiles_once_per_dtype():
+    values = _device_scalars(3 * _metrics._CHUNK)
+    host_column(values[: _metrics._CHUNK])
+    with count_compilations() as compiled:
+        host_column([*values[: 2 * _metrics._CHUNK], 0.5])
+    assert compiled == []
+
+
+def test_a_column_on_several_devices_is_read_value_by_value():
+    code = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        from flax_cyclic._metrics import host_column, _CHUNK
+        devices = jax.devices()
+        assert len(devices) == 2
+        values = [jax.device_put(jnp.float32(i), devices[i % 2]) for i in range(_CHUNK + 1)]
+        assert host_column(values).tolist() == list(range(_CHUNK + 1))
+        print("ok")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -122,10 +122,11 @@ class TrainerLoop(CallbackList):
                 written.append(index)
         return written
 
+    @property
+    def _guards_hooks(self) -> bool:
+        return self.steps_per_dispatch != 1  # one step per dispatch: nothing runs ahead
+
     def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
-        if self.steps_per_dispatch == 1:  # nothing runs ahead: nothing to check
-            getattr(callback, hook)(self, *args)
-            return
         if not self.steps_ahead:
             self._call_checked(callback, hook, args)
             return

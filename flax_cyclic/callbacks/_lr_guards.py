@@ -238,14 +238,16 @@ class CountCheck:
         )
 
 
+_ABSENT = object()  # an attribute the loop does not have
+
+
 def held_optimizer(loop: Any) -> Any:
     """The loop's optimizer object as it holds it, without bringing its state up to date.
 
     ``CallbackList.optimizer_object``; a loop without it gives ``loop.optimizer``.
     """
-    if hasattr(loop, "optimizer_object"):
-        return loop.optimizer_object
-    return getattr(loop, "optimizer", None)
+    held = getattr(loop, "optimizer_object", _ABSENT)  # read once: a property, at every step
+    return getattr(loop, "optimizer", None) if held is _ABSENT else held
 
 
 def check_same_optimizer(owner: str, loop: Any, optimizer: Any) -> None:

@@ -329,8 +329,12 @@ class CallbackList:
 
         A callback that does not override the hook (the base class's no-op) is passed over.
         """
+        guarded = self._guards_hooks
         for callback in self._overriding(hook):
-            self._call(callback, hook, args)
+            if guarded:
+                self._call(callback, hook, args)
+            else:
+                getattr(callback, hook)(self, *args)
             if attribute_stop and self.stop_training and self.stopped_by is None:
                 self.stopped_by = callback.state_key
 
@@ -344,6 +348,11 @@ class CallbackList:
             doing = [c for c in callbacks if getattr(getattr(c, hook), "__func__", 0) is not base]
             cached = self._hooks[hook] = (callbacks, len(callbacks), doing)
         return cached[2]
+
+    @property
+    def _guards_hooks(self) -> bool:
+        """Whether each hook is called through ``_call``: a loop that guards its state wraps it."""
+        return False
 
     def _call(self, callback: Callback, hook: str, args: tuple[Any, ...]) -> None:
         """Calls one callback's hook; a loop that guards its state wraps this call."""
