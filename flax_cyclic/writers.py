@@ -77,10 +77,12 @@ def create_writer(
     missing and checked at once: a file, or a directory that cannot be created or written,
     raises here with the path, rather than at the first write. A ``scheme://`` path such as
     ``gs://bucket/run`` goes to the writer as it is (TensorBoard's own file system reaches
-    ``s3://``; ``gs://`` needs TensorFlow's).
+    ``s3://`` and, through ``fsspec``, ``gs://`` where ``gcsfs`` is installed; CLU's writer
+    reaches what TensorFlow's does).
 
-    CLU's writer imports TensorFlow at the first call, once per process: about 5 s on a 2-core
-    CPU (TensorFlow 2.21); later calls take under a millisecond. It prints none of
+    CLU's writer imports TensorFlow at the first call, once per process: 2.4 s with the first
+    write on a 2-core CPU (TensorFlow 2.21, ``benchmarks/writer_import.py``); later calls take
+    under a millisecond. It prints none of
     TensorFlow's start-up lines (absl's ``InitializeLog`` notice, oneDNN, CPU features, CUDA
     factories) unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for them; anything else written to
     standard error during the import still is. ``TF_ENABLE_ONEDNN_OPTS`` is left as it is.

@@ -208,6 +208,8 @@ def draw(seed: int, *, kill: bool = False) -> dict[str, Any]:
     }
     config = with_dispatch(config, pick([1, 1, 2, 4, 8]))  # drawn last: the rest stays as it was
     config["averaging"] = _draw_averaging(seed, config, total)  # its own stream: the same
+    # create_writer's backend, from a stream of its own too: CLU's writer or TensorBoard's.
+    config["writer_backend"] = ["clu", "tensorboard"][np.random.default_rng([seed, 3]).integers(2)]
     return config
 
 
@@ -426,7 +428,11 @@ def build(config: dict[str, Any], workdir: pathlib.Path, point=None):
     if config["multisteps"] > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=config["multisteps"]).gradient_transformation()
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    writer = create_writer(workdir / "tensorboard") if config["writer"] else None
+    writer = (
+        create_writer(workdir / "tensorboard", backend=config["writer_backend"])
+        if config["writer"]
+        else None
+    )
     spec = config["scheduler"]
     lr_callback = LRSchedulerCallback(
         _scheduler(spec),

@@ -95,6 +95,7 @@ class Case:
     updates: int
     at: int  # the update of a replaced optimizer or a doubled on_step_end
     dispatch: int = 1  # the Trainer's steps_per_dispatch
+    writer: str = "clu"  # create_writer's backend: CLU's writer or TensorBoard's own
 
     @property
     def micro(self) -> int:
@@ -137,7 +138,8 @@ def draw(seed: int) -> Case:
     )
     # Drawn last, so that the fields above are those of the seed before it existed.
     dispatch = rng.choice([1, 2, 4, 8])
-    return dataclasses.replace(case, dispatch=dispatch if loop == "trainer" else 1)
+    writer = random.Random(f"{seed}/writer").choice(["clu", "tensorboard"])  # a stream apart
+    return dataclasses.replace(case, dispatch=dispatch if loop == "trainer" else 1, writer=writer)
 
 
 # -- the reference: what a configuration must do, from the configuration alone ------------------
@@ -326,7 +328,9 @@ def run_case(case: Case, scheduler: Any, record: Record, logdir: Any) -> None:
         return _functional(case, scheduler, record, model, tx)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     record.params.append({g: np.asarray(getattr(model, g)[...]) for g in LABELS})
-    writer = create_writer(logdir) if case.loop in ("trainer", "hand") else None
+    writer = (
+        create_writer(logdir, backend=case.writer) if case.loop in ("trainer", "hand") else None
+    )
     callback = LRSchedulerCallback(
         scheduler,
         momentum=case.momentum,

@@ -183,18 +183,19 @@ class WeightAveraging(Callback):
     @property
     def snapshots(self) -> int:
         """The snapshots averaged in so far (a read from the device)."""
-        if self._averaged is None:
-            return 0
-        self._up_to_date()
-        return int(jax.device_get(self._averaged.count[...]))
+        return self._counted("count")
 
     @property
     def refused(self) -> int:
         """The snapshots refused for a non-finite parameter (a read from the device)."""
+        return self._counted("refused")
+
+    def _counted(self, counter: str) -> int:
+        """One of the average's counters, up to date (0 before the average exists)."""
         if self._averaged is None:
             return 0
         self._up_to_date()
-        return int(jax.device_get(self._averaged.refused[...]))
+        return int(jax.device_get(getattr(self._averaged, counter)[...]))
 
     def averaged_model(self, model: nnx.Module | None = None) -> nnx.Module:
         """A copy of the model with the averaged weights (its other state: the model's).
