@@ -14,7 +14,6 @@ per-step path), sharing the lookup, the matching and the conversion.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -79,23 +78,40 @@ class InjectedHyperparams:
         ``set_raw_value`` skips ``set_value``'s defensive tree copy (half the cost); the
         optimizer's hyperparameter variables carry no value hooks to skip. Written on the host,
         outside any trace, it also skips NNX's check of the trace it is written from
-        (``_ON_THE_HOST``: microseconds at every step of a Trainer).
+        ([`write_on_host`]: microseconds at every step of a Trainer).
 
         Raises:
             ValueError: As [`held_value`] does: the value would not be applied as given.
         """
         held = held_value(owner, self, name, value)
-        self.values[name].set_raw_value(held, **_ON_THE_HOST)
+        write_on_host(self.values[name], held)
 
 
-# ``Variable.set_raw_value``'s own check that no trace other than the variable's writes it:
-# ``write`` runs on the host, outside every trace, so the check cannot fail there. Where the
-# installed Flax does not offer the bypass, the check runs.
-_ON_THE_HOST: dict[str, Any] = (
-    {"_unsafe_bypass_check": True}
-    if "_unsafe_bypass_check" in inspect.signature(nnx.Variable.set_raw_value).parameters
-    else {}
-)
+def write_on_host(variable: nnx.Variable, value: Any) -> None:
+    """Replaces ``variable``'s value from the host, outside every trace.
+
+    What ``variable.set_raw_value(value)`` does, without NNX's check that no other trace
+    writes the variable: on the host that check cannot fail, and it reads JAX's trace state
+    at every call (``set_raw_value(..., _unsafe_bypass_check=True)`` still runs it once, in
+    ``Variable.__setattr__``). Where the installed Flax keeps a value otherwise than in the
+    ``_raw_value`` slot (probed at import), the checked path runs.
+    """
+    if _STORES_RAW_VALUE:
+        object.__setattr__(variable, "_raw_value", value)
+    else:
+        variable.set_raw_value(value)
+
+
+def _stores_raw_value() -> bool:
+    """Whether a Variable's value lives in its ``_raw_value`` slot, set as NNX sets it."""
+    if "_raw_value" not in getattr(nnx.Variable, "__slots__", ()):
+        return False
+    probe, value = nnx.Variable(np.float32(0.0)), np.float32(1.0)
+    object.__setattr__(probe, "_raw_value", value)
+    return probe.get_raw_value() is value and probe.get_value() == value
+
+
+_STORES_RAW_VALUE = _stores_raw_value()
 
 
 class Target(NamedTuple):

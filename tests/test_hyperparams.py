@@ -11,7 +11,7 @@ from flax import linen, nnx
 from flax.training import train_state
 from helpers import count_compilations, raises_exactly, tiny_batches, tiny_mlp
 
-from flax_cyclic import CyclicLR, set_hyperparams
+from flax_cyclic import CyclicLR, _hyperparams, set_hyperparams
 from flax_cyclic._hyperparams import (
     accumulation_counters,
     accumulation_every_k,
@@ -66,6 +66,29 @@ def test_write_replaces_the_value_and_keeps_its_dtype():
     assert value == np.float32(0.25)
     assert value.dtype == np.float32
     assert isinstance(value, np.ndarray)  # a host value: no device scatter, no retrace
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["slot", "set_raw_value"])
+def test_write_on_host_is_what_split_and_a_compiled_step_see(monkeypatch, fast):
+    if not fast:  # a Flax that keeps values elsewhere: the checked path
+        monkeypatch.setattr(_hyperparams, "_STORES_RAW_VALUE", False)
+    else:  # the installed Flax keeps them in the slot the fast path writes
+        assert _hyperparams._STORES_RAW_VALUE
+    model = tiny_mlp()
+    optimizer = nnx.Optimizer(model, optax.inject_hyperparams(optax.sgd)(0.1), wrt=nnx.Param)
+    variable = optimizer.opt_state.hyperparams["learning_rate"]
+    written = np.array(0.375, np.float32)
+    _hyperparams.write_on_host(variable, written)
+    assert variable.get_raw_value() is written
+    assert variable.get_value() == np.float32(0.375)
+    _, state = nnx.split(optimizer)
+    assert state["opt_state"]["hyperparams"]["learning_rate"].get_value() is written
+
+    @nnx.jit
+    def read(optimizer):
+        return optimizer.opt_state.hyperparams["learning_rate"][...] * 2
+
+    assert float(read(optimizer)) == 0.75
 
 
 @pytest.mark.parametrize(
