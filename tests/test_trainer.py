@@ -18,6 +18,7 @@ from helpers import (
     host_lrs,
     raises_exactly,
     tiny_batches,
+    tiny_mlp,
     tiny_setup,
 )
 
@@ -341,6 +342,32 @@ def test_the_step_updates_the_state_in_place_and_keeps_no_second_copy():
     # The arrays of each step were donated to the next: no copy of them outlived it.
     assert [array.is_deleted() for array in held] == [True, True, True, False]
     assert held[-1] is model.hidden.kernel.get_value()
+
+
+def test_a_hyperparameter_injected_as_a_number_passes_through_a_schedule_comes_back():
+    from flax_cyclic._split_step import SplitStep
+    from flax_cyclic.trainer import classification_train_step
+
+    model = tiny_mlp()
+    schedule = optax.linear_schedule(0.1, 0.0, transition_steps=10)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=0.9)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    step = SplitStep(classification_train_step, model, optimizer)
+    hyperparams = optimizer.opt_state.hyperparams
+    momentum = hyperparams["momentum"].get_value()
+    (batch,) = tiny_batches(16, 1)
+    # The compiled step returns no copy of the momentum (a number the update leaves as it
+    # is); it returns the learning rate, which the update computes from its schedule.
+    returned = step.lower(batch).out_info[1]
+    index = {id(variable): i for i, variable in enumerate(step.injected())}
+    assert returned[index[id(hyperparams["momentum"])]] is None
+    assert returned[index[id(hyperparams["learning_rate"])]] is not None
+    for _ in range(3):
+        step(batch)
+    step.sync()
+    assert hyperparams["momentum"].get_value() is momentum  # the very value given
+    # The learning rate the third update computed: count 2 of the schedule.
+    assert float(hyperparams["learning_rate"].get_value()) == pytest.approx(float(schedule(2)))
 
 
 def test_a_write_through_the_loop_is_trained_with():
