@@ -34,12 +34,19 @@ class Placement:
         if self.mesh is None:
             return
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        local = replicated.is_fully_addressable
 
         def replicate(leaf: Any) -> Any:
             sharding = getattr(leaf, "sharding", None)
             if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh == self.mesh:
                 return leaf
-            return jax.device_put(leaf, replicated)
+            if local:
+                return jax.device_put(leaf, replicated)
+            # Over several processes each puts its own copy on its devices. ``device_put`` of a
+            # process's array can give a global array whose shards cannot be read back (seen on
+            # examples/mnist's momentum: Orbax's save failed on it); a step's output used to
+            # replace it, but a hyperparameter that passes through every step keeps it.
+            return jax.make_array_from_callback(np.shape(leaf), replicated, leaf.__getitem__)
 
         for obj in objects:
             nnx.update(obj, jax.tree.map(replicate, nnx.state(obj)))

@@ -98,6 +98,11 @@ def main() -> None:
     checkpointer.close()
     # Replicated parameters: every process holds them whole on its devices.
     leaves = [np.asarray(leaf.addressable_data(0)) for leaf in jax.tree.leaves(nnx.state(model))]
+    # Every array of the optimizer's state can be read shard by shard, as Orbax reads it to save
+    # (a hyperparameter no step returns keeps the array the Trainer placed on the mesh).
+    for leaf in jax.tree.leaves(nnx.state(optimizer)):
+        if isinstance(leaf, jax.Array):
+            assert [np.asarray(shard.data) for shard in leaf.addressable_shards]
     if process_id == 0 and not history.preempted:
         np.savez(workdir / f"params-{num_steps}.npz", *leaves)
     state = json.dumps(scheduler.state_dict(), sort_keys=True)
