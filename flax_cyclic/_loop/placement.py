@@ -46,7 +46,8 @@ class Placement:
             # process's array can give a global array whose shards cannot be read back (seen on
             # examples/mnist's momentum: Orbax's save failed on it); a step's output used to
             # replace it, but a hyperparameter that passes through every step keeps it.
-            return jax.make_array_from_callback(np.shape(leaf), replicated, leaf.__getitem__)
+            whole = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+            return jax.make_array_from_callback(whole.shape, replicated, whole.__getitem__)
 
         for obj in objects:
             nnx.update(obj, jax.tree.map(replicate, nnx.state(obj)))
