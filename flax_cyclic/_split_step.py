@@ -194,8 +194,8 @@ class SplitStep:
             flags: As for ``run``, one flag per step.
 
         Returns:
-            For each step, the values its update applied (one per injected variable) and its
-            metrics: device arrays.
+            For each step, the values its update applied (one per injected variable: a device
+            array, or the value given where the update passed it through) and its metrics.
         """
         self.prepare()
         self._given = [variable.get_raw_value() for variable in self._inputs]

@@ -52,7 +52,7 @@ class Dispatch(NamedTuple):
     length: int
     metrics: Mapping[str, Any]  # stacked (or a list: one array per step), on the device
     applied: list[Any]  # per injected variable, the value each step applied (stacked or a list)
-    last: list[Any]  # per injected variable, the value the last step applied, on the device
+    last: list[Any]  # per injected variable, the value the last step applied (as it returned it)
 
 
 class Program(NamedTuple):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -84,16 +85,16 @@ class TrainerLoop(CallbackList):
         (compared on the host, where a value can be a view of an array the loop reuses) left
         stale values in the variables with gradient accumulation, and trained them (the
         applied oracle's seeds 1126 and 1285).
-        ``on_device``: by index, the same values as device arrays (a dispatch's outputs), put
-        instead of a copy of ``values``.
+        ``on_device``: by index, the same values as a dispatch returned them, put instead of a
+        copy of ``values`` where they are JAX arrays (a value one call per step passed through
+        is the host value it was given, and is copied).
         """
         self._clean = None
-        self._split_step.show(
-            {
-                index: jnp.asarray(value) if on_device is None else on_device[index]
-                for index, value in values.items()
-            }
-        )
+        shown = {}
+        for index, value in values.items():
+            returned = None if on_device is None else on_device[index]
+            shown[index] = returned if isinstance(returned, jax.Array) else jnp.asarray(value)
+        self._split_step.show(shown)
 
     def _held(self) -> None:
         """Notes what each injected variable holds, to tell a hook's writes afterwards.
